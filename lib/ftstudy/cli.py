@@ -1,0 +1,53 @@
+"""`ftstudy` command line: run a grid, build the report, validate params."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ftstudy  # noqa: F401  (thread settings before torch)
+    from ftstudy import params as params_mod
+
+    ap = argparse.ArgumentParser(prog="ftstudy", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute every pending cell of a params file")
+    r.add_argument("params")
+    r.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
+    r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    b = sub.add_parser("report", help="collect results, execute the analysis, build the book")
+    b.add_argument("params")
+    b.add_argument("--no-book", action="store_true", help="tables and analysis only")
+    v = sub.add_parser("validate", help="check params files without computing anything")
+    v.add_argument("params", nargs="+")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.command == "validate":
+            for p in args.params:
+                params_mod.load(p)
+                print(f"{p}: ok")
+            return 0
+        params = params_mod.load(args.params)
+    except params_mod.ParamsError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+    if args.command == "run":
+        from ftstudy import grid
+        states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run)
+        failed = [rid for rid, s in states.items() if s == "failed"]
+        if failed and not args.dry_run:
+            print(f"{len(failed)} cell(s) failed: {', '.join(failed)} "
+                  f"(see outputs/runs/<id>/status.json; rerun with --retry-failed)", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "report":
+        from ftstudy import report
+        report.build(params, book=not args.no_book)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Data: benchmark and training sets from the Hugging Face hub or the offline mirror.
+
+Every loader returns plain dicts in the hub's schema, whichever source it read, so the
+rest of the kit (training formatting, lm-eval tasks) never cares where data came from.
+Mirror layout and formats: see `../shared/data/README.md`.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+from ftstudy import paths
+
+# name -> (mirror file per split, hub id, hub config); splits are the hub's names.
+SOURCES = {
+    "gsm8k": dict(hub=("openai/gsm8k", "main"),
+                  mirror={"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}),
+    "alpaca": dict(hub=("tatsu-lab/alpaca", None),
+                   mirror={"train": "alpaca/alpaca_train_5k.jsonl"}),
+    "hellaswag": dict(hub=("Rowan/hellaswag", None),
+                      mirror={"validation": "hellaswag/hellaswag_val_full.txt.bz2"}),
+    "mmlu_high_school_computer_science": dict(
+        hub=("cais/mmlu", "high_school_computer_science"),
+        mirror={"test": "mmlu/high_school_computer_science_test.csv",
+                "dev": "mmlu/high_school_computer_science_dev.csv",
+                "validation": "mmlu/high_school_computer_science_val.csv"}),
+}
+
+# Training sets: which benchmark split they come from, how an example becomes a
+# (prompt, answer) pair, and which eval task measures "learning" on them.
+TRAIN_SETS = {
+    "gsm8k_train": dict(dataset="gsm8k", split="train", target_task="gsm8k"),
+    "alpaca": dict(dataset="alpaca", split="train", target_task=None),
+}
+
+
+def mirror_file(name: str, split: str, data_dir: Path) -> Path:
+    return Path(data_dir) / SOURCES[name]["mirror"][split]
+
+
+def needed_files(name: str, data_dir: Path) -> list[Path]:
+    return [Path(data_dir) / rel for rel in SOURCES[name]["mirror"].values()]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_hellaswag_txt(path: Path) -> list[dict]:
+    """The mirror's 6-line text format -> hub fields (ctx_b empty: the split is not kept)."""
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    records = []
+    for i in range(0, len(lines) - 5, 6):
+        head, label, *endings = lines[i:i + 6]
+        activity, _, context = head.partition(": ")
+        records.append(dict(activity_label=activity, ctx_a=context, ctx_b="",
+                            endings=endings, label=str(int(label))))
+    return records
+
+
+def _read_mmlu_csv(path: Path, subject: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [dict(question=r["question"], subject=subject,
+                     choices=[r[f"choice{k}"] for k in range(4)], answer=int(r["answer"]))
+                for r in csv.DictReader(f)]
+
+
+def load_records(name: str, split: str, data_dir: str | Path | None = None) -> list[dict]:
+    """All rows of one split, in the hub's schema. `data_dir=None` reads the hub."""
+    if name not in SOURCES:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(SOURCES)}")
+    data_dir = paths.data_dir(data_dir)
+    if data_dir is None:
+        import datasets
+        hub_id, config = SOURCES[name]["hub"]
+        return [dict(r) for r in datasets.load_dataset(hub_id, config, split=split)]
+    path = mirror_file(name, split, data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"mirror file missing for {name}/{split}: {path}")
+    if path.suffix == ".bz2":
+        return _read_hellaswag_txt(path)
+    if path.suffix == ".csv":
+        return _read_mmlu_csv(path, subject=name.removeprefix("mmlu_"))
+    return _read_jsonl(path)
+
+
+def records_as_jsonl(name: str, split: str, data_dir: str | Path) -> Path:
+    """A JSONL file of a split in hub schema (for lm-eval's `json` loader), cached by content."""
+    src = mirror_file(name, split, Path(data_dir))
+    if src.suffix == ".jsonl":
+        return src
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    out = paths.cache_dir() / "data" / f"{name}-{split}-{digest}.jsonl"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in load_records(name, split, data_dir):
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.rename(out)
+    return out
+
+
+# ---------------------------------------------------------------- training examples
+
+def to_prompt_answer(train_set: str, record: dict) -> tuple[str, str] | None:
+    """One training example as (prompt, answer); None drops it (e.g. empty Alpaca output)."""
+    if train_set == "gsm8k_train":
+        return record["question"], record["answer"]
+    if train_set == "alpaca":
+        if not record["output"].strip():
+            return None
+        prompt = record["instruction"]
+        if record.get("input", "").strip():
+            prompt += "\n\n" + record["input"]
+        return prompt, record["output"]
+    raise KeyError(f"unknown training set {train_set!r}; known: {sorted(TRAIN_SETS)}")
+
+
+def pairs(train_set: str, data_dir=None) -> list[tuple[str, str]]:
+    spec = TRAIN_SETS[train_set]
+    rows = load_records(spec["dataset"], spec["split"], data_dir)
+    return [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+
+
+def mix_counts(mix: dict[str, float], size: int) -> dict[str, int]:
+    """Split `size` examples across sets by proportion (largest remainders get the rest)."""
+    raw = {k: v * size for k, v in mix.items()}
+    counts = {k: int(v) for k, v in raw.items()}
+    short = size - sum(counts.values())
+    for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[:short]:
+        counts[k] += 1
+    return counts
+
+
+def subset(mix: dict[str, float], size: int, seed: int, data_dir=None) -> list[tuple[str, str]]:
+    """`size` examples drawn from a mix of training sets, deterministically from `seed`."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for name, n in mix_counts(mix, size).items():
+        pool = pairs(name, data_dir)
+        if n > len(pool):
+            raise ValueError(f"training set {name!r} has {len(pool)} examples, {n} asked")
+        chosen += [pool[i] for i in rng.permutation(len(pool))[:n]]
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+def encode(tokenizer, prompt: str, answer: str, max_length: int) -> dict | None:
+    """Token ids and labels with the loss on the answer only, in the model's chat format."""
+    if tokenizer.chat_template:
+        user = [{"role": "user", "content": prompt}]
+        prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        full_text = tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": answer}], tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise ValueError("chat template does not keep the prompt as a prefix")
+        answer_text = full_text[len(prompt_text):]
+    else:
+        prompt_text, answer_text = prompt + "\n", answer + (tokenizer.eos_token or "")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
+    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
+    if len(prompt_ids) >= max_length:
+        return None
+    ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def training_set(tokenizer, mix: dict[str, float], size: int, seed: int, max_length: int,
+                 data_dir=None) -> list[dict]:
+    """Encoded training examples; prompts longer than `max_length` are dropped (and counted)."""
+    examples = [encode(tokenizer, p, a, max_length) for p, a in subset(mix, size, seed, data_dir)]
+    kept = [e for e in examples if e is not None]
+    if not kept:
+        raise ValueError(f"every prompt is longer than max_length={max_length}")
+    return kept

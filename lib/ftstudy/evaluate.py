@@ -1,0 +1,126 @@
+"""Evaluation with lm-evaluation-harness, on the model already in memory.
+
+Local task YAMLs `include` lm-eval's own task configs and override only where the data
+comes from (and the shot count when params set one), so prompts, answer filters and
+metrics stay upstream's and numbers stay comparable with published ones. The YAMLs are
+written into the run folder: `python -m lm_eval --include_path <run>/tasks` reproduces.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ftstudy import data, paths
+
+# Study task name -> (upstream YAML inside lm_eval/tasks, mirror overrides builder)
+UPSTREAM = {
+    "gsm8k": "gsm8k/gsm8k.yaml",
+    "hellaswag": "hellaswag/hellaswag.yaml",
+    "mmlu_high_school_computer_science": "mmlu/default/mmlu_high_school_computer_science.yaml",
+}
+# The splits lm-eval reads per task (the mirror has no HellaSwag train split).
+MIRROR_SPLITS = {
+    "gsm8k": dict(splits=["train", "test"], keys=dict(training_split="train", test_split="test")),
+    "hellaswag": dict(splits=["validation"],
+                      keys=dict(training_split=None, validation_split="validation", test_split=None)),
+    "mmlu_high_school_computer_science": dict(splits=["test", "dev"],
+                                              keys=dict(test_split="test", fewshot_split="dev")),
+}
+PREFIX = "ftstudy_"
+DEFAULTS = dict(batch_size=8, tasks={
+    "gsm8k": {"limit": 8, "num_fewshot": 5},
+    "hellaswag": {"limit": 40},
+    "mmlu_high_school_computer_science": {"limit": 20, "num_fewshot": 5},
+})
+
+
+def upstream_yaml(task: str) -> Path:
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks" / UPSTREAM[task]
+
+
+def task_config(task: str, settings: dict, data_dir: Path | None) -> dict:
+    """One local task: upstream config by include, plus data-source (and shot) overrides."""
+    cfg = {"include": str(upstream_yaml(task)), "task": PREFIX + task, "tag": ["ftstudy"]}
+    if data_dir is not None:
+        spec = MIRROR_SPLITS[task]
+        cfg.update(dataset_path="json", dataset_name=None, **spec["keys"])
+        cfg["dataset_kwargs"] = {"data_files": {
+            split: str(data.records_as_jsonl(task, split, data_dir)) for split in spec["splits"]}}
+    if settings.get("num_fewshot") is not None:
+        cfg["num_fewshot"] = int(settings["num_fewshot"])
+    return cfg
+
+
+def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = paths.data_dir(data_dir)
+    for task, settings in tasks.items():
+        cfg = task_config(task, settings or {}, data_dir)
+        (out_dir / f"{PREFIX}{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out_dir
+
+
+def resolve(evaluation: dict | None) -> dict:
+    ev = {"batch_size": DEFAULTS["batch_size"], "tasks": dict(DEFAULTS["tasks"])}
+    if evaluation:
+        ev["batch_size"] = evaluation.get("batch_size", ev["batch_size"])
+        if "tasks" in evaluation:
+            ev["tasks"] = evaluation["tasks"]
+    return ev
+
+
+def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=None) -> dict:
+    """Run every task on the in-memory model; keep lm-eval's results and per-sample logs.
+
+    Returns {"tasks": {task: lm-eval's results for it}, "wall_s": seconds}. Each task runs
+    with its own limit.
+    """
+    import time
+
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    start = time.perf_counter()
+    ev = resolve(evaluation)
+    run_dir = Path(run_dir)
+    task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir)
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"])
+    out = {}
+    for task, settings in ev["tasks"].items():
+        name = PREFIX + task
+        res = simple_evaluate(model=lm, tasks=[name], limit=(settings or {}).get("limit"),
+                              task_manager=manager, log_samples=True)
+        samples = res.pop("samples")
+        folder = run_dir / "lm_eval" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(
+            json.dumps(res, indent=2, default=handle_non_serializable, ensure_ascii=False))
+        with open(folder / "samples.jsonl", "w", encoding="utf-8") as f:
+            for s in samples[name]:
+                f.write(json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n")
+        out[task] = res["results"][name]
+    return {"tasks": out, "wall_s": time.perf_counter() - start}
+
+
+def metric_rows(task_results: dict) -> list[dict]:
+    """lm-eval's `{metric,filter: value, metric_stderr,filter: se}` -> tidy rows."""
+    rows = []
+    for task, res in task_results.items():
+        for key, value in res.items():
+            if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, filt = key.split(",", 1)
+            se = res.get(f"{metric}_stderr,{filt}")
+            rows.append(dict(task=task, metric=metric if filt == "none" else f"{metric}_{filt}",
+                             value=float(value),
+                             stderr=float(se) if isinstance(se, (int, float)) else None))
+    return rows

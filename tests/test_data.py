@@ -1,0 +1,52 @@
+"""Mirror readers give the hub schema; subsets and mixes are deterministic; loss masks answers."""
+from ftstudy import data
+
+
+def test_hellaswag_mirror_matches_readme_facts(data_dir):
+    rows = data.load_records("hellaswag", "validation", data_dir)
+    assert len(rows) == 10042
+    first = rows[0]
+    assert first["activity_label"] == "Roof shingle removal"
+    assert first["ctx_a"] == "A man is sitting on a roof. he" and first["label"] == "3"
+    assert len(first["endings"]) == 4
+    labels = [r["label"] for r in rows]
+    assert [labels.count(str(k)) for k in range(4)] == [2515, 2485, 2584, 2458]
+
+
+def test_mmlu_and_gsm8k_mirror(data_dir):
+    test = data.load_records("mmlu_high_school_computer_science", "test", data_dir)
+    assert len(test) == 100 and test[31]["question"] == "Which is the largest asymptotically?"
+    assert len(test[0]["choices"]) == 4 and test[0]["answer"] in range(4)
+    assert len(data.load_records("mmlu_high_school_computer_science", "dev", data_dir)) == 5
+    gsm = data.load_records("gsm8k", "train", data_dir)
+    assert len(gsm) == 7473 and all("####" in r["answer"] for r in gsm)
+
+
+def test_alpaca_drops_empty_output(data_dir):
+    assert len(data.pairs("alpaca", data_dir)) == 4999
+
+
+def test_mix_counts_sum_and_proportions():
+    assert data.mix_counts({"gsm8k_train": 0.8, "alpaca": 0.2}, 10) == {"gsm8k_train": 8, "alpaca": 2}
+    counts = data.mix_counts({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 10)
+    assert sum(counts.values()) == 10 and sorted(counts.values()) == [3, 3, 4]
+
+
+def test_subset_is_deterministic_per_seed_and_mixes(data_dir):
+    mix = {"gsm8k_train": 0.75, "alpaca": 0.25}
+    a = data.subset(mix, 20, seed=1, data_dir=data_dir)
+    assert a == data.subset(mix, 20, seed=1, data_dir=data_dir)
+    assert a != data.subset(mix, 20, seed=2, data_dir=data_dir)
+    gsm_questions = {q for q, _ in data.pairs("gsm8k_train", data_dir)}
+    assert sum(q in gsm_questions for q, _ in a) == 15
+
+
+def test_encode_masks_prompt_and_uses_chat_template(tiny_model_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = data.encode(tok, "What is 2+2?", "It is 4.", max_length=64)
+    n_prompt = sum(1 for label in ex["labels"] if label == -100)
+    answer = tok.decode([t for t in ex["labels"] if t != -100])
+    assert n_prompt > 0 and answer.startswith("It is 4.") and answer.endswith("<|im_end|>\n")
+    assert tok.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
+    assert data.encode(tok, "word " * 200, "x", max_length=32) is None

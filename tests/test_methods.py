@@ -1,0 +1,49 @@
+"""Each method builds what it claims: QLoRA is really 4-bit NF4, adapters train few params."""
+import pytest
+import torch
+
+from ftstudy import data, methods, train
+
+TINY = lambda d: {"name": "tiny", "source": {"path": str(d)}, "dtype": "float32"}  # noqa: E731
+
+
+def test_qlora_layers_are_4bit_nf4_with_double_quant(tiny_model_dir):
+    import bitsandbytes as bnb
+    spec = methods.resolve("qlora")
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 2 * 7  # q,k,v,o,gate,up,down per layer
+    w = layers[0].weight
+    assert w.dtype == torch.uint8 and w.quant_state.quant_type == "nf4"
+    assert w.quant_state.nested  # double quantisation of the scales
+    assert methods.quantised_layer_types(model)["Linear4bit"] == 14
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "dora", "ia3", "prompt_tuning"])
+def test_every_method_trains_and_counts_parameters(method, tiny_model_dir, data_dir, tmp_path):
+    spec = methods.resolve(method, training={"max_steps": 2, "batch_size": 2, "max_length": 96})
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    examples = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 96, data_dir)
+    tuned = methods.apply(model, spec, seed=0)
+    cost = train.train(tuned, tok, examples, spec, tmp_path, seed=0)
+    trainable, total = cost["trainable_params"], cost["total_params"]
+    assert 0 < trainable <= total
+    if method == "full":
+        assert trainable == total
+    else:
+        assert trainable < 0.5 * total
+    assert len(cost["loss_curve"]) == 2 and cost["train_tokens"] > 0
+    size = train.save(tuned, tok, tmp_path / "artifact")
+    files = {p.name for p in (tmp_path / "artifact").iterdir()}
+    assert size > 0 and any(f.endswith(".safetensors") for f in files)
+    assert not any(f.endswith(".bin") for f in files)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_method_deltas_override_defaults():
+    spec = methods.resolve("lora", adapter={"r": 4}, training={"max_steps": 7})
+    assert spec["adapter"]["r"] == 4 and spec["adapter"]["lora_alpha"] == 16
+    assert spec["training"]["max_steps"] == 7 and spec["training"]["learning_rate"] == 2e-4
+    assert methods.resolve("dora")["adapter"]["use_dora"] is True
+    with pytest.raises(KeyError, match="unknown method"):
+        methods.resolve("adalora")

