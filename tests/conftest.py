@@ -87,7 +87,9 @@ def tiny_model_dir(tmp_path_factory, data_dir) -> Path:
 TINY_EVAL = {"batch_size": 4, "tasks": {
     "gsm8k": {"limit": 2, "num_fewshot": 1},
     "hellaswag": {"limit": 8},
-    "mmlu_high_school_computer_science": {"limit": 4, "num_fewshot": 1}}}
+    "mmlu_high_school_computer_science": {"limit": 4, "num_fewshot": 1},
+    "gsm8k_nll": {"limit": 8},
+    "alpaca_nll": {"limit": 8}}}
 
 
 def write_params(path: Path, model_dir: Path, outputs: Path, methods=("lora", "qlora"),

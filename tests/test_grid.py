@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ftstudy import grid, params, report
-from conftest import ROOT, write_params
+from conftest import ROOT, TINY_EVAL, write_params
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         assert status["status"] == "done", status.get("error")
         for name in ["cell.json", "metrics.json", "env.json", f"{c['method']}.ipynb"]:
             assert (run / name).is_file(), name
-        for task in ["gsm8k", "hellaswag", "mmlu_high_school_computer_science"]:
+        for task in TINY_EVAL["tasks"]:
             assert (run / "lm_eval" / task / "samples.jsonl").stat().st_size > 0
         metrics = json.loads((run / "metrics.json").read_text())
         env = json.loads((run / "env.json").read_text())
@@ -54,10 +54,17 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
         assert col in df.columns
     assert set(df["method"]) == {"base", "lora", "qlora"}
     per_run = df.groupby("run_id")["metric"].apply(set)
-    expected = {"exact_match_strict-match", "exact_match_flexible-extract", "acc", "acc_norm"}
+    expected = {"exact_match_strict-match", "exact_match_flexible-extract", "acc", "acc_norm",
+                "bits_per_byte", "nll"}
     assert all(m == expected for m in per_run)
-    assert df["value"].between(0, 1).all()
-    assert len(df) == 3 * 5  # 2 GSM8K filters + 2 HellaSwag + 1 MMLU per run
+    acc = df[~df["metric"].isin(["bits_per_byte", "nll"])]
+    assert acc["value"].between(0, 1).all() and (df.loc[df["metric"] == "bits_per_byte", "value"] > 0).all()
+    assert len(df) == 3 * 9  # 2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL per run
+    paired = pd.read_csv(outputs / "paired.csv")
+    assert {"vs base", "vs method"} == set(paired["comparison"])
+    assert paired[["ci_low", "ci_high"]].notna().all().all()
+    base = pd.read_csv(outputs / "baselines.csv")
+    assert set(base["task"]) == {"hellaswag", "mmlu_high_school_computer_science"}
 
 
 def test_rerun_skips_every_cell(tiny_study):
@@ -72,18 +79,90 @@ def test_rerun_skips_every_cell(tiny_study):
     assert dry.stdout.count(" done ") == 3 and "0 to run" in dry.stdout
 
 
-def test_book_builds_with_figures(tiny_study, tmp_path):
-    path, outputs, _ = tiny_study
-    book = tmp_path / "book"
+@pytest.fixture(scope="module")
+def built_book(tiny_study, tmp_path_factory):
     import shutil
+    path, _, _ = tiny_study
+    book = tmp_path_factory.mktemp("bookcopy") / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
     report.build(params.load(path), book_dir=book)
-    html = book / "_build" / "html"
+    return book / "_build" / "html"
+
+
+def test_book_builds_with_figures(tiny_study, built_book):
+    path, outputs, _ = tiny_study
+    html = built_book
     assert (html / "index.html").is_file()
     analysis = (html / "generated" / "analysis.html").read_text()
-    assert analysis.count("<img") >= 3 and "Traceback" not in analysis
+    assert analysis.count("<img") >= 5 and "Traceback" not in analysis
+    assert "Learning vs forgetting" in analysis and "Honest baselines" in analysis
+    assert "cannot say how the choice of base model" in analysis  # one model: said plainly
+    limits = (html / "generated" / "limitations.html").read_text()
+    assert "points" in limits and "gsm8k_nll" in limits
     images = list((html / "_images").glob("*.png"))
     assert len(images) >= 3 and all(p.stat().st_size > 1000 for p in images)
     prov = (html / "generated" / "provenance.html").read_text()
     runs = [c["run_id"] for c in grid.expand(params.load(path))]
     assert all(r in prov for r in runs)
+
+
+def test_book_in_headless_chromium(built_book):
+    """Every page loads in a real browser, every image is served and non-empty, no console
+    errors; a screenshot of the results page is kept in test-artifacts/."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Debian chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    pages = [p.relative_to(built_book).as_posix() for p in built_book.rglob("*.html")
+             if not p.name.startswith(("genindex", "search"))
+             and not p.relative_to(built_book).parts[0].startswith("_")]  # theme templates
+    assert {"index.html", "generated/analysis.html", "generated/provenance.html"} <= set(pages)
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    profile = built_book.parent / "chromium-profile"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(  # a fresh --user-data-dir
+                str(profile), executable_path=chromium, headless=True,
+                viewport={"width": 1280, "height": 900}, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--no-first-run", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page()
+            errors, failed = [], []
+            page.on("console", lambda m: errors.append(f"{m.text} ({m.location.get('url')})")
+                    if m.type == "error" and not m.location.get("url", "").endswith("/favicon.ico")
+                    else None)  # the index redirect page (made by Jupyter Book) names no icon
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: failed.append(r.url)
+                    if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+            page.goto(f"{base}/index.html", wait_until="load")
+            page.wait_for_url("**/intro.html")  # the book's index redirects to its root page
+            for rel in pages:
+                if rel == "index.html":
+                    continue
+                resp = page.goto(f"{base}/{rel}", wait_until="load")
+                assert resp.status == 200, rel
+                images = page.eval_on_selector_all(
+                    "img", "els => els.map(e => [e.currentSrc, e.complete, e.naturalWidth])")
+                for src, complete, width in images:
+                    assert complete and width > 0, (rel, src)
+                if rel == "generated/analysis.html":
+                    assert len(images) >= 5
+                    page.screenshot(path=str(artifacts / "results-page.png"), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+    assert not failed, failed
+    assert not errors, errors
+    assert (artifacts / "results-page.png").stat().st_size > 10_000

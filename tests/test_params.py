@@ -6,7 +6,7 @@ from ftstudy import grid, params
 from conftest import ROOT, write_params
 
 
-@pytest.mark.parametrize("name", ["cpu.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["cpu.yaml", "cpu-full.yaml", "paper.yaml"])
 def test_shipped_params_validate(name, data_dir, monkeypatch):
     if name == "paper.yaml":  # a GPU user's setting: data from the hub (Alpaca has 52k rows there)
         monkeypatch.delenv("FTSTUDY_DATA_DIR")
@@ -83,7 +83,7 @@ def test_run_ids_are_stable_and_change_with_params(tmp_path, data_dir, tiny_mode
     (lambda r: r["training"].update(max_steps="ten"), "training.max_steps: Input should be a valid integer"),
     (lambda r: r["train_data"].update(wiki={"wikitext": 1.0}), "unknown training set 'wikitext'"),
     (lambda r: r.update(train_sizes=[6000], train_data={"alpaca": {"alpaca": 1.0}}),
-     "train_sizes: 6000 asks 6000 examples of alpaca (train_data.alpaca), which has 4999"),
+     "train_sizes: 6000 asks 6000 examples of alpaca (train_data.alpaca), which has 4499"),
     (lambda r: r["methods"].update(lora={"training": {"learning_rate": -1}}),
      "methods.lora.training.learning_rate: Input should be greater than 0"),
     (lambda r: r["train_data"].update(again={"gsm8k_train": 1.0}), "same mix: duplicate cells"),

@@ -62,9 +62,9 @@ def test_kill_during_training_then_resume(tmp_path, tiny_model_dir, data_dir):
 
 def test_failing_cells_are_isolated_recorded_and_retried(tmp_path, tiny_model_dir, data_dir):
     outputs = tmp_path / "outputs"
-    path = write_params(tmp_path / "p.yaml", tiny_model_dir, outputs, methods=("lora", "ia3"))
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, outputs, methods=("lora", "full"))
     raw = params.load(path).model_dump(exclude_unset=True)
-    raw["methods"]["ia3"] = {"training": {"learning_rate": 1e30}}   # loss goes non-finite
+    raw["methods"]["full"] = {"training": {"learning_rate": 1e38}}   # weights overflow: loss NaN/inf
     raw["models"]["hubless"] = {"hub": "no-such-org/no-such-model", "dtype": "float32"}
     import yaml
     path.write_text(yaml.safe_dump(raw))
@@ -76,9 +76,9 @@ def test_failing_cells_are_isolated_recorded_and_retried(tmp_path, tiny_model_di
               for c in cells}
     by = {(c["model_name"], c["method"]): status[c["run_id"]] for c in cells}
     assert by[("tiny", "lora")]["status"] == "done" and by[("tiny", "base")]["status"] == "done"
-    assert by[("tiny", "ia3")]["status"] == "failed"
-    assert "loss became" in by[("tiny", "ia3")]["error"]
-    assert all(by[("hubless", m)]["status"] == "failed" for m in ("base", "lora", "ia3"))
+    assert by[("tiny", "full")]["status"] == "failed"
+    assert "NonFiniteLoss: loss became" in by[("tiny", "full")]["error"]
+    assert all(by[("hubless", m)]["status"] == "failed" for m in ("base", "lora", "full"))
     failed_ids = [r for r, s in status.items() if s["status"] == "failed"]
     assert all(r in proc.stderr for r in failed_ids) and "--retry-failed" in proc.stderr
     for r in failed_ids:  # the executed notebook keeps the traceback

@@ -32,9 +32,16 @@ SOURCES = {
 # Training sets: which benchmark split they come from, how an example becomes a
 # (prompt, answer) pair, and which eval task measures "learning" on them.
 TRAIN_SETS = {
-    "gsm8k_train": dict(dataset="gsm8k", split="train", target_task="gsm8k"),
-    "alpaca": dict(dataset="alpaca", split="train", target_task=None),
+    "gsm8k_train": dict(dataset="gsm8k", split="train", target_task="gsm8k",
+                        target_nll="gsm8k_nll"),
+    "alpaca": dict(dataset="alpaca", split="train", target_task=None, target_nll="alpaca_nll"),
 }
+
+# Held-out answers scored by log-likelihood (target and retention tasks). The last
+# ALPACA_HELDOUT rows of Alpaca never enter a training subset; GSM8K uses its test split.
+ALPACA_HELDOUT = 500
+NLL_SOURCES = {"gsm8k_nll": ("gsm8k_train", "gsm8k", "test"),
+               "alpaca_nll": ("alpaca", "alpaca", "train")}
 
 
 def mirror_file(name: str, split: str, data_dir: Path) -> Path:
@@ -123,9 +130,34 @@ def to_prompt_answer(train_set: str, record: dict) -> tuple[str, str] | None:
 
 
 def pairs(train_set: str, data_dir=None) -> list[tuple[str, str]]:
+    """Every usable training pair of a set (Alpaca's held-out tail excluded)."""
     spec = TRAIN_SETS[train_set]
     rows = load_records(spec["dataset"], spec["split"], data_dir)
+    if train_set == "alpaca":
+        rows = rows[:-ALPACA_HELDOUT]
     return [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+
+
+def heldout_pairs(task: str, data_dir=None) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs of a log-likelihood task, disjoint from every training subset."""
+    train_set, dataset, split = NLL_SOURCES[task]
+    rows = load_records(dataset, split, data_dir)
+    if dataset == "alpaca":
+        rows = rows[-ALPACA_HELDOUT:]
+    return [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+
+
+def heldout_jsonl(task: str, data_dir=None) -> Path:
+    """The held-out pairs as JSONL for lm-eval, cached by content."""
+    rows = [{"prompt": p, "answer": a, "nl_answer": "\n" + a} for p, a in heldout_pairs(task, data_dir)]
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    out = paths.cache_dir() / "data" / f"{task}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.jsonl"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(blob, encoding="utf-8")
+        tmp.rename(out)
+    return out
 
 
 def mix_counts(mix: dict[str, float], size: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ import yaml
 from ftstudy import data, paths
 
 # Study task name -> (upstream YAML inside lm_eval/tasks, mirror overrides builder)
-UPSTREAM = {
+UPSTREAM = {  # (the NLL tasks below are ours, not upstream's)
     "gsm8k": "gsm8k/gsm8k.yaml",
     "hellaswag": "hellaswag/hellaswag.yaml",
     "mmlu_high_school_computer_science": "mmlu/default/mmlu_high_school_computer_science.yaml",
@@ -28,12 +28,18 @@ MIRROR_SPLITS = {
     "mmlu_high_school_computer_science": dict(splits=["test", "dev"],
                                               keys=dict(test_split="test", fewshot_split="dev")),
 }
+# Our own tasks: the reference answer's log-likelihood given the prompt, in the format the
+# model is trained on (its chat template when it has one). Lower bits per byte = better.
+NLL_TASKS = ("gsm8k_nll", "alpaca_nll")
 PREFIX = "ftstudy_"
 DEFAULTS = dict(batch_size=8, tasks={
-    "gsm8k": {"limit": 8, "num_fewshot": 5},
-    "hellaswag": {"limit": 40},
-    "mmlu_high_school_computer_science": {"limit": 20, "num_fewshot": 5},
+    "gsm8k": {"limit": 4, "num_fewshot": 5},
+    "hellaswag": {"limit": 32},
+    "mmlu_high_school_computer_science": {"limit": 8, "num_fewshot": 5},
+    "gsm8k_nll": {"limit": 32},
+    "alpaca_nll": {"limit": 32},
 })
+TASKS = (*UPSTREAM, *NLL_TASKS)
 
 
 def upstream_yaml(task: str) -> Path:
@@ -42,8 +48,23 @@ def upstream_yaml(task: str) -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / UPSTREAM[task]
 
 
-def task_config(task: str, settings: dict, data_dir: Path | None) -> dict:
+def nll_task_config(task: str, data_dir: Path | None, chat: bool) -> dict:
+    """A held-out answer log-likelihood task (see `ftstudy.nll`)."""
+    return {
+        "task": PREFIX + task, "tag": ["ftstudy"], "dataset_path": "json", "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data.heldout_jsonl(task, data_dir))}},
+        "test_split": "test", "output_type": "loglikelihood", "num_fewshot": 0,
+        "doc_to_text": "prompt", "doc_to_target": "answer" if chat else "nl_answer",
+        "metric_list": [{"metric": "bits_per_byte", "aggregation": "mean", "higher_is_better": False},
+                        {"metric": "nll", "aggregation": "mean", "higher_is_better": False}],
+        "metadata": {"version": 1.0, "chat_format": chat},
+    }
+
+
+def task_config(task: str, settings: dict, data_dir: Path | None, chat: bool = True) -> dict:
     """One local task: upstream config by include, plus data-source (and shot) overrides."""
+    if task in NLL_TASKS:
+        return nll_task_config(task, data_dir, chat)
     cfg = {"include": str(upstream_yaml(task)), "task": PREFIX + task, "tag": ["ftstudy"]}
     if data_dir is not None:
         spec = MIRROR_SPLITS[task]
@@ -55,13 +76,15 @@ def task_config(task: str, settings: dict, data_dir: Path | None) -> dict:
     return cfg
 
 
-def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None) -> Path:
+def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool = True) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = paths.data_dir(data_dir)
     for task, settings in tasks.items():
-        cfg = task_config(task, settings or {}, data_dir)
-        (out_dir / f"{PREFIX}{task}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        text = yaml.safe_dump(task_config(task, settings or {}, data_dir, chat), sort_keys=False)
+        if task in NLL_TASKS:
+            text += "process_results: !function ftstudy.nll.process_results\n"
+        (out_dir / f"{PREFIX}{task}.yaml").write_text(text)
     return out_dir
 
 
@@ -90,7 +113,8 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     start = time.perf_counter()
     ev = resolve(evaluation)
     run_dir = Path(run_dir)
-    task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir, chat)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"])
@@ -98,7 +122,8 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     for task, settings in ev["tasks"].items():
         name = PREFIX + task
         res = simple_evaluate(model=lm, tasks=[name], limit=(settings or {}).get("limit"),
-                              task_manager=manager, log_samples=True)
+                              task_manager=manager, log_samples=True,
+                              apply_chat_template=chat and task in NLL_TASKS)
         samples = res.pop("samples")
         folder = run_dir / "lm_eval" / task
         folder.mkdir(parents=True, exist_ok=True)

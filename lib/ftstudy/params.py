@@ -70,8 +70,8 @@ class Evaluation(_Strict):
     @classmethod
     def _known_tasks(cls, v):
         for name in v:
-            if name not in evaluate.UPSTREAM:
-                raise ValueError(f"unknown task {name!r}; allowed: {sorted(evaluate.UPSTREAM)}")
+            if name not in evaluate.TASKS:
+                raise ValueError(f"unknown task {name!r}; allowed: {sorted(evaluate.TASKS)}")
         return v
 
 
@@ -236,7 +236,8 @@ def check_environment(params: Params, path: Path) -> None:
     data_dir = paths.data_dir(params.data_dir)
     if data_dir is not None:
         needed = {data.TRAIN_SETS[n]["dataset"] for mix in params.train_data.values() for n in mix}
-        needed |= set(params.evaluation.tasks)
+        needed |= {t for t in params.evaluation.tasks if t in evaluate.UPSTREAM}
+        needed |= {data.NLL_SOURCES[t][1] for t in params.evaluation.tasks if t in data.NLL_SOURCES}
         for name in sorted(needed):
             for f in data.needed_files(name, data_dir):
                 if not f.is_file():

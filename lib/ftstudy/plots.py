@@ -21,8 +21,8 @@ def scores(results: pd.DataFrame, group: str = "train_data"):
     """Headline score per task and method, ±1 stderr (lm-eval's), one row per training set."""
     df = analysis.headline(results)
     tasks = sorted(df["task"].unique())
-    groups = [g for g in df[group].dropna().unique()]
     base = df[df["method"] == "base"]
+    groups = [g for g in df.loc[df["method"] != "base", group].dropna().unique()]
     fig, axes = plt.subplots(max(1, len(groups)), len(tasks), squeeze=False,
                              figsize=(3.6 * len(tasks), 3.0 * max(1, len(groups))))
     for i, g in enumerate(groups or [None]):
@@ -82,5 +82,101 @@ def cost(runs: pd.DataFrame):
         ax.tick_params(axis="x", rotation=45)
         if col == "trainable_params":
             ax.set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def learning_vs_forgetting(lf: pd.DataFrame, axes_label: str = "bits/byte"):
+    """Learning (x) against mean forgetting (y) per run, paired 95% CIs, Pareto front
+    marked; one panel per training set. Best is bottom right."""
+    groups = list(lf["train_data"].unique()) if not lf.empty else []
+    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False,
+                             figsize=(4.6 * max(1, len(groups)), 3.8))
+    palette = dict(zip(sorted(lf["method"].unique()) if not lf.empty else [],
+                       sns.color_palette("colorblind", 10)))
+    for ax, g_name in zip(axes[0], groups):
+        g = lf[lf["train_data"] == g_name]
+        for _, r in g.iterrows():
+            ax.errorbar(r["learning"], r["forgetting"],
+                        xerr=[[r["learning"] - r["learning_low"]], [r["learning_high"] - r["learning"]]],
+                        yerr=[[r["forgetting"] - r["forgetting_low"]], [r["forgetting_high"] - r["forgetting"]]],
+                        fmt="o", color=palette[r["method"]], capsize=3, label=r["method"],
+                        markeredgecolor="black" if r["pareto"] else palette[r["method"]],
+                        markersize=9 if r["pareto"] else 6)
+        front = g[g["pareto"]].sort_values("learning")
+        ax.plot(front["learning"], front["forgetting"], "--", color="grey", lw=1, label="Pareto front")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_xlabel(f"learning: gain on {g['target'].iloc[0]} ({axes_label})")
+        ax.set_ylabel(f"forgetting: mean loss on {g['retention_tasks'].iloc[0]}")
+        ax.set_title(f"trained on {g_name}", fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        uniq = dict(zip(labels, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def data_size_curves(results: pd.DataFrame):
+    """Headline score against training examples (log axis), one line per method, ±1 stderr
+    bands; works with one size (points) or many."""
+    df = analysis.headline(results[results["method"] != "base"])
+    tasks = sorted(df["task"].unique())
+    groups = list(df["train_data"].dropna().unique())
+    base = analysis.headline(results[results["method"] == "base"])  # dotted reference line
+    fig, axes = plt.subplots(max(1, len(groups)), max(1, len(tasks)), squeeze=False,
+                             figsize=(3.6 * max(1, len(tasks)), 3.0 * max(1, len(groups))))
+    for i, g in enumerate(groups):
+        for j, t in enumerate(tasks):
+            ax = axes[i][j]
+            sub = df[(df["train_data"] == g) & (df["task"] == t)]
+            for k, (m, mm) in enumerate(sub.groupby("method")):
+                agg = mm.groupby("train_size").agg(value=("value", "mean"), se=("stderr", "mean")).reset_index()
+                color = sns.color_palette("colorblind", 10)[k % 10]
+                ax.plot(agg["train_size"], agg["value"], marker="o", label=m, color=color)
+                ax.fill_between(agg["train_size"], agg["value"] - agg["se"], agg["value"] + agg["se"],
+                                alpha=0.15, color=color)
+            b = base[base["task"] == t]["value"]
+            if len(b):
+                ax.axhline(b.mean(), color="black", ls=":", lw=1, label="base")
+            ax.set_xscale("log")
+            ax.set_title(f"{t}\ntrained on {g}", fontsize=9)
+            ax.set_xlabel("training examples")
+    if groups and tasks:
+        axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_cost(results: pd.DataFrame, runs: pd.DataFrame, cost: str = "train_wall_s"):
+    """Headline score against a cost column, one point per run, per task."""
+    df = analysis.headline(results[results["method"] != "base"]).merge(
+        runs[["run_id", cost]], on="run_id")
+    tasks = sorted(df["task"].unique())
+    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False, figsize=(3.8 * max(1, len(tasks)), 3.2))
+    for ax, t in zip(axes[0], tasks):
+        sns.scatterplot(data=df[df["task"] == t], x=cost, y="value", hue="method", style="train_data",
+                        ax=ax, palette="colorblind", s=60)
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel(cost.replace("_", " "))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def answer_distribution(baselines: pd.DataFrame, method: str = "base"):
+    """Share of each answer choice the model picked, per multiple-choice task."""
+    b = baselines[baselines["method"] == method]
+    share_cols = [c for c in b.columns if c.startswith("share_")]
+    tasks = list(b["task"].unique())
+    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False, figsize=(3.6 * max(1, len(tasks)), 2.8))
+    for ax, (_, r) in zip(axes[0], b.drop_duplicates("task").iterrows()):
+        ax.bar(["ABCD"[int(c.split("_")[1])] for c in share_cols], [r[c] for c in share_cols],
+               color=sns.color_palette("colorblind", 4))
+        ax.axhline(r["chance"], color="black", ls=":", lw=1, label="chance")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{r['task']}\n{r['model']} {method}", fontsize=9)
+        ax.set_ylabel("share of answers")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

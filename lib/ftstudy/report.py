@@ -72,6 +72,64 @@ def provenance_page(outputs: Path, book_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def limitations_page(params: Params, outputs: Path) -> str:
+    """What this grid can and cannot tell, computed from its own settings and results."""
+    import pandas as pd
+
+    from ftstudy import stats
+
+    ev = params.evaluation
+    lines = ["# Limitations", "",
+             f"Computed from the `{params.study}` params and results; rebuilt with the report.", "",
+             "## What the evaluation sizes can detect", "",
+             "| task | items per run | smallest accuracy difference detectable (80% power, α=0.05, "
+             "independent runs at p=0.5) |", "|---|---|---|"]
+    for task, cfg in ev.tasks.items():
+        n = cfg.limit
+        if task.endswith("_nll"):
+            lines.append(f"| {task} | {n or 'all'} | log-likelihood: see the paired intervals in the results |")
+        else:
+            mdd = stats.min_detectable_difference(n) if n else float("nan")
+            lines.append(f"| {task} | {n or 'all'} | {100 * mdd:.0f} points |" if n else
+                         f"| {task} | all | depends on the full set size |")
+    paired_path = outputs / "paired.csv"
+    if paired_path.is_file() and paired_path.stat().st_size > 1:
+        p = pd.read_csv(paired_path)
+        p = p[(p["comparison"] == "vs base") & p["metric"].eq("bits_per_byte")]
+        if not p.empty:
+            width = (p["ci_high"] - p["ci_low"]).median()
+            lines += ["", f"Paired log-likelihood differences are far tighter: the median 95% interval "
+                      f"of a change in bits per byte is {width:.4f} wide across this grid's runs."]
+    sizes = ", ".join(str(s) for s in params.train_sizes)
+    lines += ["", "## What the grid does not vary", "",
+              f"- Models: {', '.join(params.models)}; training sizes: {sizes}; seeds: "
+              f"{', '.join(str(s) for s in params.seeds)}. A single value of any of these means the report "
+              "cannot say how results depend on it.",
+              f"- Training: {params.training.max_steps} steps of batch {params.training.batch_size}, "
+              f"sequences up to {params.training.max_length} tokens.", "",
+              "## Caveats", "",
+              "- The embedded default model is SmolLM2-135M-Instruct dequantised from a 4-bit (Q4_1) GGUF "
+              "file: it scores a little below the published full-precision model.",
+              "- On a CPU, QLoRA's 4-bit base saves memory, not time; timings on shared cores are noisy.",
+              "- HellaSwag from the offline mirror lacks lm-eval's capitalisation of `ctx_b`, so its numbers "
+              "can differ slightly from those on the hub copy.",
+              "- A 135M model sits near chance on MMLU and near zero on GSM8K accuracy; the held-out "
+              "log-likelihood tasks are what can show learning and forgetting at this scale.", ""]
+    return "\n".join(lines)
+
+
+def _hide_parameter_cells(notebook: Path) -> None:
+    """The book shows results, not the parameters papermill injected (local paths)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, notebook)
+
+
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None) -> Path:
     """Collect results, execute the analysis notebook, write the generated pages, build."""
     import papermill
@@ -87,10 +145,13 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     cells = grid.expand(params)
     (gen / "methods.md").write_text(methods_page(params, cells))
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir))
+    (gen / "limitations.md").write_text(limitations_page(params, outputs))
+    executed = gen / "analysis.ipynb"
     papermill.execute_notebook(
-        str(root / "notebooks" / "analysis.ipynb"), str(gen / "analysis.ipynb"),
+        str(root / "notebooks" / "analysis.ipynb"), str(executed),
         parameters={"outputs_dir": str(outputs), "study": params.study},
         cwd=str(root), progress_bar=False)
+    _hide_parameter_cells(executed)
     if book:
         subprocess.run([_bin("jupyter-book"), "build", str(book_dir), "--quiet"], check=True)
         print(f"book: {book_dir / '_build' / 'html' / 'index.html'}")

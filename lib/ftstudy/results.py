@@ -40,12 +40,13 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
                   data_dir=None) -> dict:
     """Write the run's metrics.json (cell, cost, learning curve, every metric) and env.json."""
     from ftstudy import provenance
+    from ftstudy import data
     from ftstudy.data import TRAIN_SETS
     from ftstudy.train import dir_size_bytes
 
     run_dir = Path(run_dir)
     datasets = [TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
-    datasets += list(evaluation["tasks"])
+    datasets += [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in evaluation["tasks"]]
     write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
                   model=cell["model_name"], **cost, eval_wall_s=evaluation["wall_s"],
@@ -76,13 +77,86 @@ def run_records(outputs: str | Path) -> list[dict]:
     return records
 
 
+def _eval_key(cell: dict) -> str:
+    return json.dumps([cell.get("model_name"), cell.get("evaluation")], sort_keys=True)
+
+
+def paired_table(outputs: Path, records: list[dict]):
+    """Item-paired differences: every run vs its base model, and methods vs each other
+    within one (model, training data, size, seed). One row per pair, task and metric."""
+    import itertools
+
+    import pandas as pd
+
+    from ftstudy import stats
+
+    done = [r for r in records if r["status"] == "done" and r.get("cell")]
+    base = {_eval_key(r["cell"]): r for r in done if r["cell"]["method"] == "base"}
+    pairs = []
+    for r in done:
+        ref = base.get(_eval_key(r["cell"]))
+        if r["cell"]["method"] != "base" and ref is not None:
+            pairs.append((ref, r, "vs base"))
+    groups: dict = {}
+    for r in done:
+        c = r["cell"]
+        if c["method"] != "base":
+            groups.setdefault((_eval_key(c), c.get("train_data"), c.get("train_size"), c.get("seed")), []).append(r)
+    for members in groups.values():
+        for a, b in itertools.combinations(sorted(members, key=lambda r: r["cell"]["method"]), 2):
+            pairs.append((a, b, "vs method"))
+    cache: dict = {}
+
+    def samples(rec, task):
+        key = (rec["run_id"], task)
+        if key not in cache:
+            cache[key] = stats.load_samples(outputs / "runs" / rec["run_id"], task)
+        return cache[key]
+
+    rows = []
+    for ref, run, kind in pairs:
+        for task in run["cell"]["evaluation"]["tasks"]:
+            a, b = samples(ref, task), samples(run, task)
+            for metric in sorted(set(a["metric"]) & set(b["metric"])):
+                rows.append(dict(run_id=run["run_id"], method=run["cell"]["method"],
+                                 reference_run_id=ref["run_id"], reference=ref["cell"]["method"],
+                                 comparison=kind, model=run["cell"]["model_name"],
+                                 train_data=run["cell"].get("train_data"),
+                                 train_size=run["cell"].get("train_size"), seed=run["cell"].get("seed"),
+                                 task=task, metric=metric, **stats.paired(a, b, metric)))
+    return pd.DataFrame(rows)
+
+
+def baselines_table(outputs: Path, records: list[dict]):
+    """Chance, majority-answer baseline and answer distribution per multiple-choice result."""
+    import pandas as pd
+
+    from ftstudy import stats
+
+    rows = []
+    for r in records:
+        if r["status"] != "done" or not r.get("cell"):
+            continue
+        for task in r["cell"]["evaluation"]["tasks"]:
+            dist = stats.answer_distribution(stats.load_samples(outputs / "runs" / r["run_id"], task))
+            if dist:
+                shares = dist.pop("answer_shares")
+                rows.append(dict(run_id=r["run_id"], model=r["cell"]["model_name"],
+                                 method=r["cell"]["method"], train_data=r["cell"].get("train_data"),
+                                 task=task, **dist,
+                                 **{f"share_{k}": v for k, v in shares.items()}))
+    return pd.DataFrame(rows)
+
+
 def collect(outputs: str | Path):
-    """Build and write `results.csv` and `runs.csv`; returns (results, runs) DataFrames."""
+    """Build and write `results.csv`, `runs.csv`, `paired.csv` and `baselines.csv`;
+    returns (results, runs) DataFrames."""
     import pandas as pd
 
     outputs = Path(outputs)
     rows, runs = [], []
-    for rec in run_records(outputs):
+    records = run_records(outputs)
+    for rec in records:
         cell = rec.get("cell", {})
         ident = {k: cell.get(k, rec.get(k)) for k in RUN_KEYS}
         ident["model"] = cell.get("model_name", rec.get("model"))
@@ -101,4 +175,6 @@ def collect(outputs: str | Path):
     outputs.mkdir(parents=True, exist_ok=True)
     results.to_csv(outputs / "results.csv", index=False)
     runs_df.to_csv(outputs / "runs.csv", index=False)
+    paired_table(outputs, records).to_csv(outputs / "paired.csv", index=False)
+    baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
     return results, runs_df

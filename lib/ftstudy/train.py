@@ -74,6 +74,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         weight_decay=cfg["weight_decay"],
         max_grad_norm=cfg["max_grad_norm"],
         logging_steps=1,
+        logging_nan_inf_filter=False,  # else transformers hides NaN/inf losses from the logs
         save_strategy="steps" if cfg["keep_checkpoints"] else "no",
         save_steps=max(1, cfg["max_steps"] // 2),
         report_to=[],

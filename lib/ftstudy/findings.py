@@ -1,0 +1,125 @@
+"""Answers in words, generated from the results: no sentence here is written by hand
+about a particular outcome. Each says whether a difference is outside the noise (its
+paired 95% bootstrap interval excludes zero) and says plainly what the grid cannot answer.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ftstudy import analysis
+
+UNITS = {"bits_per_byte": "bits/byte"}
+
+
+def _fmt(v: float, metric: str) -> str:
+    if metric in UNITS:
+        return f"{v:+.4f} {UNITS[metric]}"
+    return f"{100 * v:+.1f} points"
+
+
+def describe_difference(row: pd.Series) -> str:
+    """One comparison as a sentence fragment: the raw change (in the metric's own
+    direction), its paired 95% interval, and the noise verdict."""
+    unit = row["metric"]
+    lo, hi = row["ci_low"], row["ci_high"]
+    verdict = ("outside the noise" if row["significant"] else "inside the noise")
+    if pd.isna(lo):
+        verdict, ci = "too few items to tell", ""
+    else:
+        ci = f" (95% CI {_fmt(lo, unit)} to {_fmt(hi, unit)})"
+    extra = ""
+    if not pd.isna(row.get("p_mcnemar", float("nan"))) and "gained" in row and not pd.isna(row["gained"]):
+        extra = f"; {int(row['gained'])} items gained, {int(row['lost'])} lost, McNemar p={row['p_mcnemar']:.2g}"
+    return f"{row['method']} {_fmt(row['mean_diff'], unit)}{ci}, {verdict}{extra}"
+
+
+def method_effects(paired: pd.DataFrame) -> list[str]:
+    """Q1: per training set and task, each method's change vs the base model."""
+    if paired.empty:
+        return ["No fine-tuned run has finished, so there is nothing to compare yet."]
+    df = analysis.improvement(paired[paired["comparison"] == "vs base"])
+    df = df[df["metric"] == df["task"].map(analysis.headline_metric)]
+    lines = []
+    for (label, task), g in df.groupby(["train_data", "task"]):
+        g = g.sort_values("gain", ascending=False)
+        better = g[g["significant"] & (g["gain"] > 0)]["method"].tolist()
+        worse = g[g["significant"] & (g["gain"] < 0)]["method"].tolist()
+        metric = g["metric"].iloc[0]
+        direction = "lower is better" if metric in analysis.LOWER_IS_BETTER else "higher is better"
+        head = f"Trained on **{label}**, on **{task}** ({metric}, {direction}, n={int(g['n'].max())} items): "
+        if better or worse:
+            verdict = []
+            if better:
+                verdict.append("better than the base model: " + ", ".join(better))
+            if worse:
+                verdict.append("worse: " + ", ".join(worse))
+            head += "; ".join(verdict) + ". "
+        else:
+            head += "no method differs from the base model beyond the noise. "
+        lines.append(head + "Changes: " + "; ".join(describe_difference(r) for _, r in g.iterrows()) + ".")
+    return lines
+
+
+def tradeoffs(lf: pd.DataFrame, axes: str) -> list[str]:
+    """Q2: learning vs forgetting per training set, with the Pareto-optimal methods."""
+    if lf.empty:
+        return [f"The grid has no runs with both a target and a retention task on {axes} axes."]
+    lines = []
+    for label, g in lf.groupby("train_data"):
+        best = g.loc[g["learning"].idxmax()]
+        least = g.loc[g["forgetting"].idxmin()]
+        front = ", ".join(g[g["pareto"]]["method"])
+        learned = g[g["learning_low"] > 0]["method"].tolist()
+        forgot = g[g["forgetting_low"] > 0]["method"].tolist()
+        lines.append(
+            f"Trained on **{label}** (target {best['target']}, retention {best['retention_tasks']}): "
+            f"{best['method']} learned most ({best['learning']:+.3g}), {least['method']} forgot least "
+            f"({least['forgetting']:+.3g}); the Pareto front is {front}. "
+            + (f"Learning outside the noise: {', '.join(learned)}. " if learned else
+               "No method's learning is outside the noise. ")
+            + (f"Forgetting outside the noise: {', '.join(forgot)}." if forgot else
+               "No method's forgetting is outside the noise."))
+    return lines
+
+
+def base_models(results: pd.DataFrame) -> list[str]:
+    """Q3: does the base model matter? Needs at least two models."""
+    models = sorted(results["model"].dropna().unique())
+    if len(models) < 2:
+        return [f"The grid has one base model ({', '.join(models) or 'none'}), so it cannot say "
+                "how the choice of base model changes the results; add a model to the params file."]
+    base = analysis.headline(results[results["method"] == "base"])
+    lines = []
+    for task, g in base.groupby("task"):
+        g = g.sort_values("value", ascending=False)
+        lines.append(f"On **{task}** the base models score " + ", ".join(
+            f"{r['model']} {r['value']:.3f} ± {r['stderr']:.3f}" for _, r in g.iterrows()) + ".")
+    return lines
+
+
+def data_size(results: pd.DataFrame) -> list[str]:
+    """Q4: does more data help? Needs at least two sizes."""
+    sizes = sorted(results.loc[results["method"] != "base", "train_size"].dropna().unique())
+    if len(sizes) < 2:
+        return [f"The grid trains at one size ({', '.join(str(int(s)) for s in sizes) or 'none'}), "
+                "so it cannot say how results change with the amount of data."]
+    h = analysis.headline(results[results["method"] != "base"])
+    lines = []
+    for (label, task), g in h.groupby(["train_data", "task"]):
+        m = g.groupby(["method", "train_size"])["value"].mean().unstack()
+        trend = [f"{meth} {' → '.join(f'{v:.3f}' for v in row.dropna())}" for meth, row in m.iterrows()]
+        lines.append(f"Trained on **{label}**, {task} from {int(sizes[0])} to {int(sizes[-1])} "
+                     f"examples: " + "; ".join(trend) + ".")
+    return lines
+
+
+def warnings(baselines: pd.DataFrame, threshold: float = 0.6) -> list[str]:
+    """Warn where a model puts most answers of a multiple-choice task on one choice."""
+    if baselines.empty:
+        return []
+    out = []
+    for _, r in baselines[baselines["top_answer_share"] >= threshold].iterrows():
+        out.append(f"⚠ {r['model']} {r['method']} on {r['task']}: {100 * r['top_answer_share']:.0f}% of "
+                   f"answers are choice {'ABCD'[int(r['top_answer'])]} (chance {r['chance']:.2f}, "
+                   f"majority baseline {r['majority_baseline']:.2f}); its accuracy says little about knowledge.")
+    return out

@@ -1,0 +1,131 @@
+"""Statistics and generated sentences follow the numbers (synthetic runs, known answers)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftstudy import analysis, findings, results, stats
+
+EVAL = {"batch_size": 8, "tasks": {"mmlu_high_school_computer_science": {"limit": 200},
+                                   "gsm8k_nll": {"limit": 200}, "alpaca_nll": {"limit": 200}}}
+
+
+def _fake_run(outputs: Path, run_id: str, method: str, correct: np.ndarray, bpb: dict,
+              train_data="gsm8k"):
+    run = outputs / "runs" / run_id
+    (run / "lm_eval").mkdir(parents=True)
+    cell = dict(run_id=run_id, method=method, model_name="m", evaluation=EVAL,
+                train_data=None if method == "base" else train_data,
+                train_size=0 if method == "base" else 100, seed=None if method == "base" else 0)
+    metrics = [dict(task="mmlu_high_school_computer_science", metric="acc", value=float(correct.mean()),
+                    stderr=float(correct.std(ddof=1) / np.sqrt(len(correct))))]
+    folder = run / "lm_eval" / "mmlu_high_school_computer_science"
+    folder.mkdir()
+    with open(folder / "samples.jsonl", "w") as f:
+        for i, c in enumerate(correct):
+            pred = 0 if c else 1
+            resps = [[-1.0 if k == pred else -2.0, False] for k in range(4)]
+            f.write(json.dumps(dict(doc_id=i, target=0, filtered_resps=resps, filter="none",
+                                    metrics=["acc"], acc=float(c))) + "\n")
+    for task, values in bpb.items():
+        (run / "lm_eval" / task).mkdir()
+        with open(run / "lm_eval" / task / "samples.jsonl", "w") as f:
+            for i, v in enumerate(values):
+                f.write(json.dumps(dict(doc_id=i, target="x", filtered_resps=[[-v, False]], filter="none",
+                                        metrics=["bits_per_byte"], bits_per_byte=float(v))) + "\n")
+        metrics.append(dict(task=task, metric="bits_per_byte", value=float(np.mean(values)),
+                            stderr=float(np.std(values, ddof=1) / np.sqrt(len(values)))))
+    results.write_json(run / "cell.json", cell)
+    results.write_json(run / "metrics.json", dict(cell=cell, run_id=run_id, method=method, model="m",
+                                                   metrics=metrics))
+    results.write_json(run / "status.json", dict(run_id=run_id, method=method, model="m", status="done"))
+
+
+@pytest.fixture()
+def synthetic(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 200
+    base_correct = np.zeros(n, bool)
+    base_correct[:100] = True
+    lora_correct = base_correct.copy()
+    lora_correct[100:130] = True                      # +30 items, none lost: +15 points
+    ia3_correct = base_correct.copy()
+    ia3_correct[100:102] = True                        # +2 and -2: no change
+    ia3_correct[0:2] = False
+    base_g, base_a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
+    _fake_run(tmp_path, "base0", "base", base_correct, {"gsm8k_nll": base_g, "alpaca_nll": base_a})
+    _fake_run(tmp_path, "lora0", "lora", lora_correct,
+              {"gsm8k_nll": base_g - 0.2, "alpaca_nll": base_a + 0.05})   # learns 0.2, forgets 0.05
+    _fake_run(tmp_path, "ia30", "ia3", ia3_correct,
+              {"gsm8k_nll": base_g - 0.05 + rng.normal(0, 0.001, n), "alpaca_nll": base_a})
+    results.collect(tmp_path)
+    return tmp_path
+
+
+def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
+    p = pd.read_csv(synthetic / "paired.csv")
+    row = p[(p["run_id"] == "lora0") & (p["comparison"] == "vs base") &
+            (p["task"] == "mmlu_high_school_computer_science")].iloc[0]
+    assert row["mean_diff"] == pytest.approx(0.15) and row["n"] == 200
+    assert 0.09 < row["ci_low"] < 0.15 < row["ci_high"] < 0.21
+    assert row["gained"] == 30 and row["lost"] == 0 and row["p_mcnemar"] < 1e-8
+    same = p[(p["run_id"] == "ia30") & (p["comparison"] == "vs base") & (p["metric"] == "acc")].iloc[0]
+    assert same["mean_diff"] == 0 and same["ci_low"] < 0 < same["ci_high"] and same["p_mcnemar"] == 1.0
+    nll = p[(p["run_id"] == "lora0") & (p["task"] == "gsm8k_nll") & (p["comparison"] == "vs base")].iloc[0]
+    assert nll["mean_diff"] == pytest.approx(-0.2) and nll["ci_high"] == pytest.approx(-0.2)
+    vs_method = p[p["comparison"] == "vs method"]
+    assert set(vs_method["method"]) | set(vs_method["reference"]) == {"ia3", "lora"}
+
+
+def test_generated_sentences_follow_the_numbers(synthetic):
+    paired = analysis.load_paired(synthetic)
+    effects = " ".join(findings.method_effects(paired))
+    assert ("on **mmlu_high_school_computer_science** (acc, higher is better, n=200 items): "
+            "better than the base model: lora." in effects)
+    assert "lora +15.0 points (95% CI +" in effects and "30 items gained, 0 lost" in effects
+    assert "ia3 +0.0 points" in effects and "inside the noise" in effects
+    lf = analysis.learning_forgetting(paired, "nll")
+    lora = lf[lf["method"] == "lora"].iloc[0]
+    assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
+    assert set(lf[lf["pareto"]]["method"]) == {"lora", "ia3"}  # ia3 forgets less, lora learns more
+    trade = " ".join(findings.tradeoffs(lf, "nll"))
+    assert "lora learned most (+0.2)" in trade and "ia3 forgot least" in trade
+    nll_text = " ".join(findings.method_effects(paired))
+    assert "(bits_per_byte, lower is better, n=200 items): better than the base model: lora, ia3" in nll_text
+    assert "lora -0.2000 bits/byte (95% CI -0.2000 bits/byte to -0.2000 bits/byte), outside the noise" in nll_text
+    assert "Forgetting outside the noise: lora." in trade
+
+
+def test_sentences_change_when_results_change(synthetic):
+    p = pd.read_csv(synthetic / "paired.csv")
+    flip = p.copy()
+    m = (flip["run_id"] == "lora0") & (flip["metric"] == "acc") & (flip["comparison"] == "vs base")
+    flip.loc[m, ["mean_diff", "ci_low", "ci_high"]] = [-0.15, -0.21, -0.09]
+    text = " ".join(findings.method_effects(flip))
+    assert "worse: lora" in text and "lora -15.0 points" in text
+
+
+def test_grid_limits_are_said_plainly(synthetic):
+    res, _ = analysis.load(synthetic)
+    assert "one base model (m)" in findings.base_models(res)[0]
+    assert "one size (100)" in findings.data_size(res)[0]
+
+
+def test_baselines_and_one_answer_warning(tmp_path):
+    correct = np.zeros(40, bool)
+    correct[:10] = True   # pred 0 where correct, else 1: 75% of answers are "B"
+    _fake_run(tmp_path, "b", "base", correct, {})
+    results.collect(tmp_path)
+    b = analysis.load_baselines(tmp_path)
+    row = b.iloc[0]
+    assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
+    assert row["top_answer"] == 1 and row["top_answer_share"] == 0.75
+    warn = findings.warnings(b)
+    assert len(warn) == 1 and "75% of answers are choice B" in warn[0]
+
+
+def test_min_detectable_difference_shrinks_with_items():
+    assert stats.min_detectable_difference(100) == pytest.approx(0.198, abs=0.002)
+    assert stats.min_detectable_difference(1000) < stats.min_detectable_difference(100) / 3
