@@ -24,12 +24,12 @@ def tiny_study(tmp_path_factory, tiny_model_dir, data_dir):
 def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
     path, outputs, _ = tiny_study
     cells = grid.expand(params.load(path))
-    assert len(cells) == 3
+    assert [c["method"] for c in cells] == ["base", "base_4bit", "lora", "qlora"]
     for c in cells:
         run = outputs / "runs" / c["run_id"]
         status = json.loads((run / "status.json").read_text())
         assert status["status"] == "done", status.get("error")
-        for name in ["cell.json", "metrics.json", "env.json", f"{c['method']}.ipynb"]:
+        for name in ["cell.json", "metrics.json", "env.json", grid.notebook_for(c["method"]).name]:
             assert (run / name).is_file(), name
         for task in TINY_EVAL["tasks"]:
             assert (run / "lm_eval" / task / "samples.jsonl").stat().st_size > 0
@@ -37,7 +37,7 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         env = json.loads((run / "env.json").read_text())
         assert env["packages"]["transformers"] and env["seed"] == c["seed"]
         assert any(k.startswith("gsm8k/") for k in env["data_files"])
-        if c["method"] != "base":
+        if c["method"] in ("lora", "qlora"):
             assert (run / "artifact" / "adapter_model.safetensors").is_file()
             assert metrics["train_wall_s"] > 0 and metrics["tokens_per_s"] > 0
             assert metrics["peak_rss_mb"] > 0 and metrics["artifact_bytes"] > 0
@@ -52,16 +52,18 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     for col in ["run_id", "model", "method", "train_data", "train_size", "seed", "task",
                 "metric", "value", "stderr"]:
         assert col in df.columns
-    assert set(df["method"]) == {"base", "lora", "qlora"}
+    assert set(df["method"]) == {"base", "base_4bit", "lora", "qlora"}
     per_run = df.groupby("run_id")["metric"].apply(set)
     expected = {"exact_match_strict-match", "exact_match_flexible-extract", "acc", "acc_norm",
                 "bits_per_byte", "nll"}
     assert all(m == expected for m in per_run)
     acc = df[~df["metric"].isin(["bits_per_byte", "nll"])]
     assert acc["value"].between(0, 1).all() and (df.loc[df["metric"] == "bits_per_byte", "value"] > 0).all()
-    assert len(df) == 3 * 9  # 2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL per run
+    assert len(df) == 4 * 9  # 2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL per run
     paired = pd.read_csv(outputs / "paired.csv")
     assert {"vs base", "vs method"} == set(paired["comparison"])
+    refs = paired[paired["comparison"] == "vs base"].groupby("method")["reference"].first()
+    assert refs.to_dict() == {"lora": "base", "qlora": "base_4bit"}  # QLoRA vs its 4-bit base
     assert paired[["ci_low", "ci_high"]].notna().all().all()
     base = pd.read_csv(outputs / "baselines.csv")
     assert set(base["task"]) == {"hellaswag", "mmlu_high_school_computer_science"}
@@ -72,11 +74,11 @@ def test_rerun_skips_every_cell(tiny_study):
     before = {p: p.stat().st_mtime_ns for p in (outputs / "runs").rglob("metrics.json")}
     proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0 and "3 already recorded, 0 to run" in proc.stdout
+    assert proc.returncode == 0 and "4 already recorded, 0 to run" in proc.stdout
     assert before == {p: p.stat().st_mtime_ns for p in (outputs / "runs").rglob("metrics.json")}
     dry = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path), "--dry-run"],
                          capture_output=True, text=True, cwd=ROOT)
-    assert dry.stdout.count(" done ") == 3 and "0 to run" in dry.stdout
+    assert dry.stdout.count(" done ") == 4 and "0 to run" in dry.stdout
 
 
 @pytest.fixture(scope="module")

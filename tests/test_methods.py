@@ -47,3 +47,21 @@ def test_method_deltas_override_defaults():
     assert methods.resolve("dora")["adapter"]["use_dora"] is True
     with pytest.raises(KeyError, match="unknown method"):
         methods.resolve("adalora")
+
+
+@pytest.mark.parametrize("method, merges", [("lora", True), ("dora", True), ("qlora", False),
+                                            ("ia3", False), ("prompt_tuning", False)])
+def test_evaluation_merges_only_unquantised_lora_and_restores(method, merges, tiny_model_dir,
+                                                              data_dir, tmp_path):
+    from ftstudy import evaluate
+    spec = methods.resolve(method)
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    tuned = methods.apply(model, spec, seed=0)
+    assert evaluate._merge_adapter_for_eval(tuned) is merges
+    if merges:
+        assert all(m.merged for m in tuned.modules() if hasattr(m, "merged") and hasattr(m, "lora_A"))
+        tuned.unmerge_adapter()
+    out = evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {"hellaswag": {"limit": 4}}},
+                            tmp_path, data_dir)
+    assert 0 <= out["tasks"]["hellaswag"]["acc,none"] <= 1
+    assert not any(getattr(m, "merged", False) for m in tuned.modules())  # adapter kept separate

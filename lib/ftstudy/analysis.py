@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ftstudy import data
+from ftstudy.methods import REFERENCES
 from ftstudy.stats import LOWER_IS_BETTER
 
 # The headline metric of each task (lm-eval's names, as in results.csv).
@@ -21,7 +22,7 @@ def load(outputs: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = pd.read_csv(outputs / "results.csv")
     runs = pd.read_csv(outputs / "runs.csv")
     for df in (results, runs):  # the base model has no training data: label it for tables
-        df.loc[df["method"] == "base", "train_data"] = BASE_LABEL
+        df.loc[df["method"].isin(REFERENCES), "train_data"] = BASE_LABEL
     return results, runs
 
 
@@ -38,9 +39,13 @@ def vs_base(results: pd.DataFrame) -> pd.DataFrame:
     as independent: conservative when both scored the same items (the paired analysis
     from per-sample logs is tighter).
     """
-    base = results[results["method"] == "base"][["model", "task", "metric", "value", "stderr"]]
-    tuned = results[results["method"] != "base"]
-    merged = tuned.merge(base, on=["model", "task", "metric"], suffixes=("", "_base"))
+    refs = results[results["method"].isin(REFERENCES)][["model", "method", "task", "metric", "value", "stderr"]]
+    refs = refs.rename(columns={"method": "reference"})
+    tuned = results[~results["method"].isin(REFERENCES)].copy()
+    available = set(zip(refs["model"], refs["reference"]))
+    tuned["reference"] = ["base_4bit" if m == "qlora" and (mod, "base_4bit") in available else "base"
+                          for m, mod in zip(tuned["method"], tuned["model"])]
+    merged = tuned.merge(refs, on=["model", "reference", "task", "metric"], suffixes=("", "_base"))
     merged["delta"] = merged["value"] - merged["value_base"]
     merged["delta_stderr"] = np.sqrt(merged["stderr"].fillna(0) ** 2 +
                                      merged["stderr_base"].fillna(0) ** 2)
@@ -64,7 +69,7 @@ def target_task(train_data_label: str, key: str = "target_task") -> str | None:
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method (mean over runs): time, throughput, memory, parameters, artifact size."""
-    done = runs[(runs["status"] == "done") & (runs["method"] != "base")].copy()
+    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)].copy()
     if done.empty:
         return done
     done["trainable_%"] = 100 * done["trainable_params"] / done["total_params"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ftstudy import analysis
+from ftstudy.methods import REFERENCES
 
 UNITS = {"bits_per_byte": "bits/byte"}
 
@@ -99,11 +100,12 @@ def base_models(results: pd.DataFrame) -> list[str]:
 
 def data_size(results: pd.DataFrame) -> list[str]:
     """Q4: does more data help? Needs at least two sizes."""
-    sizes = sorted(results.loc[results["method"] != "base", "train_size"].dropna().unique())
+    tuned = results[~results["method"].isin(REFERENCES)]
+    sizes = sorted(tuned["train_size"].dropna().unique())
     if len(sizes) < 2:
         return [f"The grid trains at one size ({', '.join(str(int(s)) for s in sizes) or 'none'}), "
                 "so it cannot say how results change with the amount of data."]
-    h = analysis.headline(results[results["method"] != "base"])
+    h = analysis.headline(tuned)
     lines = []
     for (label, task), g in h.groupby(["train_data", "task"]):
         m = g.groupby(["method", "train_size"])["value"].mean().unstack()

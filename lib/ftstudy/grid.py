@@ -39,8 +39,13 @@ def expand(params: Params) -> list[dict]:
     cells = []
     for mname, mentry in params.models.items():
         model = _model_cell(mname, mentry)
-        cells.append(dict(method="base", model=model, evaluation=evaluation,
+        cells.append(dict(method="base", model=model, evaluation=evaluation, load={},
                           train_data=None, train_size=0, seed=None))
+        if any(methods.resolve(m, load=c.load)["load"].get("quantize_4bit")
+               for m, c in params.methods.items()):
+            cells.append(dict(method="base_4bit", model=model, evaluation=evaluation,
+                              load=methods.resolve("base_4bit")["load"], train_data=None,
+                              train_size=0, seed=None))
         for method, mcfg in params.methods.items():
             spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training},
                                    mcfg.load)
@@ -61,7 +66,8 @@ def expand(params: Params) -> list[dict]:
 
 
 def notebook_for(method: str) -> Path:
-    return paths.project_root() / "notebooks" / f"{method}.ipynb"
+    name = "base" if method in methods.REFERENCES else method
+    return paths.project_root() / "notebooks" / f"{name}.ipynb"
 
 
 def status_of(outputs: Path, rid: str) -> str:
@@ -74,7 +80,10 @@ def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
     into the executed notebook)."""
     p = dict(run_dir=str(run_dir), run_id=cell["run_id"], model=cell["model"],
              evaluation=cell["evaluation"], data_dir=str(data_dir) if data_dir else None)
-    if cell["method"] != "base":
+    p["load"] = cell.get("load", {})
+    if cell["method"] in methods.REFERENCES:
+        p["reference"] = cell["method"]
+    else:
         p.update(train_data=cell["mix"], train_data_name=cell["train_data"],
                  train_size=cell["train_size"], seed=cell["seed"], training=cell["training"],
                  adapter=cell["adapter"], load=cell["load"])
@@ -153,7 +162,7 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False,
 
 
 def describe(cell: dict) -> str:
-    if cell["method"] == "base":
-        return f"{cell['model_name']} base"
+    if cell["method"] in methods.REFERENCES:
+        return f"{cell['model_name']} {cell['method']}"
     return (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
             f"seed={cell['seed']}")

@@ -11,7 +11,10 @@ import copy
 # masks alone cost ~16% of a step. `adapter` holds PEFT config kwargs; `training` overrides
 # ftstudy.train.DEFAULTS; `load` says how the base model is loaded.
 METHODS: dict[str, dict] = {
+    # References, not methods: the untouched model, and (for QLoRA) the same model loaded in
+    # 4-bit NF4, so QLoRA's change is measured against the base it actually trained on.
     "base": dict(peft=None, adapter={}, training={}, load={}),
+    "base_4bit": dict(peft=None, adapter={}, training={}, load={"quantize_4bit": True}),
     "full": dict(peft=None, adapter={},
                  # fp32 master weights + bf16 autocast: pure-bf16 weights round tiny updates away.
                  training={"learning_rate": 5e-5}, load={"dtype": "float32", "autocast_bf16": True}),
@@ -32,8 +35,16 @@ METHODS: dict[str, dict] = {
 }
 
 
+REFERENCES = ("base", "base_4bit")
+
+
 def names() -> list[str]:
-    return [m for m in METHODS if m != "base"]
+    return [m for m in METHODS if m not in REFERENCES]
+
+
+def reference_for(method: str, load: dict | None) -> str:
+    """Which reference run a method is compared against."""
+    return "base_4bit" if (load or {}).get("quantize_4bit") else "base"
 
 
 def resolve(method: str, adapter: dict | None = None, training: dict | None = None,

@@ -7,6 +7,7 @@ import pandas as pd
 import seaborn as sns
 
 from ftstudy import analysis
+from ftstudy.methods import REFERENCES
 
 
 def _bars(ax, df: pd.DataFrame, value: str, err: str, order: list[str]):
@@ -21,15 +22,16 @@ def scores(results: pd.DataFrame, group: str = "train_data"):
     """Headline score per task and method, ±1 stderr (lm-eval's), one row per training set."""
     df = analysis.headline(results)
     tasks = sorted(df["task"].unique())
-    base = df[df["method"] == "base"]
-    groups = [g for g in df.loc[df["method"] != "base", group].dropna().unique()]
+    base = df[df["method"].isin(REFERENCES)]
+    groups = [g for g in df.loc[~df["method"].isin(REFERENCES), group].dropna().unique()]
     fig, axes = plt.subplots(max(1, len(groups)), len(tasks), squeeze=False,
                              figsize=(3.6 * len(tasks), 3.0 * max(1, len(groups))))
     for i, g in enumerate(groups or [None]):
         for j, t in enumerate(tasks):
             sub = pd.concat([base[base["task"] == t],
                              df[(df["task"] == t) & (df[group] == g)]])
-            order = ["base"] + [m for m in sub["method"].unique() if m != "base"]
+            order = ([r for r in REFERENCES if r in set(sub["method"])] +
+                     [m for m in sub["method"].unique() if m not in REFERENCES])
             _bars(axes[i][j], sub, "value", "stderr", order)
             axes[i][j].set_title(f"{t}\ntrained on {g}", fontsize=9)
             axes[i][j].set_ylabel(sub["metric"].iloc[0] if len(sub) else "")
@@ -70,7 +72,7 @@ def loss_curve(loss_curve: list[dict], title: str = "training loss"):
 
 def cost(runs: pd.DataFrame):
     """Train time, peak memory and trainable parameters per method, side by side."""
-    done = runs[(runs["status"] == "done") & (runs["method"] != "base")]
+    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)]
     metrics = [("train_wall_s", "train time (s)"), ("peak_rss_mb", "peak memory (MiB)"),
                ("trainable_params", "trainable parameters")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
@@ -120,7 +122,7 @@ def learning_vs_forgetting(lf: pd.DataFrame, axes_label: str = "bits/byte"):
 def data_size_curves(results: pd.DataFrame):
     """Headline score against training examples (log axis), one line per method, ±1 stderr
     bands; works with one size (points) or many."""
-    df = analysis.headline(results[results["method"] != "base"])
+    df = analysis.headline(results[~results["method"].isin(REFERENCES)])
     tasks = sorted(df["task"].unique())
     groups = list(df["train_data"].dropna().unique())
     base = analysis.headline(results[results["method"] == "base"])  # dotted reference line
@@ -150,7 +152,7 @@ def data_size_curves(results: pd.DataFrame):
 
 def score_vs_cost(results: pd.DataFrame, runs: pd.DataFrame, cost: str = "train_wall_s"):
     """Headline score against a cost column, one point per run, per task."""
-    df = analysis.headline(results[results["method"] != "base"]).merge(
+    df = analysis.headline(results[~results["method"].isin(REFERENCES)]).merge(
         runs[["run_id", cost]], on="run_id")
     tasks = sorted(df["task"].unique())
     fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False, figsize=(3.8 * max(1, len(tasks)), 3.2))

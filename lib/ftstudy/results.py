@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ftstudy.evaluate import metric_rows
+from ftstudy.methods import REFERENCES, reference_for
 
 RUN_KEYS = ["run_id", "model", "method", "train_data", "train_size", "seed"]
 COST_KEYS = ["train_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb",
@@ -31,7 +32,8 @@ def cell(run_id: str, spec: dict, model: dict, evaluation: dict, train_data: str
          mix: dict | None = None, train_size: int = 0, seed: int | None = None) -> dict:
     """The resolved parameters of a run, as recorded in its metrics.json."""
     return dict(run_id=run_id, method=spec["method"], model_name=model["name"], model=model,
-                adapter=spec["adapter"], training=spec["training"] if spec["method"] != "base" else None,
+                adapter=spec["adapter"],
+                training=None if spec["method"] in REFERENCES else spec["training"],
                 load=spec["load"], train_data=train_data, mix=mix, train_size=train_size,
                 seed=seed, evaluation=evaluation)
 
@@ -81,6 +83,13 @@ def _eval_key(cell: dict) -> str:
     return json.dumps([cell.get("model_name"), cell.get("evaluation")], sort_keys=True)
 
 
+def _reference_key(cell: dict) -> tuple[str, str]:
+    """(evaluation key, reference method) a run is compared against; a reference's own."""
+    method = cell["method"]
+    ref = method if method in REFERENCES else reference_for(method, cell.get("load"))
+    return _eval_key(cell), ref
+
+
 def paired_table(outputs: Path, records: list[dict]):
     """Item-paired differences: every run vs its base model, and methods vs each other
     within one (model, training data, size, seed). One row per pair, task and metric."""
@@ -91,16 +100,16 @@ def paired_table(outputs: Path, records: list[dict]):
     from ftstudy import stats
 
     done = [r for r in records if r["status"] == "done" and r.get("cell")]
-    base = {_eval_key(r["cell"]): r for r in done if r["cell"]["method"] == "base"}
+    base = {_reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
     pairs = []
     for r in done:
-        ref = base.get(_eval_key(r["cell"]))
-        if r["cell"]["method"] != "base" and ref is not None:
+        ref = base.get(_reference_key(r["cell"]))
+        if r["cell"]["method"] not in REFERENCES and ref is not None:
             pairs.append((ref, r, "vs base"))
     groups: dict = {}
     for r in done:
         c = r["cell"]
-        if c["method"] != "base":
+        if c["method"] not in REFERENCES:
             groups.setdefault((_eval_key(c), c.get("train_data"), c.get("train_size"), c.get("seed")), []).append(r)
     for members in groups.values():
         for a, b in itertools.combinations(sorted(members, key=lambda r: r["cell"]["method"]), 2):
