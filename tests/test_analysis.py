@@ -123,7 +123,11 @@ def test_baselines_and_one_answer_warning(tmp_path):
     assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
     assert row["top_answer"] == 1 and row["top_answer_share"] == 0.75
     warn = findings.warnings(b)
-    assert len(warn) == 1 and "75% of answers are choice B" in warn[0]
+    assert len(warn) == 1 and "base on mmlu_high_school_computer_science: 75% of answers are choice B" in warn[0]
+    _fake_run(tmp_path, "l", "lora", correct, {})
+    results.collect(tmp_path)
+    warn = findings.warnings(analysis.load_baselines(tmp_path))
+    assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
 
 def test_min_detectable_difference_shrinks_with_items():

@@ -116,12 +116,19 @@ def data_size(results: pd.DataFrame) -> list[str]:
 
 
 def warnings(baselines: pd.DataFrame, threshold: float = 0.6) -> list[str]:
-    """Warn where a model puts most answers of a multiple-choice task on one choice."""
+    """Warn where a reference model puts most answers of a multiple-choice task on one
+    choice, and count the fine-tuned runs that do the same."""
     if baselines.empty:
         return []
     out = []
-    for _, r in baselines[baselines["top_answer_share"] >= threshold].iterrows():
+    skewed = baselines[baselines["top_answer_share"] >= threshold]
+    for _, r in skewed[skewed["method"].isin(REFERENCES)].iterrows():
         out.append(f"⚠ {r['model']} {r['method']} on {r['task']}: {100 * r['top_answer_share']:.0f}% of "
                    f"answers are choice {'ABCD'[int(r['top_answer'])]} (chance {r['chance']:.2f}, "
                    f"majority baseline {r['majority_baseline']:.2f}); its accuracy says little about knowledge.")
+    tuned = baselines[~baselines["method"].isin(REFERENCES)]
+    for task, g in skewed[~skewed["method"].isin(REFERENCES)].groupby("task"):
+        out.append(f"⚠ {len(g)} of {int((tuned['task'] == task).sum())} fine-tuned runs also put at least "
+                   f"{100 * threshold:.0f}% of their {task} answers on one choice "
+                   f"({', '.join(sorted(set(g['method'])))}).")
     return out
