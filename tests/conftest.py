@@ -34,13 +34,6 @@ def data_dir() -> Path:
     return d
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Derived data files go to a per-session cache; converted real models stay shared."""
-    os.environ.setdefault("FTSTUDY_CACHE", str(Path.home() / ".cache" / "ftstudy"))
-    yield
-
-
 def _training_text(data_dir: Path) -> list[str]:
     from ftstudy import data
     texts = []

@@ -83,7 +83,8 @@ def test_failing_cells_are_isolated_recorded_and_retried(tmp_path, tiny_model_di
     assert all(r in proc.stderr for r in failed_ids) and "--retry-failed" in proc.stderr
     for r in failed_ids:  # the executed notebook keeps the traceback
         nb = outputs / "runs" / r / status[r]["notebook"]
-        assert nb.is_file() and "Traceback" in nb.read_text() or "Error" in nb.read_text()
+        exception = status[r]["error"].split(":")[0]          # e.g. NonFiniteLoss, OSError
+        assert nb.is_file() and exception in nb.read_text() and '"output_type": "error"' in nb.read_text()
     runs_csv = pd.read_csv(outputs / "runs.csv")
     assert set(runs_csv.loc[runs_csv["status"] == "failed", "run_id"]) == set(failed_ids)
 

@@ -10,6 +10,7 @@ import bz2
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from ftstudy import paths
@@ -96,21 +97,24 @@ def load_records(name: str, split: str, data_dir: str | Path | None = None) -> l
     return _read_jsonl(path)
 
 
+def _cached_jsonl(stem: str, rows: list[dict]) -> Path:
+    """Rows as a JSONL file in the cache, named by a hash of its content (written once)."""
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    out = paths.cache_dir() / "data" / f"{stem}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.jsonl"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(blob, encoding="utf-8")
+        tmp.rename(out)
+    return out
+
+
 def records_as_jsonl(name: str, split: str, data_dir: str | Path) -> Path:
-    """A JSONL file of a split in hub schema (for lm-eval's `json` loader), cached by content."""
+    """A JSONL file of a split in hub schema (for lm-eval's `json` loader)."""
     src = mirror_file(name, split, Path(data_dir))
     if src.suffix == ".jsonl":
         return src
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    out = paths.cache_dir() / "data" / f"{name}-{split}-{digest}.jsonl"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in load_records(name, split, data_dir):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.rename(out)
-    return out
+    return _cached_jsonl(f"{name}-{split}", load_records(name, split, data_dir))
 
 
 # ---------------------------------------------------------------- training examples
@@ -149,15 +153,8 @@ def heldout_pairs(task: str, data_dir=None) -> list[tuple[str, str]]:
 
 def heldout_jsonl(task: str, data_dir=None) -> Path:
     """The held-out pairs as JSONL for lm-eval, cached by content."""
-    rows = [{"prompt": p, "answer": a, "nl_answer": "\n" + a} for p, a in heldout_pairs(task, data_dir)]
-    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    out = paths.cache_dir() / "data" / f"{task}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.jsonl"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(blob, encoding="utf-8")
-        tmp.rename(out)
-    return out
+    return _cached_jsonl(task, [{"prompt": p, "answer": a, "nl_answer": "\n" + a}
+                                for p, a in heldout_pairs(task, data_dir)])
 
 
 def mix_counts(mix: dict[str, float], size: int) -> dict[str, int]:

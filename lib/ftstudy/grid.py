@@ -90,7 +90,7 @@ def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
     return p
 
 
-def run_cell(cell: dict, outputs: Path, data_dir, log=print) -> str:
+def run_cell(cell: dict, outputs: Path, data_dir) -> str:
     """Execute one cell's notebook; returns its final status (`done` or `failed`)."""
     import papermill
 
@@ -127,8 +127,7 @@ def _short_error(e: Exception) -> str:
     return f"{name}: {value}".strip()[:2000]
 
 
-def run(params: Params, retry_failed: bool = False, dry_run: bool = False,
-        only: set[str] | None = None, log=print) -> dict:
+def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print) -> dict:
     """Run every pending cell; returns {run_id: status}. Done cells are skipped."""
     from tqdm.auto import tqdm
 
@@ -138,8 +137,6 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False,
     states = {c["run_id"]: status_of(outputs, c["run_id"]) for c in cells}
     todo = [c for c in cells if states[c["run_id"]] == "pending"
             or (retry_failed and states[c["run_id"]] == "failed")]
-    if only:
-        todo = [c for c in todo if c["run_id"] in only]
     if dry_run:
         for c in cells:
             log(f"{c['run_id']}  {states[c['run_id']]:8s}  {describe(c)}")
@@ -154,7 +151,7 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False,
     for i, cell in enumerate(bar, 1):
         bar.set_postfix_str(describe(cell))
         t = time.time()
-        states[cell["run_id"]] = run_cell(cell, outputs, data_dir, log)
+        states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
         log(f"[{i}/{len(todo)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
             f"({time.time() - t:.0f} s)")
     results.collect(outputs)

@@ -41,13 +41,11 @@ def cell(run_id: str, spec: dict, model: dict, evaluation: dict, train_data: str
 def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
                   data_dir=None) -> dict:
     """Write the run's metrics.json (cell, cost, learning curve, every metric) and env.json."""
-    from ftstudy import provenance
-    from ftstudy import data
-    from ftstudy.data import TRAIN_SETS
+    from ftstudy import data, provenance
     from ftstudy.train import dir_size_bytes
 
     run_dir = Path(run_dir)
-    datasets = [TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
+    datasets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
     datasets += [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in evaluation["tasks"]]
     write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
