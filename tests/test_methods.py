@@ -65,3 +65,22 @@ def test_evaluation_merges_only_unquantised_lora_and_restores(method, merges, ti
                             tmp_path, data_dir)
     assert 0 <= out["tasks"]["hellaswag"]["acc,none"] <= 1
     assert not any(getattr(m, "merged", False) for m in tuned.modules())  # adapter kept separate
+
+
+def test_prompt_tuning_cached_generation_matches_full_forward(tiny_model_dir):
+    """Each cached decoding step must give the logits a full forward pass gives on the same
+    prefix; PEFT 0.21 under transformers 5 re-prepended the virtual tokens at every step."""
+    spec = methods.resolve("prompt_tuning")
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    tuned = methods.apply(model, spec, seed=0).eval()
+    ids = tok(["Natalia sold clips to 48 of her friends"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = tuned.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                             do_sample=False, output_logits=True, return_dict_in_generate=True)
+        seq = out.sequences
+        full = tuned(input_ids=seq, attention_mask=torch.ones_like(seq)).logits
+        full = full[:, -seq.shape[1]:]  # PEFT returns logits for the virtual tokens too
+    for step, logits in enumerate(out.logits):
+        expected = full[:, ids.shape[1] - 1 + step]
+        torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    assert methods.fix_prompt_learning_generation(tuned) is tuned  # idempotent

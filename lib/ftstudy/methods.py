@@ -97,7 +97,35 @@ def apply(model, spec: dict, seed: int = 0):
     config = peft_config(spec)
     if config is None:
         return model
-    return peft.get_peft_model(model, config)
+    return fix_prompt_learning_generation(peft.get_peft_model(model, config))
+
+
+def fix_prompt_learning_generation(model):
+    """Make cached generation correct for PEFT prompt learning under transformers 5.
+
+    transformers 5 hands the KV cache to `prepare_inputs_for_generation` as `cache`; PEFT
+    0.21 looks for `past_key_values`, finds none, and re-prepends the virtual tokens at every
+    decoding step: the cache grows by num_virtual_tokens + 1 per token and the text degrades
+    (e.g. endless newlines on GSM8K). Renaming the key back restores PEFT's own logic; the
+    model's forward still accepts the old name. Idempotent; other models pass through.
+    """
+    import peft
+
+    if not isinstance(model, peft.PeftModel) or not model.active_peft_config.is_prompt_learning:
+        return model
+    base_prepare = model.base_model_prepare_inputs_for_generation
+    if getattr(base_prepare, "_ftstudy_fixed", False):
+        return model
+
+    def prepare(*args, **kwargs):
+        inputs = base_prepare(*args, **kwargs)
+        if "cache" in inputs and "past_key_values" not in inputs:
+            inputs["past_key_values"] = inputs.pop("cache")
+        return inputs
+
+    prepare._ftstudy_fixed = True
+    model.base_model_prepare_inputs_for_generation = prepare
+    return model
 
 
 def count_parameters(model) -> tuple[int, int]:
