@@ -107,7 +107,10 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
     try:
         papermill.execute_notebook(
             str(nb), str(tmp / nb.name), parameters=parameters_for(cell, tmp, data_dir),
-            cwd=str(paths.project_root()), progress_bar=False, log_output=False)
+            cwd=str(paths.project_root()), progress_bar=False, log_output=False,
+            # Every output is on disk when the last cell ends; a graceful kernel shutdown
+            # then waits ~3 s for the interpreter to tear down torch & co. (bench/notebook_overhead.py).
+            shutdown_kernel="immediate")
         if not (tmp / "metrics.json").is_file():
             raise RuntimeError(f"{nb.name} finished without writing metrics.json")
         status["status"] = "done"

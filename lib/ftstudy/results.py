@@ -60,7 +60,8 @@ def scores_table(record: dict):
     """The run's metrics as a small DataFrame, for display at the end of a notebook."""
     import pandas as pd
 
-    return pd.DataFrame(record["metrics"]).set_index(["task", "metric"])
+    columns = ["task", "metric", "value", "stderr"]
+    return pd.DataFrame(record["metrics"], columns=columns).set_index(["task", "metric"])
 
 
 def run_records(outputs: str | Path) -> list[dict]:
