@@ -13,7 +13,7 @@ export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
 endif
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup study grid report test test-fast lab clean
+.PHONY: setup study grid report test test-fast lab clean bench
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,15 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
+
+# Every benchmark (about an hour on 2 cores; deletes and regenerates outputs/), then BENCHMARKS.md.
+bench: setup
+	$(PY) bench/study.py
+	$(PY) bench/notebook_overhead.py
+	$(PY) bench/eval_vs_cli.py
+	$(PY) bench/train_overhead.py
+	$(PY) bench/memory.py
+	$(PY) bench/report.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab --allow-root --no-browser notebooks/

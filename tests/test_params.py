@@ -78,3 +78,46 @@ def test_run_ids_are_stable_and_change_with_params(tmp_path, data_dir, tiny_mode
     for ref in ("base", "base_4bit"):   # references unchanged: their evaluations are reused
         assert after[ref] == before[ref]
     assert after["lora"] != before["lora"] and after["qlora"] != before["qlora"]
+
+
+def test_paper_params_carry_a_slurm_executor(data_dir, monkeypatch):
+    monkeypatch.delenv("FTSTUDY_DATA_DIR")
+    p = params.load(ROOT / "params" / "paper.yaml")
+    assert p.executor.kind == "slurm" and p.executor.slurm.gpus_per_node == 1
+    assert p.executor.slurm.partition and p.executor.slurm.time_min > 0
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda r: r.update(executor={"kind": "pbs"}), "executor.kind: Input should be 'local' or 'slurm'"),
+    (lambda r: r.update(executor={"kind": "slurm", "slurm": {"partion": "gpu"}}),
+     "executor.slurm.partion: unknown key (did you mean 'partition'?)"),
+    (lambda r: r.update(executor={"slurm": {"time_min": 0}}), "executor.slurm.time_min: Input should be greater than 0"),
+    (lambda r: r.update(distributed={"processes": 3}), "distributed.processes=3 must divide training.batch_size=4"),
+    (lambda r: r.update(distributed={"strategy": "zero3"}), "distributed.strategy: Input should be 'ddp' or 'fsdp'"),
+])
+def test_bad_executor_and_distributed_sections(mutate, expect, tmp_path, data_dir, tiny_model_dir):
+    assert expect in _bad(tmp_path, tiny_model_dir, mutate)
+
+
+def test_slurm_executor_without_slurm_fails_before_compute(tmp_path, data_dir, tiny_model_dir):
+    """No sbatch on PATH: exit 2 with the file and the reason; nothing is written."""
+    import os
+    import subprocess
+    import sys
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path), "--executor", "slurm"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and "sbatch" in proc.stderr and "--executor local" in proc.stderr
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_distributed_cells_get_their_own_ids(tmp_path, data_dir, tiny_model_dir):
+    one = grid.expand(params.load(write_params(tmp_path / "a.yaml", tiny_model_dir, tmp_path / "o")))
+    two = grid.expand(params.load(write_params(tmp_path / "b.yaml", tiny_model_dir, tmp_path / "o",
+                                               distributed={"processes": 2})))
+    assert one[0]["run_id"] == two[0]["run_id"]  # the base evaluations do not train
+    trained = [c for c in two if c["method"] not in ("base", "base_4bit")]
+    assert all(c["distributed"]["processes"] == 2 for c in trained)
+    assert {c["run_id"] for c in trained}.isdisjoint({c["run_id"] for c in one})

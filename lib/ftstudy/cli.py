@@ -15,6 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("params")
     r.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
     r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    r.add_argument("--executor", choices=["local", "slurm"],
+                   help="where cells run (default: the params file's executor.kind, else local)")
+    r.add_argument("--partition", help="Slurm partition (overrides executor.slurm.partition)")
+    r.add_argument("--time-min", type=int, help="Slurm time limit per cell, minutes")
+    r.add_argument("--gpus", type=int, dest="gpus_per_node", help="GPUs per cell job")
+    r.add_argument("--cpus", type=int, dest="cpus_per_task", help="CPUs per cell job")
+    r.add_argument("--mem-gb", type=float, help="memory per cell job, GB")
     b = sub.add_parser("report", help="collect results, execute the analysis, build the book")
     b.add_argument("params")
     b.add_argument("--no-book", action="store_true", help="tables and analysis only")
@@ -34,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "run":
-        from ftstudy import grid
-        states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run)
+        from ftstudy import grid, slurm
+        overrides = {k: v for k in ("partition", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb")
+                     if (v := getattr(args, k)) is not None}
+        try:
+            states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run,
+                              executor=args.executor, slurm_options=overrides)
+        except slurm.SlurmUnavailable as e:
+            print(f"{args.params}: {e}", file=sys.stderr)
+            return 2
         failed = [rid for rid, s in states.items() if s == "failed"]
         if failed and not args.dry_run:
             print(f"{len(failed)} cell(s) failed: {', '.join(failed)} "

@@ -52,10 +52,13 @@ def expand(params: Params) -> list[dict]:
             for label, mix in params.train_data.items():
                 for size in params.train_sizes:
                     for seed in params.seeds:
-                        cells.append(dict(method=method, model=model, evaluation=evaluation,
-                                          adapter=spec["adapter"], load=spec["load"],
-                                          training=spec["training"], train_data=label, mix=mix,
-                                          train_size=size, seed=seed))
+                        cell = dict(method=method, model=model, evaluation=evaluation,
+                                    adapter=spec["adapter"], load=spec["load"],
+                                    training=spec["training"], train_data=label, mix=mix,
+                                    train_size=size, seed=seed)
+                        if params.distributed.processes > 1:  # single-process ids unchanged
+                            cell["distributed"] = params.distributed.model_dump()
+                        cells.append(cell)
     for c in cells:
         c["model_name"] = c["model"]["name"]
         c["run_id"] = run_id({k: v for k, v in c.items() if k != "run_id"})
@@ -87,6 +90,8 @@ def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
         p.update(train_data=cell["mix"], train_data_name=cell["train_data"],
                  train_size=cell["train_size"], seed=cell["seed"], training=cell["training"],
                  adapter=cell["adapter"], load=cell["load"])
+        if cell.get("distributed"):
+            p["distributed"] = cell["distributed"]
     return p
 
 
@@ -104,6 +109,9 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
     start = time.time()
     status = {"run_id": cell["run_id"], "method": cell["method"], "model": cell["model_name"],
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "notebook": nb.name}
+    if os.environ.get("SLURM_JOB_ID"):  # as sacct and submitit name it (array_task for arrays)
+        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        status["slurm_job_id"] = "_".join(array) if all(array) else os.environ["SLURM_JOB_ID"]
     try:
         papermill.execute_notebook(
             str(nb), str(tmp / nb.name), parameters=parameters_for(cell, tmp, data_dir),
@@ -130,8 +138,14 @@ def _short_error(e: Exception) -> str:
     return f"{name}: {value}".strip()[:2000]
 
 
-def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print) -> dict:
-    """Run every pending cell; returns {run_id: status}. Done cells are skipped."""
+def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print,
+        executor: str | None = None, slurm_options: dict | None = None) -> dict:
+    """Run every pending cell; returns {run_id: status}. Done cells are skipped.
+
+    `executor` (default: the params file's `executor.kind`) is `local` (cells one after
+    another in this process's machine) or `slurm` (a job per cell, see ftstudy.slurm);
+    `slurm_options` override the params file's `executor.slurm` values.
+    """
     from tqdm.auto import tqdm
 
     outputs = Path(params.output_dir).resolve()
@@ -140,23 +154,31 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     states = {c["run_id"]: status_of(outputs, c["run_id"]) for c in cells}
     todo = [c for c in cells if states[c["run_id"]] == "pending"
             or (retry_failed and states[c["run_id"]] == "failed")]
+    kind = executor or params.executor.kind
     if dry_run:
         for c in cells:
             log(f"{c['run_id']}  {states[c['run_id']]:8s}  {describe(c)}")
         log(f"{len(cells)} cells: {sum(s == 'done' for s in states.values())} done, "
-            f"{sum(s == 'failed' for s in states.values())} failed, {len(todo)} to run")
+            f"{sum(s == 'failed' for s in states.values())} failed, {len(todo)} to run ({kind} executor)")
         return states
+    if kind == "slurm":
+        from ftstudy import slurm
+        slurm.check_available()  # before anything is written or submitted
     (outputs / "runs").mkdir(parents=True, exist_ok=True)
     for stale in (outputs / "runs").glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     log(f"{len(cells)} cells, {len(cells) - len(todo)} already recorded, {len(todo)} to run")
-    bar = tqdm(todo, desc="grid", unit="cell")
-    for i, cell in enumerate(bar, 1):
-        bar.set_postfix_str(describe(cell))
-        t = time.time()
-        states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
-        log(f"[{i}/{len(todo)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
-            f"({time.time() - t:.0f} s)")
+    if kind == "slurm" and todo:
+        options = {**params.executor.slurm.model_dump(), **(slurm_options or {})}
+        states.update(slurm.run_cells(todo, outputs, data_dir, options, log=log))
+    else:
+        bar = tqdm(todo, desc="grid", unit="cell")
+        for i, cell in enumerate(bar, 1):
+            bar.set_postfix_str(describe(cell))
+            t = time.time()
+            states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
+            log(f"[{i}/{len(todo)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
+                f"({time.time() - t:.0f} s)")
     results.collect(outputs)
     return states
 

@@ -109,6 +109,32 @@ class MethodEntry(_Strict):
         return v
 
 
+class SlurmOptions(_Strict):
+    """submitit's Slurm parameters (one job per cell); `additional` goes to sbatch as is."""
+    partition: str | None = None
+    time_min: int = Field(default=60, gt=0)
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=2, gt=0)
+    mem_gb: float = Field(default=16, gt=0)
+    array_parallelism: int = Field(default=32, gt=0)
+    log_dir: str | None = None  # default: <output_dir>/slurm
+    additional: dict[str, Any] = Field(default_factory=dict)
+
+
+class Executor(_Strict):
+    """Where cells run: `local` (one after another here) or `slurm` (a job per cell)."""
+    kind: Literal["local", "slurm"] = "local"
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+
+
+class Distributed(_Strict):
+    """How one cell trains: several processes under torchrun (DDP, or FSDP for models that
+    do not fit one device). The global batch stays `training.batch_size`."""
+    processes: int = Field(default=1, gt=0)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["gloo", "nccl"] | None = None  # default: nccl with CUDA, else gloo
+
+
 class Params(_Strict):
     study: str
     output_dir: str = "outputs"
@@ -120,6 +146,19 @@ class Params(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation
+    executor: Executor = Field(default_factory=Executor)
+    distributed: Distributed = Field(default_factory=Distributed)
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self):
+        n = self.distributed.processes
+        sizes = [self.training.batch_size] + [m.training["batch_size"] for m in self.methods.values()
+                                              if "batch_size" in m.training]
+        for b in sizes:
+            if b % n:
+                raise ValueError(f"distributed.processes={n} must divide training.batch_size={b} "
+                                 "(the global batch is split over the processes)")
+        return self
 
     @field_validator("methods")
     @classmethod

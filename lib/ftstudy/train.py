@@ -52,21 +52,39 @@ def dir_size_bytes(path: str | Path) -> int:
 
 
 def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
-          seed: int = 0) -> dict:
-    """Train in place with a resolved method `spec`; return the cost and learning curve."""
+          seed: int = 0, *, model_entry: dict | None = None, distributed: dict | None = None,
+          processes: int = 1, strategy: str = "ddp", backend: str | None = None,
+          return_trainer: bool = False):
+    """Train in place with a resolved method `spec`; return the cost and learning curve.
+
+    With `distributed` = {"processes": N > 1, ...} (and the cell's `model_entry`), training runs
+    under torchrun (see ftstudy.distributed) and `model` receives the trained weights.
+    `processes`/`strategy`/`backend` are set by that launcher inside each rank.
+    """
+    if distributed and int(distributed.get("processes", 1)) > 1:
+        if model_entry is None:
+            raise ValueError("distributed training needs the cell's model entry to rebuild the model")
+        from ftstudy import distributed as dist_mod
+        return dist_mod.launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed)
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from ftstudy.methods import count_parameters
 
     cfg = resolve(spec["training"])
+    parallel = {}
+    if processes > 1:
+        parallel["ddp_backend"] = backend
+        parallel["ddp_find_unused_parameters"] = False
+        if strategy == "fsdp":
+            parallel.update(fsdp="full_shard auto_wrap")
     autocast_bf16 = bool(spec["load"].get("autocast_bf16", False))
     run_dir = Path(run_dir)
     on_gpu = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=cfg["max_steps"],
-        per_device_train_batch_size=cfg["batch_size"],
+        per_device_train_batch_size=cfg["batch_size"] // processes,  # same global batch
         gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
         learning_rate=cfg["learning_rate"],
         lr_scheduler_type=cfg["lr_scheduler_type"],
@@ -85,6 +103,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         dataloader_num_workers=0,
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
+        **parallel,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
@@ -98,7 +117,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     trainable, total = count_parameters(model)
     if not cfg["keep_checkpoints"]:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return dict(
+    cost = dict(
         train_wall_s=wall,
         train_tokens=tokens,
         tokens_per_s=tokens / wall if wall > 0 else None,
@@ -111,6 +130,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         total_params=total,
         training=cfg,
     )
+    return (cost, trainer) if return_trainer else cost
 
 
 def save(model, tokenizer, out_dir: str | Path) -> int:

@@ -1,0 +1,164 @@
+"""Write BENCHMARKS.md from bench/results/*.json: every figure, its target, the machine, and
+the commands that reproduce it. Sections not yet run are listed as such.
+
+    python bench/report.py
+"""
+import json
+
+import common
+
+COMMANDS = """```bash
+make setup
+export FTSTUDY_DATA_DIR=../shared/data     # the offline mirror
+make bench                                  # every section below, then this file
+# or one section at a time:
+.venv/bin/python bench/study.py             # 4. make study: clean, rerun, one change
+.venv/bin/python bench/notebook_overhead.py # 3. papermill + kernel + imports
+.venv/bin/python bench/eval_vs_cli.py       # 2. kit vs python -m lm_eval
+.venv/bin/python bench/train_overhead.py    # 1. kit cell vs bare transformers + PEFT
+.venv/bin/python bench/memory.py            # 5. peak memory per method, 135M and 1B shape
+.venv/bin/python bench/gpu_check.py         # 6. on a GPU machine only
+.venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
+```"""
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def fmt_s(s: float) -> str:
+    return f"{s / 60:.1f} min ({s:.0f} s)" if s >= 120 else f"{s:.1f} s"
+
+
+def train_section(r) -> list[str]:
+    t = r["settings"]["training"]
+    out = [f"Cell: SmolLM2-135M-Instruct, GSM8K-train n={r['settings']['n']}, {t['max_steps']} steps x batch "
+           f"{t['batch_size']}, max_length {t['max_length']}, evaluation off; {r['settings']['pairs']} "
+           "alternating kit/bare pairs per method. Kit = the cell as the grid runs it (papermill, kernel, "
+           "imports, load, train, save, metrics.json); bare = the whole `python bench/bare_train.py` process.", "",
+           "| method | kit wall | bare wall | wall ratio kit/bare (median) | train-loop ratio | kit tok/s | bare tok/s | same loss | target <= 1.05 |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for m, s in r["summary"].items():
+        out.append(f"| {m} | {s['kit_wall_s']:.1f} s | {s['bare_wall_s']:.1f} s | {s['wall_ratio_median']:.3f} "
+                   f"({', '.join(f'{x:.2f}' for x in s['wall_ratios'])}) | {s['train_loop_ratio_median']:.3f} | "
+                   f"{s['kit_tokens_per_s']:.0f} | {s['bare_tokens_per_s']:.0f} | "
+                   f"{'yes' if abs(s['kit_loss'] - s['bare_loss']) < 1e-6 else 'no'} | "
+                   f"{verdict(s['wall_ratio_median'] <= 1.05)} |")
+    return out
+
+
+def eval_section(r) -> list[str]:
+    s = r["summary"]
+    tasks = ", ".join(f"{t} ({v['limit']})" for t, v in r["settings"]["tasks"].items())
+    return [f"Tasks (limit): {tasks}; batch 8; SmolLM2-135M-Instruct bf16; {r['settings']['pairs']} alternating pairs. "
+            "Kit = load the folder once, every task in memory; CLI = `python -m lm_eval` on the same folder and "
+            "the kit's task YAMLs (`--include_path`), once for the upstream tasks and once with "
+            "`--apply_chat_template` for the log-likelihood tasks.", "",
+            "| kit wall | CLI wall | ratio kit/CLI (median) | metrics identical | target ratio <= 1.0 |",
+            "|---|---|---|---|---|",
+            f"| {s['kit_wall_s']:.1f} s | {s['cli_wall_s']:.1f} s | {s['ratio_median']:.2f} | "
+            f"{'yes, all ' + str(s['metrics_compared']) if s['metrics_identical'] else 'NO: ' + '; '.join(s['mismatches'])} | "
+            f"{verdict(s['ratio_median'] <= 1.0 and s['metrics_identical'])} |"]
+
+
+def notebook_section(r) -> list[str]:
+    m = r["median"]
+    return [f"Median of {r['repeats']} runs each.", "",
+            "| what | seconds |", "|---|---|",
+            f"| papermill, empty notebook (kernel start + stop) | {m['empty_immediate']:.2f} |",
+            f"| papermill, the method notebooks' imports, immediate kernel stop (as the grid runs) | {m['imports_immediate']:.2f} |",
+            f"| same, graceful kernel stop (papermill's default; the grid used it before) | {m['imports_graceful']:.2f} |",
+            f"| of which the import cell itself | {m['imports_cell']:.2f} |",
+            f"| the same imports in a plain `python -c` (a bare script pays these too) | {m['plain_python_imports']:.2f} |",
+            f"| overhead of the notebook itself (papermill - plain python) | {m['notebook_only_overhead_s']:.2f} |",
+            "",
+            f"Target <= 5 s for papermill start + kernel + imports: {verdict(m['imports_immediate'] <= 5)}. "
+            f"The notebook machinery costs {m['empty_immediate']:.1f} s; the rest is importing torch, transformers, "
+            "PEFT (which imports bitsandbytes) and lm-eval, which any script doing this work imports."]
+
+
+def study_section(r) -> list[str]:
+    out = ["`make study` on `params/cpu.yaml` (14 cells: base, base_4bit, 6 methods x {GSM8K, Alpaca}).", "",
+           "| run | wall | target |", "|---|---|---|",
+           f"| clean outputs/ | {fmt_s(r['clean_s'])} | <= 20 min: {verdict(r['clean_s'] <= 1200)} |",
+           f"| rerun, nothing changed | {fmt_s(r['rerun_s'])} | <= 60 s: {verdict(r['rerun_s'] <= 60)} |",
+           f"| rerun after `{r['changed']}` | {fmt_s(r['changed_s'])} | only the changed cells: recomputed "
+           f"{', '.join(r['recomputed_methods'])} ({len(r['recomputed_methods'])} of {r['cells_in_grid']}) |",
+           "", "Per cell (clean run):", "", "| method | training data | cell wall | train | eval |", "|---|---|---|---|---|"]
+    for c in sorted(r["cells"], key=lambda c: (c["method"], c["train_data"] or "")):
+        out.append(f"| {c['method']} | {c['train_data'] or '-'} | {c['wall_s']:.0f} s | "
+                   f"{(c['train_wall_s'] or 0):.0f} s | {(c['eval_wall_s'] or 0):.0f} s |")
+    out.append(f"\nSum of cell walls {r['cell_wall_sum_s']:.0f} s; the rest is setup check, results collection "
+               "and the book build.")
+    return out
+
+
+def memory_section(r) -> list[str]:
+    s = r["settings"]
+    out = [f"Peak RSS of a process that loads the model through the kit, wraps it and trains "
+           f"{s['smollm2']['steps']} steps (SmolLM2: batch {s['smollm2']['batch']} x {s['smollm2']['max_length']}; "
+           f"1B shape: batch {s['llama-1b-shape']['batch']} x {s['llama-1b-shape']['max_length']}). "
+           "1B shape = hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, SmolLM2 vocabulary, "
+           "random bf16 weights.", "",
+           "| model | method | peak RSS | RSS after load | trainable params | total params | artifact |",
+           "|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        if x.get("skipped"):
+            out.append(f"| {x['model']} | {x['method']} | not run: needs ~{x['predicted_mb'] / 1024:.1f} GiB "
+                       f"({x['params'] / 1e9:.2f}B params x 16 bytes + runtime), {x['available_mb'] / 1024:.1f} GiB "
+                       "available | | | | |")
+            continue
+        out.append(f"| {x['model']} | {x['method']} | {x['peak_rss_mb'] / 1024:.2f} GiB | "
+                   f"{x['rss_after_load_mb'] / 1024:.2f} GiB | {x['trainable_params']:,} | {x['total_params']:,} | "
+                   f"{x['artifact_bytes'] / 2**20:.1f} MiB |")
+    return out
+
+
+def gpu_section(r) -> list[str]:
+    if r is None:
+        return ["Not run: this task had no GPU machine (the device tool's status: not drawn). "
+                "`bench/gpu_check.py` is ready: LoRA and QLoRA on the 1B shape, kit vs bare, tokens/s and "
+                "peak CUDA memory, synthetic sequences (no data mirror needed), `--pairs 2 --steps 20 --batch 8 "
+                "--max-length 512` by default, sized for under 8 minutes on one H100/H200."]
+    out = [f"Device: {r['machine']['gpu']}.", "", "| method | kit tok/s | bare tok/s | ratio | kit peak CUDA | bare peak CUDA |",
+           "|---|---|---|---|---|---|"]
+    for m, s in r["summary"].items():
+        out.append(f"| {m} | {s['kit_tokens_per_s']:.0f} | {s['bare_tokens_per_s']:.0f} | "
+                   f"{s['throughput_ratio_kit_over_bare']:.3f} | {s['kit_peak_cuda_mb']:.0f} MB | {s['bare_peak_cuda_mb']:.0f} MB |")
+    return out
+
+
+SECTIONS = [("study", "4. The study", study_section),
+            ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
+            ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
+            ("notebook_overhead", "3. Notebook overhead per cell", notebook_section),
+            ("memory", "5. Memory per method", memory_section)]
+
+
+def main():
+    results = {name: common.load(name) for name, _, _ in SECTIONS}
+    first = next((r for r in results.values() if r), None)
+    lines = ["# Benchmarks", "",
+             "Written by `bench/report.py` from `bench/results/*.json`; every figure below comes from the "
+             "scripts in `bench/`, run on this machine. Timings on shared cores are noisy: comparisons "
+             "alternate the two sides and quote medians.", ""]
+    if first:
+        m = first["machine"]
+        lines += [f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+                  f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}; torch {m['torch']}, Python {m['python']}. "
+                  "Runs finished: " + ", ".join(f"{n} {r['finished']}" for n, r in results.items() if r) + ".", ""]
+    lines += ["## Reproduce", "", COMMANDS, ""]
+    notes = (common.ROOT / "bench" / "NOTES.md")
+    for name, title, render in SECTIONS:
+        lines += [f"## {title}", ""]
+        lines += render(results[name]) if results[name] else ["Not run yet."]
+        lines.append("")
+    lines += ["## 6. GPU check", ""] + gpu_section(common.load("gpu_check")) + [""]
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
+    (common.ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
