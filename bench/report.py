@@ -83,7 +83,8 @@ def study_section(r) -> list[str]:
            f"| clean outputs/ | {fmt_s(r['clean_s'])} | <= 20 min: {verdict(r['clean_s'] <= 1200)} |",
            f"| rerun, nothing changed | {fmt_s(r['rerun_s'])} | <= 60 s: {verdict(r['rerun_s'] <= 60)} |",
            f"| rerun after `{r['changed']}` | {fmt_s(r['changed_s'])} | only the changed cells: recomputed "
-           f"{', '.join(r['recomputed_methods'])} ({len(r['recomputed_methods'])} of {r['cells_in_grid']}) |",
+           f"{', '.join(r['recomputed_methods'])}: {len(r['recomputed_methods'])} of {r['cells_total']} cells, "
+           f"{r['cells_total'] - len(r['recomputed_methods'])} reused: {verdict(set(r['recomputed_methods']) == {'ia3'})} |",
            "", "Per cell (clean run):", "", "| method | training data | cell wall | train | eval |", "|---|---|---|---|---|"]
     for c in sorted(r["cells"], key=lambda c: (c["method"], c["train_data"] or "")):
         out.append(f"| {c['method']} | {c['train_data'] or '-'} | {c['wall_s']:.0f} s | "
@@ -100,7 +101,9 @@ def memory_section(r) -> list[str]:
            f"1B shape: batch {s['llama-1b-shape']['batch']} x {s['llama-1b-shape']['max_length']}). "
            "1B shape = hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, SmolLM2 vocabulary, "
            "random bf16 weights.", "",
-           "| model | method | peak RSS | RSS after load | trainable params | total params | artifact |",
+           "RSS right after loading is low where safetensors weights are memory-mapped and paged in "
+           "on first use; QLoRA's is high because quantising at load touches every weight.", "",
+           "| model | method | peak RSS | RSS right after load | trainable params | total params | artifact |",
            "|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         if x.get("skipped"):
@@ -128,6 +131,52 @@ def gpu_section(r) -> list[str]:
     return out
 
 
+def figures(results: dict) -> dict:
+    """PNG figures beside the JSON results: kit/bare ratios and peak memory per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = {}
+    tr = results.get("train_overhead")
+    if tr:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        names = list(tr["summary"])
+        for i, m in enumerate(names):
+            s = tr["summary"][m]
+            ax.bar(i, s["wall_ratio_median"], color="#4c72b0", alpha=0.7)
+            ax.scatter([i] * len(s["wall_ratios"]), s["wall_ratios"], color="black", s=12, zorder=3)
+        ax.axhline(1.05, color="#c44e52", ls="--", lw=1, label="target 1.05")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("wall time kit / bare")
+        ax.set_ylim(0.8, max(1.3, max(max(tr["summary"][m]["wall_ratios"]) for m in names) + 0.05))
+        ax.legend(frameon=False, fontsize=8)
+        ax.set_title("One cell: kit vs bare transformers + PEFT (dots: pairs)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(common.RESULTS / "train_overhead.png", dpi=120)
+        made["train_overhead"] = "bench/results/train_overhead.png"
+    mem = results.get("memory")
+    if mem:
+        rows = [r for r in mem["rows"] if not r.get("skipped")]
+        models = list(dict.fromkeys(r["model"] for r in mem["rows"]))
+        methods = list(dict.fromkeys(r["method"] for r in mem["rows"]))
+        fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            vals = [next((r["peak_rss_mb"] / 1024 for r in rows if r["model"] == model and r["method"] == m), 0)
+                    for m in methods]
+            ax.bar(range(len(methods)), vals, color="#55a868")
+            ax.set_xticks(range(len(methods)), methods, rotation=30, fontsize=8)
+            ax.set_ylabel("peak RSS, GiB")
+            ax.set_title(model, fontsize=9)
+            for i, v in enumerate(vals):
+                ax.text(i, v, f"{v:.1f}" if v else "not run", ha="center", va="bottom", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(common.RESULTS / "memory.png", dpi=120)
+        made["memory"] = "bench/results/memory.png"
+    return made
+
+
 SECTIONS = [("study", "4. The study", study_section),
             ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
             ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
@@ -149,9 +198,12 @@ def main():
                   "Runs finished: " + ", ".join(f"{n} {r['finished']}" for n, r in results.items() if r) + ".", ""]
     lines += ["## Reproduce", "", COMMANDS, ""]
     notes = (common.ROOT / "bench" / "NOTES.md")
+    pictures = figures(results)
     for name, title, render in SECTIONS:
         lines += [f"## {title}", ""]
         lines += render(results[name]) if results[name] else ["Not run yet."]
+        if name in pictures:
+            lines += ["", f"![{title}]({pictures[name]})"]
         lines.append("")
     lines += ["## 6. GPU check", ""] + gpu_section(common.load("gpu_check")) + [""]
     if notes.is_file():
