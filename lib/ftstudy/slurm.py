@@ -71,7 +71,7 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
                 states[cell["run_id"]] = _outcome(job, cell, outputs)
                 bar.update(1)
                 log(f"{states[cell['run_id']]:6s} {cell['run_id']} {grid.describe(cell)} "
-                    f"(job {job.job_id}, {job.state})")
+                    f"(job {job.job_id})")
             if pending:
                 time.sleep(poll_s)
     return states
