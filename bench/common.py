@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,25 +22,25 @@ def env() -> dict:
     return e
 
 
-def run_json(cmd: list[str], cwd: Path = ROOT, log: Path | None = None) -> tuple[float, dict]:
-    """Run `cmd`; return (process wall seconds, the last JSON line it printed)."""
+def _run(cmd: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env(), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if log is not None:
-        log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start, proc
+
+
+def run_json(cmd: list[str], cwd: Path = ROOT) -> tuple[float, dict]:
+    """Run `cmd`; return (process wall seconds, the last JSON line it printed)."""
+    wall, proc = _run(cmd, cwd)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     return wall, (json.loads(lines[-1]) if lines else {})
 
 
 def timed(cmd: list[str], cwd: Path = ROOT) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start
+    """Run `cmd`; return its wall seconds."""
+    return _run(cmd, cwd)[0]
 
 
 def median(values) -> float:
@@ -63,15 +62,18 @@ def load(section: str) -> dict | None:
 
 
 def machine() -> dict:
+    """The runs' provenance hardware record, plus the CPU model and memory size."""
     import torch
 
+    from ftstudy import provenance
+
+    hw = provenance.hardware()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+                if line.startswith("model name")), hw["processor"])
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu, "cores": hw["cpus"], "memory_gib": round(mem / 2**20, 1), "gpu": hw["gpu"],
+            "torch": torch.__version__, "python": hw["python"]}
 
 
 def smollm2_folder() -> str:

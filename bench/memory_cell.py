@@ -5,16 +5,11 @@ Prints one JSON line (peak RSS of this process; peak CUDA memory on a GPU).
 """
 import argparse
 import json
-import resource
 import tempfile
 import time
 
 import ftstudy  # noqa: F401  (thread settings)
 from ftstudy import data, methods, train
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
@@ -30,7 +25,7 @@ def main():
     spec = methods.resolve(a.method, training={"max_steps": a.steps, "batch_size": a.batch,
                                                "max_length": a.max_length})
     tok, model = methods.load_model(spec, {"source": {"path": a.model_dir}, "dtype": "bfloat16"})
-    after_load = rss_mb()
+    after_load = train.peak_rss_mb()
     if a.synthetic:
         from bare_train import synthetic
         examples = synthetic(len(tok), a.batch * a.steps, a.max_length, 0)
@@ -40,7 +35,7 @@ def main():
     with tempfile.TemporaryDirectory() as out:
         cost = train.train(tuned, tok, examples, spec, out, seed=0)
         artifact = train.save(tuned, tok, f"{out}/artifact")
-    print(json.dumps(dict(method=a.method, rss_after_load_mb=after_load, peak_rss_mb=rss_mb(),
+    print(json.dumps(dict(method=a.method, rss_after_load_mb=after_load, peak_rss_mb=train.peak_rss_mb(),
                           peak_cuda_mb=cost["peak_cuda_mb"], trainable_params=cost["trainable_params"],
                           total_params=cost["total_params"], tokens_per_s=cost["tokens_per_s"],
                           artifact_bytes=artifact, wall_s=time.perf_counter() - start)))

@@ -25,7 +25,7 @@ def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pa
     with open(folder / "examples.jsonl", "w") as f:
         for e in examples:
             f.write(json.dumps(e) + "\n")
-    job = dict(spec=spec, seed=seed, model=model_entry, distributed=distributed, run_dir=str(run_dir))
+    job = dict(spec=spec, seed=seed, model=model_entry, distributed=distributed)
     (folder / "job.json").write_text(json.dumps(job, indent=2, default=str))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
@@ -65,14 +65,14 @@ def _rank_main(job_file: str) -> None:
     spec = job["spec"]
     tokenizer, model = methods.load_model(spec, job["model"])
     model = methods.apply(model, spec, job["seed"])
+    strategy = job["distributed"].get("strategy", "ddp")
     backend = job["distributed"].get("backend") or ("nccl" if torch.cuda.is_available() else "gloo")
     cost, trainer = train.train(model, tokenizer, examples, spec, folder / f"rank{rank}", job["seed"],
-                                processes=world, strategy=job["distributed"].get("strategy", "ddp"),
-                                backend=backend, return_trainer=True)
+                                processes=world, strategy=strategy, backend=backend, return_trainer=True)
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers FSDP shards
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    digest = sum(float(p.detach().double().sum()) for n, p in model.named_parameters() if p.requires_grad
-                 ) if job["distributed"].get("strategy", "ddp") == "ddp" else None
+    digest = (sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)
+              if strategy == "ddp" else None)  # FSDP ranks hold shards: nothing to compare
     print("\n" + json.dumps({"rank": rank, "world": world, "trainable_checksum": digest,
                       "trainer_world_size": trainer.args.world_size,
                       "parallel_mode": str(trainer.args.parallel_mode.value),
@@ -81,7 +81,7 @@ def _rank_main(job_file: str) -> None:
     if rank == 0:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k in trainable}
         save_file(tensors, str(folder / "trained.safetensors"))
-        cost.update(processes=world, strategy=job["distributed"].get("strategy", "ddp"), backend=backend)
+        cost.update(processes=world, strategy=strategy, backend=backend)
         (folder / "cost.json").write_text(json.dumps(cost, default=str))
     if dist.is_initialized():
         dist.barrier()

@@ -48,12 +48,13 @@ def make_executor(options: dict, log_dir: Path):
 
 def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=print,
               poll_s: float = 2.0) -> dict:
-    """Submit one job per cell (a job array), wait, return {run_id: status}."""
+    """Submit one job per cell (a job array), wait, return {run_id: status}.
+
+    Callers check `check_available()` first (grid.run does, before writing anything)."""
     from tqdm.auto import tqdm
 
     from ftstudy import grid
 
-    check_available()
     log_dir = Path(options.get("log_dir") or outputs / "slurm").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     ex = make_executor(options, log_dir)
@@ -84,12 +85,12 @@ def _outcome(job, cell: dict, outputs: Path) -> str:
     except Exception as e:  # killed, timed out, cancelled, or an error outside the notebook
         final = outputs / "runs" / cell["run_id"]
         if not (final / "status.json").is_file() or results.read_json(final / "status.json")["status"] != "done":
+            reason = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
             final.mkdir(parents=True, exist_ok=True)
             results.write_json(final / "cell.json", cell)
             results.write_json(final / "status.json", {
                 "run_id": cell["run_id"], "method": cell["method"], "model": cell["model_name"],
-                "status": "failed", "error": f"Slurm job {job.job_id} ended {job.state}: "
-                                             f"{str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__}",
+                "status": "failed", "error": f"Slurm job {job.job_id} ended {job.state}: {reason}",
                 "slurm_job_id": job.job_id})
             shutil.rmtree(outputs / "runs" / f".tmp-{cell['run_id']}", ignore_errors=True)
         return "failed"
