@@ -30,7 +30,7 @@ def main():
         from bare_train import synthetic
         examples = synthetic(len(tok), a.batch * a.steps, a.max_length, 0)
     else:
-        examples = data.training_set(tok, {"gsm8k_train": 1.0}, a.batch * a.steps, 0, a.max_length)
+        examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, a.batch * a.steps, 0, a.max_length)
     tuned = methods.apply(model, spec, seed=0)
     with tempfile.TemporaryDirectory() as out:
         cost = train.train(tuned, tok, examples, spec, out, seed=0)

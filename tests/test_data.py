@@ -33,13 +33,30 @@ def test_mix_counts_sum_and_proportions():
     assert sum(counts.values()) == 10 and sorted(counts.values()) == [3, 3, 4]
 
 
-def test_subset_is_deterministic_per_seed_and_mixes(data_dir):
+def test_training_set_is_deterministic_per_seed_and_independent_of_mix_order(tiny_model_dir, data_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     mix = {"gsm8k_train": 0.75, "alpaca": 0.25}
-    a = data.subset(mix, 20, seed=1, data_dir=data_dir)
-    assert a == data.subset(mix, 20, seed=1, data_dir=data_dir)
-    assert a != data.subset(mix, 20, seed=2, data_dir=data_dir)
-    gsm_questions = {q for q, _ in data.pairs("gsm8k_train", data_dir)}
-    assert sum(q in gsm_questions for q, _ in a) == 15
+    a, counts = data.training_set(tok, mix, 20, 1, 512, data_dir)
+    assert a == data.training_set(tok, mix, 20, 1, 512, data_dir)[0]
+    assert a != data.training_set(tok, mix, 20, 2, 512, data_dir)[0]
+    # Same mix written in the other order: the same examples (the run id is the same too).
+    assert a == data.training_set(tok, {"alpaca": 0.25, "gsm8k_train": 0.75}, 20, 1, 512, data_dir)[0]
+    assert counts["sets"]["gsm8k_train"]["kept"] == 15 and counts["sets"]["alpaca"]["kept"] == 5
+    assert data.target_set(mix) == "gsm8k_train" and data.target_set({"alpaca": 0.6, "gsm8k_train": 0.4}) == "alpaca"
+    assert data.targets({"gsm8k_train": 0.8, "alpaca": 0.2})["replayed_nll"] == ["alpaca_nll"]
+
+
+def test_long_examples_are_dropped_not_cut_and_counted(tiny_model_dir, data_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples, counts = data.training_set(tok, {"gsm8k_train": 1.0}, 24, 0, 160, data_dir)
+    sets = counts["sets"]["gsm8k_train"]
+    assert len(examples) == 24 and sets["kept"] == 24 and sets["dropped_too_long"] > 0
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    for e in examples:  # every kept answer is whole: it ends with the end-of-turn token
+        assert len(e["input_ids"]) <= 160 and eos in e["labels"][-3:]
+        assert "####" in tok.decode([t for t in e["labels"] if t != -100])
 
 
 def test_encode_masks_prompt_and_uses_chat_template(tiny_model_dir):
@@ -51,3 +68,4 @@ def test_encode_masks_prompt_and_uses_chat_template(tiny_model_dir):
     assert n_prompt > 0 and answer.startswith("It is 4.") and answer.endswith("<|im_end|>\n")
     assert tok.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
     assert data.encode(tok, "word " * 200, "x", max_length=32) is None
+    assert data.encode(tok, "What is 2+2?", "four " * 100, max_length=64) is None  # answer too long: dropped

@@ -19,7 +19,7 @@ TRAINING = {"max_steps": 4, "batch_size": 4, "max_length": 96, "learning_rate": 
 def _setup(method, tiny_model_dir, data_dir):
     spec = methods.resolve(method, training=TRAINING)
     tok, model = methods.load_model(spec, TINY(tiny_model_dir))
-    examples = data.training_set(tok, {"gsm8k_train": 1.0}, 16, 0, 96, data_dir)
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 16, 0, 96, data_dir)
     return spec, tok, methods.apply(model, spec, seed=0), examples
 
 

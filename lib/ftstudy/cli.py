@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("params")
     r.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
     r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    r.add_argument("--rerun-stale", action="store_true",
+                   help="rerun finished cells whose fingerprint (data, packages, tasks, code) changed")
     r.add_argument("--executor", choices=["local", "slurm"],
                    help="where cells run (default: the params file's executor.kind, else local)")
     r.add_argument("--partition", help="Slurm partition (overrides executor.slurm.partition)")
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                      if (v := getattr(args, k)) is not None}
         try:
             states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run,
-                              executor=args.executor, slurm_options=overrides)
+                              executor=args.executor, slurm_options=overrides,
+                              rerun_stale=args.rerun_stale)
         except slurm.SlurmUnavailable as e:
             print(f"{args.params}: {e}", file=sys.stderr)
             return 2

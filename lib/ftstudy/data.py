@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
 from ftstudy import paths
@@ -167,22 +168,33 @@ def mix_counts(mix: dict[str, float], size: int) -> dict[str, int]:
     return counts
 
 
-def subset(mix: dict[str, float], size: int, seed: int, data_dir=None) -> list[tuple[str, str]]:
-    """`size` examples drawn from a mix of training sets, deterministically from `seed`."""
+def _set_order(name: str, pool_size: int, seed: int):
+    """The seeded order in which a training set's examples are drawn. Seeded by (seed, set
+    name): a set's draw depends neither on the other sets of a mix nor on their order."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for name, n in mix_counts(mix, size).items():
-        pool = pairs(name, data_dir)
-        if n > len(pool):
-            raise ValueError(f"training set {name!r} has {len(pool)} examples, {n} asked")
-        chosen += [pool[i] for i in rng.permutation(len(pool))[:n]]
-    return [chosen[i] for i in rng.permutation(len(chosen))]
+    return np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(pool_size)
+
+
+def _pool(name: str, n: int, data_dir) -> list[tuple[str, str]]:
+    pool = pairs(name, data_dir)
+    if n > len(pool):
+        raise ValueError(f"training set {name!r} has {len(pool)} examples, {n} asked")
+    return pool
+
+
+def _shuffled(items: list, seed: int) -> list:
+    import numpy as np
+
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
 
 
 def encode(tokenizer, prompt: str, answer: str, max_length: int) -> dict | None:
-    """Token ids and labels with the loss on the answer only, in the model's chat format."""
+    """Token ids and labels with the loss on the answer only, in the model's chat format.
+
+    None when prompt and answer together do not fit `max_length` tokens: an example is
+    dropped, never cut (a cut GSM8K answer loses its `#### N` and the end token).
+    """
     if tokenizer.chat_template:
         user = [{"role": "user", "content": prompt}]
         prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
@@ -195,18 +207,60 @@ def encode(tokenizer, prompt: str, answer: str, max_length: int) -> dict | None:
         prompt_text, answer_text = prompt + "\n", answer + (tokenizer.eos_token or "")
     prompt_ids = tokenizer(prompt_text, add_special_tokens=True)["input_ids"]
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
-    if len(prompt_ids) >= max_length:
+    if len(prompt_ids) + len(answer_ids) > max_length:
         return None
-    ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+    ids = prompt_ids + answer_ids
+    labels = [-100] * len(prompt_ids) + answer_ids
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 
-def training_set(tokenizer, mix: dict[str, float], size: int, seed: int, max_length: int,
-                 data_dir=None) -> list[dict]:
-    """Encoded training examples; prompts longer than `max_length` are dropped (and counted)."""
-    examples = [encode(tokenizer, p, a, max_length) for p, a in subset(mix, size, seed, data_dir)]
-    kept = [e for e in examples if e is not None]
-    if not kept:
-        raise ValueError(f"every prompt is longer than max_length={max_length}")
-    return kept
+def training_set(tokenizer, mix: dict[str, float] | None, size: int, seed: int, max_length: int,
+                 data_dir=None) -> tuple[list[dict], dict]:
+    """`size` encoded examples from a mix, and how many were dropped for length.
+
+    Each set is walked in its seeded order; an example that does not fit `max_length` is
+    dropped and the next one taken, so a run trains on exactly `size` whole examples. The
+    counts go into metrics.json: `dropped_too_long / examined` estimates the share of a set
+    that the length limit excludes. A control cell (size 0, no mix) gets no examples.
+    """
+    counts = {"asked": size, "kept": 0, "sets": {}}
+    if not size or not mix:
+        return [], counts
+    chosen = []
+    for name, n in sorted(mix_counts(mix, size).items()):
+        pool = _pool(name, n, data_dir)
+        kept = dropped = 0
+        for i in _set_order(name, len(pool), seed):
+            if kept == n:
+                break
+            example = encode(tokenizer, *pool[i], max_length)
+            if example is None:
+                dropped += 1
+                continue
+            chosen.append(example)
+            kept += 1
+        if kept < n:
+            raise ValueError(f"training set {name!r}: only {kept} of its {len(pool)} examples fit "
+                             f"max_length={max_length}, {n} asked")
+        counts["sets"][name] = {"kept": kept, "dropped_too_long": dropped,
+                                "examined": kept + dropped, "fit_share": kept / (kept + dropped)}
+    counts["kept"] = len(chosen)
+    return _shuffled(chosen, seed), counts
+
+
+def target_set(mix: dict[str, float]) -> str:
+    """The training set a mix targets: its largest component (ties: the first by name).
+    A replay mix {gsm8k_train: 0.8, alpaca: 0.2} targets gsm8k_train whatever its label."""
+    return sorted(mix.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def targets(mix: dict[str, float] | None) -> dict:
+    """What a run records about its training data: the target set and tasks, and the
+    log-likelihood tasks whose source a mix replays (so retention there is not unseen data)."""
+    if not mix:
+        return {"target_set": None, "target_task": None, "target_nll": None, "replayed_nll": []}
+    name = target_set(mix)
+    spec = TRAIN_SETS[name]
+    replayed = sorted(TRAIN_SETS[n]["target_nll"] for n in mix if n != name)
+    return {"target_set": name, "target_task": spec["target_task"], "target_nll": spec["target_nll"],
+            "replayed_nll": replayed}

@@ -8,6 +8,7 @@ written into the run folder: `python -m lm_eval --include_path <run>/tasks` repr
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import yaml
@@ -32,7 +33,11 @@ MIRROR_SPLITS = {
 # model is trained on (its chat template when it has one). Lower bits per byte = better.
 NLL_TASKS = ("gsm8k_nll", "alpaca_nll")
 PREFIX = "ftstudy_"
-DEFAULTS = dict(batch_size=8, tasks={
+# Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
+# for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
+# update of std 1e-4 on weights of std 0.04), for some methods and not others.
+EVAL_DTYPES = ("float32", "bfloat16")
+DEFAULTS = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={
     "gsm8k": {"limit": 4, "num_fewshot": 5},
     "hellaswag": {"limit": 32},
     "mmlu_high_school_computer_science": {"limit": 8, "num_fewshot": 5},
@@ -40,6 +45,14 @@ DEFAULTS = dict(batch_size=8, tasks={
     "alpaca_nll": {"limit": 32},
 })
 TASKS = (*UPSTREAM, *NLL_TASKS)
+# The headline metric of each task (lm-eval's names, as in results.csv).
+HEADLINE = {"gsm8k": "exact_match_flexible-extract", "hellaswag": "acc_norm",
+            "mmlu_high_school_computer_science": "acc",
+            "gsm8k_nll": "bits_per_byte", "alpaca_nll": "bits_per_byte"}
+
+
+def headline_metric(task: str) -> str:
+    return HEADLINE.get(task, "bits_per_byte")
 
 
 def upstream_yaml(task: str) -> Path:
@@ -89,19 +102,63 @@ def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool
 
 
 def resolve(evaluation: dict | None) -> dict:
-    ev = {"batch_size": DEFAULTS["batch_size"], "tasks": dict(DEFAULTS["tasks"])}
-    if evaluation:
-        ev["batch_size"] = evaluation.get("batch_size", ev["batch_size"])
-        if "tasks" in evaluation:
-            ev["tasks"] = evaluation["tasks"]
+    ev = {k: DEFAULTS[k] for k in ("batch_size", "dtype", "sample_seed")}
+    ev["tasks"] = dict(DEFAULTS["tasks"])
+    for key in ("batch_size", "dtype", "sample_seed", "tasks"):
+        if evaluation and evaluation.get(key) is not None:
+            ev[key] = evaluation[key]
     return ev
+
+
+def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list[int] | None:
+    """A seeded random sample of `limit` item indices (None: every item). Seeded by the
+    grid's `sample_seed` and the task name only, so every run of a grid scores the same
+    items; the first N would be biased (HellaSwag's first 3,243 items are all ActivityNet)."""
+    import numpy as np
+
+    if limit is None or limit >= n_docs:
+        return None
+    rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+    return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))
+
+
+def prepare_for_eval(model, dtype: str = "float32") -> bool:
+    """Put a model in the shared evaluation precision; True if a LoRA/DoRA adapter was merged.
+
+    Floating-point weights (base, adapters, prompt embeddings) are cast to `dtype` and
+    4-bit layers compute in it; 4-bit packed weights stay as they are. A LoRA/DoRA adapter
+    on an unquantised base is merged only in fp32, where merging is exact to rounding
+    (unmerged DoRA recomputes its weight norm every forward, ~3x slower on CPU); in bf16 it
+    stays unmerged so that no update is rounded into the bf16 weights.
+    """
+    import peft
+    import torch
+
+    target = getattr(torch, dtype)
+    quantised = False
+    for module in model.modules():
+        if "4bit" in type(module).__name__:
+            quantised = True
+            if hasattr(module, "compute_dtype"):
+                module.compute_dtype = target
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != target:
+                p.data = p.data.to(target)
+    is_lora = (isinstance(model, peft.PeftModel)
+               and model.peft_config[model.active_adapter].peft_type == peft.PeftType.LORA)
+    if is_lora and not quantised and dtype == "float32":
+        model.merge_adapter()
+        return True
+    return False
 
 
 def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=None) -> dict:
     """Run every task on the in-memory model; keep lm-eval's results and per-sample logs.
 
-    Returns {"tasks": {task: lm-eval's results for it}, "wall_s": seconds}. Each task runs
-    with its own limit.
+    The model is first put in the evaluation precision (`prepare_for_eval`), the same for a
+    run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
+    doc ids scored, None = all}, "dtype": ..., "wall_s": seconds}.
     """
     import time
 
@@ -114,41 +171,38 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir, chat)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     model.eval()
-    merged = _merge_adapter_for_eval(model)
+    merged = prepare_for_eval(model, ev["dtype"])
     try:
-        out = _run_tasks(model, tokenizer, ev, run_dir, manager, chat)
+        out, items = _run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()
-    return {"tasks": out, "wall_s": time.perf_counter() - start}
+    return {"tasks": out, "items": items, "dtype": ev["dtype"], "wall_s": time.perf_counter() - start}
 
 
-def _merge_adapter_for_eval(model) -> bool:
-    """Fold LoRA/DoRA weights into the base layers while evaluating (as deployed): an
-    unmerged DoRA layer recomputes its weight norm on every forward, ~3x slower on CPU.
-    4-bit bases are left unmerged (merging would dequantise them)."""
-    import peft
+def count_docs(task: str, manager) -> int:
+    """How many items a local task has (lm-eval builds it, reading its data once)."""
+    from lm_eval.tasks import get_task_dict
 
-    if not isinstance(model, peft.PeftModel) or model.peft_config[model.active_adapter].peft_type != peft.PeftType.LORA:
-        return False
-    if any("4bit" in type(m).__name__ for m in model.modules()):
-        return False
-    model.merge_adapter()
-    return True
+    return len(get_task_dict([PREFIX + task], manager)[PREFIX + task].eval_docs)
 
 
-def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool) -> dict:
+def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"])
-    out = {}
+    out, items = {}, {}
     for task, settings in ev["tasks"].items():
         name = PREFIX + task
-        res = simple_evaluate(model=lm, tasks=[name], limit=(settings or {}).get("limit"),
+        limit = (settings or {}).get("limit")
+        ids = sample_doc_ids(count_docs(task, manager), limit, task, ev["sample_seed"]) if limit else None
+        items[task] = ids
+        res = simple_evaluate(model=lm, tasks=[name], samples={name: ids} if ids else None,
                               task_manager=manager, log_samples=True,
                               apply_chat_template=chat and task in NLL_TASKS)
+        res["doc_ids"] = ids
         samples = res.pop("samples")
         folder = run_dir / "lm_eval" / task
         folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +212,7 @@ def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool) -
             for s in samples[name]:
                 f.write(json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n")
         out[task] = res["results"][name]
-    return out
+    return out, items
 
 
 def metric_rows(task_results: dict) -> list[dict]:

@@ -1,6 +1,8 @@
 """Answers in words, generated from the results: no sentence here is written by hand
-about a particular outcome. Each says whether a difference is outside the noise (its
-paired 95% bootstrap interval excludes zero) and says plainly what the grid cannot answer.
+about a particular outcome. A difference is outside the noise when its paired test
+(exact McNemar for 0/1 metrics, Wilcoxon signed-rank otherwise, a bootstrap over seeds then
+items when there are several seeds) rejects "no change" after Holm's correction within its
+family; each sentence says what its interval covers and what the grid cannot answer.
 """
 from __future__ import annotations
 
@@ -20,43 +22,57 @@ def _fmt(v: float, metric: str) -> str:
 
 def describe_difference(row: pd.Series) -> str:
     """One comparison as a sentence fragment: the raw change (in the metric's own
-    direction), its paired 95% interval, and the noise verdict."""
+    direction), its 95% interval, the Holm-adjusted test and the verdict."""
     unit = row["metric"]
     lo, hi = row["ci_low"], row["ci_high"]
-    verdict = ("outside the noise" if row["significant"] else "inside the noise")
+    verdict = "outside the noise" if row["significant"] else "inside the noise"
     if pd.isna(lo):
         verdict, ci = "too few items to tell", ""
     else:
         ci = f" (95% CI {_fmt(lo, unit)} to {_fmt(hi, unit)})"
     extra = ""
-    if not pd.isna(row.get("p_mcnemar", float("nan"))) and "gained" in row and not pd.isna(row["gained"]):
-        extra = f"; {int(row['gained'])} items gained, {int(row['lost'])} lost, McNemar p={row['p_mcnemar']:.2g}"
+    if "gained" in row and not pd.isna(row.get("gained")):
+        extra = f"; {int(row['gained'])} items gained, {int(row['lost'])} lost"
+    if not pd.isna(row.get("p_adjusted")):
+        extra += f"; {row['test']} p={row['p_value']:.2g}, Holm-adjusted {row['p_adjusted']:.2g}"
+    replayed = str(row.get("replayed_nll") or "")
+    if row["task"] in replayed.split(","):
+        extra += f"; note: this run's training mix replays {row['task']}'s source data"
     return f"{row['method']} {_fmt(row['mean_diff'], unit)}{ci}, {verdict}{extra}"
 
 
+def _coverage(g: pd.DataFrame) -> str:
+    seeds = int(g["seeds"].max())
+    if seeds == 1:
+        return "one seed: the intervals cover item sampling only, not training randomness"
+    return f"{seeds} seeds: means over seeds, intervals from a bootstrap over seeds then items"
+
+
 def method_effects(paired: pd.DataFrame) -> list[str]:
-    """Q1: per training set and task, each method's change vs the base model."""
-    if paired.empty:
+    """Q1: per training set and task, each method's change vs its reference model."""
+    vs = paired[paired["comparison"] == "vs base"] if not paired.empty else paired
+    if vs.empty:
         return ["No fine-tuned run has finished, so there is nothing to compare yet."]
-    df = analysis.improvement(paired[paired["comparison"] == "vs base"])
-    df = df[df["metric"] == df["task"].map(analysis.headline_metric)]
+    df = analysis.improvement(vs)
+    df = df[df["headline"].astype(bool)]
     lines = []
-    for (label, task), g in df.groupby(["train_data", "task"]):
+    for (label, size, task), g in df.groupby(["train_data", "train_size", "task"]):
         g = g.sort_values("gain", ascending=False)
         better = g[g["significant"] & (g["gain"] > 0)]["method"].tolist()
         worse = g[g["significant"] & (g["gain"] < 0)]["method"].tolist()
         metric = g["metric"].iloc[0]
         direction = "lower is better" if metric in analysis.LOWER_IS_BETTER else "higher is better"
-        head = f"Trained on **{label}**, on **{task}** ({metric}, {direction}, n={int(g['n'].max())} items): "
+        head = (f"Trained on **{label}** (n={int(size)}), on **{task}** ({metric}, {direction}, "
+                f"{int(g['n'].max())} items; {_coverage(g)}): ")
         if better or worse:
             verdict = []
             if better:
-                verdict.append("better than the base model: " + ", ".join(better))
+                verdict.append("better than the reference model: " + ", ".join(better))
             if worse:
                 verdict.append("worse: " + ", ".join(worse))
             head += "; ".join(verdict) + ". "
         else:
-            head += "no method differs from the base model beyond the noise. "
+            head += "no method differs from its reference model beyond the noise. "
         lines.append(head + "Changes: " + "; ".join(describe_difference(r) for _, r in g.iterrows()) + ".")
     return lines
 
@@ -70,10 +86,12 @@ def tradeoffs(lf: pd.DataFrame, axes: str) -> list[str]:
         best = g.loc[g["learning"].idxmax()]
         least = g.loc[g["forgetting"].idxmin()]
         front = ", ".join(g[g["pareto"]]["method"])
-        learned = g[g["learning_low"] > 0]["method"].tolist()
-        forgot = g[g["forgetting_low"] > 0]["method"].tolist()
+        learned = g[g["learned"]]["method"].tolist()
+        forgot = [f"{r['method']} (on {r['forgot_on']})" for _, r in g[g["forgot_on"] != ""].iterrows()]
         lines.append(
-            f"Trained on **{label}** (target {best['target']}, retention {best['retention_tasks']}): "
+            f"Trained on **{label}** (target {best['target']}, retention {best['retention_tasks']}"
+            + (f"; the mix replays {', '.join(sorted(set(g['replayed']) - {''}))}" if g["replayed"].any() else "")
+            + "): "
             f"{best['method']} learned most ({best['learning']:+.3g}), {least['method']} forgot least "
             f"({least['forgetting']:+.3g}); the Pareto front is {front}. "
             + (f"Learning outside the noise: {', '.join(learned)}. " if learned else

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ftstudy import evaluate, methods, paths, results
+from ftstudy import evaluate, fingerprint, methods, paths, results
 from ftstudy.params import Params
 
 
@@ -49,6 +49,11 @@ def expand(params: Params) -> list[dict]:
         for method, mcfg in params.methods.items():
             spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training},
                                    mcfg.load)
+            if params.controls:  # the method applied, trained 0 steps, no data
+                cells.append(dict(method=method, control=True, model=model, evaluation=evaluation,
+                                  adapter=spec["adapter"], load=spec["load"],
+                                  training={**spec["training"], "max_steps": 0}, train_data=None,
+                                  mix=None, train_size=0, seed=params.seeds[0]))
             for label, mix in params.train_data.items():
                 for size in params.train_sizes:
                     for seed in params.seeds:
@@ -78,13 +83,23 @@ def status_of(outputs: Path, rid: str) -> str:
     return results.read_json(f)["status"] if f.is_file() else "pending"
 
 
+def staleness(cell: dict, outputs: Path, data_dir) -> list[str]:
+    """For a finished cell: which parts of its recorded fingerprint differ from today's."""
+    recorded = outputs / "runs" / cell["run_id"] / "fingerprint.json"
+    old = results.read_json(recorded) if recorded.is_file() else None
+    return fingerprint.differences(old, fingerprint.of_cell(cell, notebook_for(cell["method"]), data_dir))
+
+
 def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
     """What papermill injects. Plain values only: never secrets (they would be written
     into the executed notebook)."""
     p = dict(run_dir=str(run_dir), run_id=cell["run_id"], model=cell["model"],
              evaluation=cell["evaluation"], data_dir=str(data_dir) if data_dir else None)
     p["load"] = cell.get("load", {})
-    if cell["method"] in methods.REFERENCES:
+    if cell.get("control"):
+        p.update(train_data=None, train_data_name=None, train_size=0, seed=cell["seed"],
+                 training=cell["training"], adapter=cell["adapter"])
+    elif cell["method"] in methods.REFERENCES:
         p["reference"] = cell["method"]
     else:
         p.update(train_data=cell["mix"], train_data_name=cell["train_data"],
@@ -106,6 +121,7 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
     tmp.mkdir(parents=True)
     results.write_json(tmp / "cell.json", cell)
     nb = notebook_for(cell["method"])
+    results.write_json(tmp / "fingerprint.json", fingerprint.of_cell(cell, nb, data_dir))
     start = time.time()
     status = {"run_id": cell["run_id"], "method": cell["method"], "model": cell["model_name"],
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "notebook": nb.name}
@@ -139,8 +155,10 @@ def _short_error(e: Exception) -> str:
 
 
 def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print,
-        executor: str | None = None, slurm_options: dict | None = None) -> dict:
-    """Run every pending cell; returns {run_id: status}. Done cells are skipped.
+        executor: str | None = None, slurm_options: dict | None = None,
+        rerun_stale: bool = False) -> dict:
+    """Run every pending cell; returns {run_id: status}. Done cells are skipped, unless
+    stale (fingerprint changed since they ran) and `rerun_stale` is set.
 
     `executor` (default: the params file's `executor.kind`) is `local` (cells one after
     another in this process's machine) or `slurm` (a job per cell, see ftstudy.slurm);
@@ -152,15 +170,25 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     data_dir = paths.data_dir(params.data_dir)
     cells = expand(params)
     states = {c["run_id"]: status_of(outputs, c["run_id"]) for c in cells}
+    why_stale = {}
+    for c in cells:
+        if states[c["run_id"]] == "done" and (diff := staleness(c, outputs, data_dir)):
+            states[c["run_id"]], why_stale[c["run_id"]] = "stale", diff
     todo = [c for c in cells if states[c["run_id"]] == "pending"
-            or (retry_failed and states[c["run_id"]] == "failed")]
+            or (retry_failed and states[c["run_id"]] == "failed")
+            or (rerun_stale and states[c["run_id"]] == "stale")]
     kind = executor or params.executor.kind
     if dry_run:
         for c in cells:
-            log(f"{c['run_id']}  {states[c['run_id']]:8s}  {describe(c)}")
+            why = f"  [changed: {'; '.join(why_stale[c['run_id']])}]" if c["run_id"] in why_stale else ""
+            log(f"{c['run_id']}  {states[c['run_id']]:8s}  {describe(c)}{why}")
         log(f"{len(cells)} cells: {sum(s == 'done' for s in states.values())} done, "
-            f"{sum(s == 'failed' for s in states.values())} failed, {len(todo)} to run ({kind} executor)")
+            f"{len(why_stale)} stale, {sum(s == 'failed' for s in states.values())} failed, "
+            f"{len(todo)} to run ({kind} executor)")
         return states
+    if why_stale and not rerun_stale:
+        log(f"{len(why_stale)} finished cell(s) are stale (inputs changed since they ran); "
+            "kept as they are: rerun them with --rerun-stale")
     if kind == "slurm":
         from ftstudy import slurm
         slurm.check_available()  # before anything is written or submitted
@@ -179,12 +207,14 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
             states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
             log(f"[{i}/{len(todo)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
                 f"({time.time() - t:.0f} s)")
-    results.collect(outputs)
+    results.collect(outputs, cells)
     return states
 
 
 def describe(cell: dict) -> str:
     if cell["method"] in methods.REFERENCES:
         return f"{cell['model_name']} {cell['method']}"
+    if cell.get("control"):
+        return f"{cell['model_name']} {cell['method']} control (0 steps)"
     return (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
             f"seed={cell['seed']}")

@@ -9,15 +9,19 @@ import copy
 
 # Per-method defaults. LoRA dropout is 0 (as in PEFT's method comparison): on CPU the dropout
 # masks alone cost ~16% of a step. `adapter` holds PEFT config kwargs; `training` overrides
-# ftstudy.train.DEFAULTS; `load` says how the base model is loaded.
+# ftstudy.train.DEFAULTS; `load` says how the base model is loaded. Every method starts from
+# the same weights, loaded in the model entry's dtype, so that its reference (`base`, or
+# `base_4bit` for QLoRA) is exactly its starting point: a 0-step run equals it (see controls).
 METHODS: dict[str, dict] = {
     # References, not methods: the untouched model, and (for QLoRA) the same model loaded in
     # 4-bit NF4, so QLoRA's change is measured against the base it actually trained on.
     "base": dict(peft=None, adapter={}, training={}, load={}),
     "base_4bit": dict(peft=None, adapter={}, training={}, load={"quantize_4bit": True}),
     "full": dict(peft=None, adapter={},
-                 # fp32 master weights + bf16 autocast: pure-bf16 weights round tiny updates away.
-                 training={"learning_rate": 5e-5}, load={"dtype": "float32", "autocast_bf16": True}),
+                 # Trains fp32 master weights (upcast after loading, so the start is the
+                 # reference's weights exactly) with bf16 autocast where bf16 is the compute
+                 # dtype: pure-bf16 weights round tiny updates away.
+                 training={"learning_rate": 5e-5}, load={"master_fp32": True}),
     "lora": dict(peft="LORA", adapter=dict(r=8, lora_alpha=16, lora_dropout=0.0,
                                             target_modules="all-linear"),
                  training={}, load={}),
@@ -30,7 +34,11 @@ METHODS: dict[str, dict] = {
     "ia3": dict(peft="IA3", adapter=dict(target_modules=["k_proj", "v_proj", "down_proj"],
                                           feedforward_modules=["down_proj"]),
                 training={"learning_rate": 3e-3}, load={}),
-    "prompt_tuning": dict(peft="PROMPT_TUNING", adapter=dict(num_virtual_tokens=16),
+    # Virtual tokens start as embeddings of real vocabulary tokens (PEFT's SAMPLE_VOCAB), on
+    # the model's own embedding scale; PEFT's default N(0,1) start is far off that scale and
+    # damages the model before any training.
+    "prompt_tuning": dict(peft="PROMPT_TUNING",
+                          adapter=dict(num_virtual_tokens=16, prompt_tuning_init="SAMPLE_VOCAB"),
                           training={"learning_rate": 3e-2}, load={}),
 }
 
@@ -63,12 +71,17 @@ def resolve(method: str, adapter: dict | None = None, training: dict | None = No
 
 
 def load_model(spec: dict, model: dict):
-    """(tokenizer, model) loaded as the method needs it (dtype, 4-bit for QLoRA)."""
+    """(tokenizer, model) loaded as the method needs it (dtype, 4-bit for QLoRA).
+
+    Records the dtype actually used (`auto` resolved for this machine) as
+    `spec["compute_dtype"]`: training's autocast and the run's record follow it.
+    """
     from ftstudy import models
 
     load = spec["load"]
-    return models.load(model["source"], dtype=load.get("dtype", model.get("dtype", "bfloat16")),
-                       quantize_4bit=bool(load.get("quantize_4bit")))
+    dtype = models.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
+    spec["compute_dtype"] = dtype
+    return models.load(model["source"], dtype=dtype, quantize_4bit=bool(load.get("quantize_4bit")))
 
 
 def peft_config(spec: dict):
@@ -86,18 +99,47 @@ def peft_config(spec: dict):
 def apply(model, spec: dict, seed: int = 0):
     """Wrap `model` for training with the method; returns the model to train.
 
-    The seed is set first so adapter initialisation is reproducible.
+    The seed is set first so adapter initialisation is reproducible. A 4-bit base is not
+    passed through `prepare_model_for_kbit_training`: it would upcast the frozen
+    non-quantised weights to fp32, so QLoRA would differ from its `base_4bit` reference by a
+    precision change before any training (and hold more memory); PEFT freezes the base.
     """
     import peft
+    import torch
     from transformers import set_seed
 
     set_seed(seed)
-    if spec["load"].get("quantize_4bit"):
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft_config(spec)
     if config is None:
+        if spec["load"].get("master_fp32") and model.dtype != torch.float32:
+            model = model.float()  # exact: every bf16 value is an fp32 value
         return model
-    return fix_prompt_learning_generation(peft.get_peft_model(model, config))
+    model = peft.get_peft_model(model, config)
+    if spec["adapter"].get("use_dora"):
+        dora_magnitude_in_fp32(model)
+    return fix_prompt_learning_generation(model)
+
+
+def dora_magnitude_in_fp32(model) -> None:
+    """Recompute DoRA's magnitude vectors from the frozen weights in fp32.
+
+    PEFT computes them at init in the base dtype; on a bf16 base the stored norm is rounded,
+    so magnitude / ||W|| is not 1 once evaluated in fp32: a DoRA run differs from its
+    reference before any training (its zero-step control fails). With the adapter already
+    in fp32, PEFT's own `update_layer` computes the norm in fp32.
+    """
+    import torch
+
+    for module in model.modules():
+        magnitudes = getattr(module, "lora_magnitude_vector", None)
+        if not magnitudes:
+            continue
+        for name, magnitude in magnitudes.items():
+            with torch.no_grad():
+                magnitude.update_layer(base_layer=module.get_base_layer(),
+                                       lora_A=module.lora_A[name].weight.float(),
+                                       lora_B=module.lora_B[name].weight.float(),
+                                       scaling=module.scaling[name])
 
 
 def fix_prompt_learning_generation(model):

@@ -6,22 +6,13 @@ by the file's sha256 and reused by every run (conversion takes ~20 s, loading ~2
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
 
 from ftstudy import paths
 
-DTYPES = {"bfloat16", "float32", "float16"}
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+DTYPES = {"auto", "bfloat16", "float32", "float16"}
 
 
 def gguf_path(spec: dict) -> Path:
@@ -45,7 +36,9 @@ def convert_gguf(gguf_file: Path, cache_dir: Path | None = None) -> Path:
     gguf_file = Path(gguf_file)
     if not gguf_file.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_file}")
-    digest = sha256_file(gguf_file)[:16]
+    from ftstudy.fingerprint import file_sha256
+
+    digest = file_sha256(gguf_file)[:16]
     target = (cache_dir or paths.cache_dir() / "models") / f"{gguf_file.stem}-{digest}"
     if (target / "config.json").is_file() and (target / ".complete").is_file():
         return target
@@ -75,12 +68,52 @@ def resolve_folder(source: dict) -> str:
     return source["hub"]
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: CUDA with bf16, or a CPU with
+    AVX512-BF16/AMX (oneDNN's own test). On an AVX2-only CPU bf16 matmuls are emulated,
+    ~7x slower than fp32 (BENCHMARKS.md)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(name: str | None) -> str:
+    """`auto` (the default) -> bfloat16 where the hardware computes it natively, else float32;
+    an explicit dtype is kept."""
+    if name in (None, "auto"):
+        return "bfloat16" if native_bf16() else "float32"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; allowed: {sorted(DTYPES)}")
+    return name
+
+
+def cpu_capability() -> dict:
+    """What the dtype choice rests on, for env.json: torch's CPU capability, the relevant
+    CPU flags, and whether bf16 is native."""
+    import torch
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    relevant = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"]
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "flags": [f for f in relevant if f in flags], "native_bf16": native_bf16()}
+
+
 def _torch_dtype(name: str):
     import torch
-    return getattr(torch, name)
+    return getattr(torch, resolve_dtype(name))
 
 
-def load(source: dict, dtype: str = "bfloat16", quantize_4bit: bool = False):
+def load(source: dict, dtype: str = "auto", quantize_4bit: bool = False):
     """Load (tokenizer, model) for a model entry.
 
     `quantize_4bit` loads NF4 with double quantisation through bitsandbytes; transformers 5

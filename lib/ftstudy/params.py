@@ -43,7 +43,8 @@ class ModelEntry(_Strict):
     path: str | None = None
     gguf: GGUFSource | None = None
     revision: str | None = None
-    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    # auto: bf16 where the hardware computes it natively (CUDA, AVX512-BF16/AMX), else fp32.
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -64,6 +65,10 @@ class TaskEntry(_Strict):
 
 class Evaluation(_Strict):
     batch_size: int = Field(default=8, gt=0)
+    # One precision for every run and its reference (fp32: no update rounded away).
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # Seeds the random item subset of each task with a limit: the same items for every run.
+    sample_seed: int = 0
     tasks: dict[str, TaskEntry]
 
     @field_validator("tasks")
@@ -102,7 +107,7 @@ class MethodEntry(_Strict):
     @field_validator("load")
     @classmethod
     def _load_keys(cls, v):
-        allowed = {"dtype", "quantize_4bit", "autocast_bf16"}
+        allowed = {"dtype", "quantize_4bit", "master_fp32"}
         unknown = set(v) - allowed
         if unknown:
             raise ValueError(f"unknown load option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -144,6 +149,9 @@ class Params(_Strict):
     train_data: dict[str, dict[str, float]]
     train_sizes: list[int]
     seeds: list[int] = Field(default_factory=lambda: [0])
+    # Adds a zero-step cell per (model, method): the method applied, never trained. It must
+    # score exactly as its reference (prompt tuning: its shift at initialisation).
+    controls: bool = False
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation
     executor: Executor = Field(default_factory=Executor)

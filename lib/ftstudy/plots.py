@@ -39,23 +39,30 @@ def scores(results: pd.DataFrame, group: str = "train_data"):
     return fig
 
 
-def change_vs_base(results: pd.DataFrame):
-    """Change vs the base model per task and method: above 0 learned, below 0 forgot."""
-    d = analysis.vs_base(analysis.headline(results))
+def forest(paired: pd.DataFrame, comparison: str = "vs base"):
+    """Paired change vs the reference per task: a point and its 95% interval per (training
+    data, method), signed so that right is better; filled where the Holm-adjusted test says
+    outside the noise, hollow where not."""
+    d = analysis.improvement(paired[paired["comparison"] == comparison])
+    d = d[d["headline"].astype(bool)]
     tasks = sorted(d["task"].unique())
-    groups = list(d["train_data"].unique())
-    fig, axes = plt.subplots(max(1, len(groups)), max(1, len(tasks)), squeeze=False,
-                             figsize=(3.6 * max(1, len(tasks)), 3.0 * max(1, len(groups))),
-                             sharey="row")
-    for i, g in enumerate(groups):
-        for j, t in enumerate(tasks):
-            sub = d[(d["task"] == t) & (d["train_data"] == g)]
-            order = list(sub["method"].unique())
-            _bars(axes[i][j], sub, "delta", "delta_stderr", order)
-            axes[i][j].axhline(0, color="black", lw=0.8)
-            kind = sub["kind"].iloc[0] if len(sub) else ""
-            axes[i][j].set_title(f"{t} ({kind})\ntrained on {g}", fontsize=9)
-            axes[i][j].set_ylabel("Δ vs base")
+    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False,
+                             figsize=(3.4 * max(1, len(tasks)), 0.9 + 0.32 * max(1, d.groupby(["train_data", "method"]).ngroups)),
+                             sharey=True)
+    labels = sorted({(str(t), str(m)) for t, m in zip(d["train_data"], d["method"])})
+    ypos = {lab: i for i, lab in enumerate(labels)}
+    palette = dict(zip(sorted(d["method"].unique()), sns.color_palette("colorblind", 10)))
+    for ax, task in zip(axes[0], tasks):
+        sub = d[d["task"] == task]
+        for _, r in sub.iterrows():
+            y = ypos[(str(r["train_data"]), str(r["method"]))]
+            color = palette[r["method"]]
+            ax.errorbar(r["gain"], y, xerr=[[r["gain"] - r["gain_low"]], [r["gain_high"] - r["gain"]]],
+                        fmt="o", color=color, capsize=2, markerfacecolor=color if r["significant"] else "white")
+        ax.axvline(0, color="black", lw=0.8)
+        metric = sub["metric"].iloc[0] if len(sub) else ""
+        ax.set_title(f"{task}\n({metric}, right = better)", fontsize=9)
+    axes[0][0].set_yticks(range(len(labels)), [f"{m} · {t}" for t, m in labels], fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -72,7 +79,8 @@ def loss_curve(loss_curve: list[dict], title: str = "training loss"):
 
 def cost(runs: pd.DataFrame):
     """Train time, peak memory and trainable parameters per method, side by side."""
-    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)]
+    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
+                & ~runs["control"].fillna(False).astype(bool)]
     metrics = [("train_wall_s", "train time (s)"), ("peak_rss_mb", "peak memory (MiB)"),
                ("trainable_params", "trainable parameters")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))

@@ -1,7 +1,6 @@
 """Provenance: what produced a run (package versions, git commit, hardware, data hashes)."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -50,31 +49,14 @@ def hardware() -> dict:
     return info
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def data_hashes(datasets: list[str], data_dir) -> dict[str, str]:
-    """sha256 of every mirror file a run read (hub runs record the hub id instead)."""
-    from ftstudy import data
-
-    data_dir = paths.data_dir(data_dir)
-    out = {}
-    for name in sorted(set(datasets)):
-        if data_dir is None:
-            out[name] = "hub:" + data.SOURCES[name]["hub"][0]
-            continue
-        for f in data.needed_files(name, data_dir):
-            out[str(f.relative_to(data_dir))] = file_sha256(f)
-    return out
-
-
-def environment(seed: int | None, datasets: list[str], data_dir=None) -> dict:
+def environment(seed: int | None, datasets: list[str], data_dir=None,
+                compute_dtype: str | None = None) -> dict:
     """The env.json of a run. Never includes tokens or other secrets from the environment."""
-    return {"packages": package_versions(), "git": git_state(), "hardware": hardware(),
-            "seed": seed, "data_files": data_hashes(datasets, data_dir),
+    from ftstudy import fingerprint, models
+
+    hw = hardware()
+    hw["cpu"] = models.cpu_capability()
+    return {"packages": package_versions(), "git": git_state(), "hardware": hw,
+            "compute_dtype": compute_dtype, "seed": seed,
+            "data_files": fingerprint.dataset_hashes(datasets, paths.data_dir(data_dir)),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

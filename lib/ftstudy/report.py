@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ftstudy import paths, results
+from ftstudy.methods import REFERENCES
 from ftstudy.params import Params
 
 
@@ -92,30 +93,67 @@ def limitations_page(params: Params, outputs: Path) -> str:
             mdd = stats.min_detectable_difference(n) if n else float("nan")
             lines.append(f"| {task} | {n or 'all'} | {100 * mdd:.0f} points |" if n else
                          f"| {task} | all | depends on the full set size |")
-    paired_path = outputs / "paired.csv"
+    paired_path = outputs / "aggregated.csv"
     if paired_path.is_file() and paired_path.stat().st_size > 1:
         p = pd.read_csv(paired_path)
         p = p[(p["comparison"] == "vs base") & p["metric"].eq("bits_per_byte")]
         if not p.empty:
             width = (p["ci_high"] - p["ci_low"]).median()
-            lines += ["", f"Paired log-likelihood differences are far tighter: the median 95% interval "
-                      f"of a change in bits per byte is {width:.4f} wide across this grid's runs."]
+            lines += ["", f"Paired log-likelihood differences: the median 95% interval of a change in "
+                      f"bits per byte is {width:.4f} wide across this grid's {len(p)} comparisons."]
     sizes = ", ".join(str(s) for s in params.train_sizes)
+    seeds = ", ".join(str(s) for s in params.seeds)
     lines += ["", "## What the grid does not vary", "",
-              f"- Models: {', '.join(params.models)}; training sizes: {sizes}; seeds: "
-              f"{', '.join(str(s) for s in params.seeds)}. A single value of any of these means the report "
-              "cannot say how results depend on it.",
+              f"- Models: {', '.join(params.models)}; training sizes: {sizes}; seeds: {seeds}. "
+              "A single value of any of these means the report cannot say how results depend on it.",
               f"- Training: {params.training.max_steps} steps of batch {params.training.batch_size}, "
-              f"sequences up to {params.training.max_length} tokens.", "",
-              "## Caveats", "",
-              "- The embedded default model is SmolLM2-135M-Instruct dequantised from a 4-bit (Q4_1) GGUF "
-              "file: it scores a little below the published full-precision model.",
-              "- On a CPU, QLoRA's 4-bit base saves memory, not time; timings on shared cores are noisy.",
-              "- HellaSwag from the offline mirror lacks lm-eval's capitalisation of `ctx_b`, so its numbers "
-              "can differ slightly from those on the hub copy.",
-              "- A 135M model sits near chance on MMLU and near zero on GSM8K accuracy; the held-out "
-              "log-likelihood tasks are what can show learning and forgetting at this scale.", ""]
+              f"sequences up to {params.training.max_length} tokens (longer examples are dropped, "
+              "not cut; the results page counts them).",
+              f"- Every run and its reference are evaluated in {ev.dtype} on the same items, drawn at "
+              f"random (seed {ev.sample_seed}) where a task has a limit.", ""]
+    if len(params.seeds) == 1:
+        lines += ["- One seed per configuration: the intervals cover the sampling of evaluation items, "
+                  "not the randomness of training (adapter initialisation, data order).", ""]
+    caveats = [f"- {name} is dequantised from the GGUF file `{m.gguf.file or m.gguf.path}`: a "
+               "4-bit-quantised file scores a little below the full-precision model it came from."
+               for name, m in params.models.items() if m.gguf is not None]
+    if data_dir_is_mirror(params) and "hellaswag" in ev.tasks:
+        caveats.append("- HellaSwag from the offline mirror lacks lm-eval's capitalisation of `ctx_b`, "
+                       "so its numbers can differ slightly from those on the hub copy.")
+    caveats += chance_lines(outputs)
+    if caveats:
+        lines += ["## Caveats", "", *caveats, ""]
     return "\n".join(lines)
+
+
+def data_dir_is_mirror(params: Params) -> bool:
+    return paths.data_dir(params.data_dir) is not None
+
+
+def chance_lines(outputs: Path) -> list[str]:
+    """For each reference model and multiple-choice task: its accuracy next to chance and
+    the majority-answer baseline, with the 95% interval of the accuracy (Wilson)."""
+    import pandas as pd
+    from statsmodels.stats.proportion import proportion_confint
+
+    path = outputs / "baselines.csv"
+    if not path.is_file() or path.stat().st_size <= 1:
+        return []
+    b = pd.read_csv(path)
+    r = pd.read_csv(outputs / "results.csv")
+    out = []
+    for _, row in b[b["method"].isin(REFERENCES)].iterrows():
+        acc = r[(r["run_id"] == row["run_id"]) & (r["task"] == row["task"]) & (r["metric"] == "acc")]
+        if acc.empty:
+            continue
+        n = int(row["n_items"])
+        k = round(float(acc["value"].iloc[0]) * n)
+        lo, hi = proportion_confint(k, n, method="wilson")
+        where = ("above" if lo > row["chance"] else "not distinguishable from")
+        out.append(f"- {row['model']} {row['method']} on {row['task']}: accuracy {k / n:.2f} "
+                   f"(95% CI {lo:.2f} to {hi:.2f}, {n} items), {where} chance ({row['chance']:.2f}); "
+                   f"majority-answer baseline {row['majority_baseline']:.2f}.")
+    return out
 
 
 def _hide_parameter_cells(notebook: Path) -> None:
@@ -141,8 +179,8 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     book_dir = Path(book_dir) if book_dir else root / "book"
     gen = book_dir / "generated"
     gen.mkdir(parents=True, exist_ok=True)
-    results.collect(outputs)
     cells = grid.expand(params)
+    results.collect(outputs, cells)
     (gen / "methods.md").write_text(methods_page(params, cells))
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))

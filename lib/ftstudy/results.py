@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 from ftstudy.evaluate import metric_rows
-from ftstudy.methods import REFERENCES, reference_for
+from ftstudy.methods import REFERENCES
 
-RUN_KEYS = ["run_id", "model", "method", "train_data", "train_size", "seed"]
+RUN_KEYS = ["run_id", "model", "method", "control", "train_data", "train_size", "seed"]
 COST_KEYS = ["train_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb",
              "peak_cuda_mb", "trainable_params", "total_params", "artifact_bytes", "disk_bytes",
              "train_loss"]
@@ -30,27 +30,36 @@ def read_json(path: str | Path):
 
 def cell(run_id: str, spec: dict, model: dict, evaluation: dict, train_data: str | None = None,
          mix: dict | None = None, train_size: int = 0, seed: int | None = None) -> dict:
-    """The resolved parameters of a run, as recorded in its metrics.json."""
+    """The resolved parameters of a run, as recorded in its metrics.json: with the dtype the
+    model was loaded in on this machine, whether it is a zero-step control, and which task
+    its training data targets (a mix's largest component, whatever its label)."""
+    from ftstudy import data
+
+    reference = spec["method"] in REFERENCES
     return dict(run_id=run_id, method=spec["method"], model_name=model["name"], model=model,
-                adapter=spec["adapter"],
-                training=None if spec["method"] in REFERENCES else spec["training"],
-                load=spec["load"], train_data=train_data, mix=mix, train_size=train_size,
-                seed=seed, evaluation=evaluation)
+                adapter=spec["adapter"], training=None if reference else spec["training"],
+                load=spec["load"], compute_dtype=spec.get("compute_dtype"),
+                control=not reference and spec["training"]["max_steps"] == 0,
+                train_data=train_data, mix=mix, train_size=train_size, seed=seed,
+                evaluation=evaluation, **data.targets(mix))
 
 
 def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
-                  data_dir=None) -> dict:
-    """Write the run's metrics.json (cell, cost, learning curve, every metric) and env.json."""
+                  data_dir=None, data_counts: dict | None = None) -> dict:
+    """Write the run's metrics.json (cell, cost, learning curve, every metric, the items
+    scored, the training examples kept and dropped) and env.json."""
     from ftstudy import data, provenance
     from ftstudy.train import dir_size_bytes
 
     run_dir = Path(run_dir)
     datasets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
     datasets += [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in evaluation["tasks"]]
-    write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir))
+    write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir,
+                                                            cell.get("compute_dtype")))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
                   model=cell["model_name"], **cost, eval_wall_s=evaluation["wall_s"],
-                  metrics=metric_rows(evaluation["tasks"]))
+                  eval_dtype=evaluation.get("dtype"), eval_items=evaluation.get("items"),
+                  training_data=data_counts, metrics=metric_rows(evaluation["tasks"]))
     record["disk_bytes"] = dir_size_bytes(run_dir)
     write_json(run_dir / "metrics.json", record)
     return record
@@ -64,55 +73,83 @@ def scores_table(record: dict):
     return pd.DataFrame(record["metrics"], columns=columns).set_index(["task", "metric"])
 
 
-def run_records(outputs: str | Path) -> list[dict]:
-    """status.json (+ metrics.json when done) of every finished or failed run folder."""
+def run_records(outputs: str | Path, run_ids=None) -> list[dict]:
+    """status.json (+ metrics.json when done, + fingerprint.json) of every finished or
+    failed run folder, or only of `run_ids` when given."""
     records = []
     runs = Path(outputs) / "runs"
     for status_file in sorted(runs.glob("*/status.json")):
-        if status_file.parent.name.startswith("."):
+        folder = status_file.parent
+        if folder.name.startswith(".") or (run_ids is not None and folder.name not in run_ids):
             continue
         status = read_json(status_file)
-        metrics_file = status_file.parent / "metrics.json"
+        metrics_file = folder / "metrics.json"
         metrics = read_json(metrics_file) if metrics_file.is_file() else {}
-        records.append({**status, **{k: v for k, v in metrics.items() if k != "status"}})
+        fp = folder / "fingerprint.json"
+        records.append({**status, **{k: v for k, v in metrics.items() if k != "status"},
+                        "fingerprint": read_json(fp) if fp.is_file() else None})
     return records
 
 
+def _model_key(cell: dict) -> list:
+    model = cell.get("model") if isinstance(cell.get("model"), dict) else {}
+    load = cell.get("load") or {}
+    return [model.get("source") or cell.get("model_name"), load.get("dtype", model.get("dtype")),
+            cell.get("evaluation")]
+
+
 def _eval_key(cell: dict) -> str:
-    return json.dumps([cell.get("model_name"), cell.get("evaluation")], sort_keys=True)
+    """Runs comparable with each other: same model source and dtype, same evaluation."""
+    return json.dumps(_model_key(cell), sort_keys=True, default=str)
 
 
-def _reference_key(cell: dict) -> tuple[str, str]:
-    """(evaluation key, reference method) a run is compared against; a reference's own."""
-    method = cell["method"]
-    ref = method if method in REFERENCES else reference_for(method, cell.get("load"))
-    return _eval_key(cell), ref
+def reference_key(cell: dict) -> str:
+    """What a run shares with its reference: model source and dtype, 4-bit loading or not,
+    and the evaluation settings (never the model's display name alone)."""
+    quantised = bool((cell.get("load") or {}).get("quantize_4bit"))
+    return json.dumps([*_model_key(cell), quantised], sort_keys=True, default=str)
 
 
-def paired_table(outputs: Path, records: list[dict]):
-    """Item-paired differences: every run vs its base model, and methods vs each other
-    within one (model, training data, size, seed). One row per pair, task and metric."""
+def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
+    """(reference, run, kind): each run and control vs its reference, and methods vs each
+    other within one (model, evaluation, training data, size, seed)."""
     import itertools
 
-    import pandas as pd
-
-    from ftstudy import stats
-
-    done = [r for r in records if r["status"] == "done" and r.get("cell")]
-    base = {_reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
+    refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
     pairs = []
     for r in done:
-        ref = base.get(_reference_key(r["cell"]))
+        ref = refs.get(reference_key(r["cell"]))
         if r["cell"]["method"] not in REFERENCES and ref is not None:
-            pairs.append((ref, r, "vs base"))
+            pairs.append((ref, r, "control" if r["cell"].get("control") else "vs base"))
     groups: dict = {}
     for r in done:
         c = r["cell"]
-        if c["method"] not in REFERENCES:
-            groups.setdefault((_eval_key(c), c.get("train_data"), c.get("train_size"), c.get("seed")), []).append(r)
+        if c["method"] not in REFERENCES and not c.get("control"):
+            key = (_eval_key(c), c.get("train_data"), c.get("train_size"), c.get("seed"))
+            groups.setdefault(key, []).append(r)
     for members in groups.values():
         for a, b in itertools.combinations(sorted(members, key=lambda r: r["cell"]["method"]), 2):
             pairs.append((a, b, "vs method"))
+    return pairs
+
+
+def paired_tables(outputs: Path, records: list[dict]):
+    """Item-paired differences, three tables:
+
+    - `paired`: one row per pair of runs, task and metric (per seed);
+    - `aggregated`: one row per configuration (model, method, reference, data, size) over
+      its seeds: with one seed the interval covers item sampling only; with several, a
+      bootstrap over seeds then items;
+    - `refused`: pairs not compared because their evaluation fingerprints differ.
+
+    `significant` is Holm-adjusted within each family (comparison kind; headline metrics).
+    """
+    import pandas as pd
+
+    from ftstudy import fingerprint, stats
+    from ftstudy.evaluate import headline_metric
+
+    done = [r for r in records if r["status"] == "done" and r.get("cell")]
     cache: dict = {}
 
     def samples(rec, task):
@@ -121,20 +158,44 @@ def paired_table(outputs: Path, records: list[dict]):
             cache[key] = stats.load_samples(outputs / "runs" / rec["run_id"], task)
         return cache[key]
 
-    rows = []
-    for ref, run, kind in pairs:
-        for task in run["cell"]["evaluation"]["tasks"]:
+    rows, refused, per_seed = [], [], {}
+    for ref, run, kind in _pairs(done):
+        why = fingerprint.evaluation_differences(ref.get("fingerprint"), run.get("fingerprint"))
+        if why:
+            refused.append(dict(run_id=run["run_id"], reference_run_id=ref["run_id"], comparison=kind,
+                                method=run["cell"]["method"], reference=ref["cell"]["method"],
+                                differs="; ".join(why)))
+            continue
+        c = run["cell"]
+        ident = dict(comparison=kind, model=c["model_name"], method=c["method"],
+                     reference=ref["cell"]["method"], train_data=c.get("train_data"),
+                     train_size=c.get("train_size"), target_task=c.get("target_task"),
+                     target_nll=c.get("target_nll"),
+                     replayed_nll=",".join(c.get("replayed_nll") or []))
+        for task in c["evaluation"]["tasks"]:
             a, b = samples(ref, task), samples(run, task)
             for metric in sorted(set(a["metric"]) & set(b["metric"])):
-                rows.append(dict(run_id=run["run_id"], method=run["cell"]["method"],
-                                 reference_run_id=ref["run_id"], reference=ref["cell"]["method"],
-                                 comparison=kind, model=run["cell"]["model_name"],
-                                 train_data=run["cell"].get("train_data"),
-                                 train_size=run["cell"].get("train_size"), seed=run["cell"].get("seed"),
-                                 task=task, metric=metric, **stats.paired(a, b, metric)))
-    return pd.DataFrame(rows)
-
-
+                row = dict(run_id=run["run_id"], reference_run_id=ref["run_id"], **ident,
+                           seed=c.get("seed"), task=task, metric=metric,
+                           headline=metric == headline_metric(task), **stats.paired(a, b, metric))
+                rows.append(row)
+                x, y = stats.item_differences(a, b, metric)
+                key = tuple(ident.items()) + (("task", task), ("metric", metric))
+                per_seed.setdefault(key, []).append((row, y - x))
+    family = ["comparison", "headline"]
+    paired = stats.adjust(pd.DataFrame(rows), family) if rows else pd.DataFrame()
+    agg_rows = []
+    for key, items in per_seed.items():
+        first = items[0][0]
+        base = dict(key, headline=first["headline"], seeds=len(items), n=int(first["n"]))
+        if len(items) == 1:
+            agg_rows.append({**base, **{k: first.get(k) for k in ("mean_diff", "ci_low", "ci_high",
+                             "p_value", "test", "gained", "lost")}, "interval": "items"})
+        else:
+            agg_rows.append({**base, **stats.seeds_then_items([d for _, d in items]),
+                             "interval": "seeds then items"})
+    aggregated = stats.adjust(pd.DataFrame(agg_rows), family) if agg_rows else pd.DataFrame()
+    return paired, aggregated, pd.DataFrame(refused)
 def baselines_table(outputs: Path, records: list[dict]):
     """Chance, majority-answer baseline and answer distribution per multiple-choice result."""
     import pandas as pd
@@ -156,20 +217,34 @@ def baselines_table(outputs: Path, records: list[dict]):
     return pd.DataFrame(rows)
 
 
-def collect(outputs: str | Path):
-    """Build and write `results.csv`, `runs.csv`, `paired.csv` and `baselines.csv`;
-    returns (results, runs) DataFrames."""
+def collect(outputs: str | Path, cells: list[dict] | None = None):
+    """Build and write the study tables of a grid: `results.csv`, `runs.csv`, `paired.csv`,
+    `aggregated.csv`, `refused.csv`, `baselines.csv`; returns (results, runs) DataFrames.
+
+    With `cells` (a grid's expansion) exactly those runs are used; other run folders in
+    `outputs/runs` (another params file, an older setting) are listed in
+    `outside_grid.csv`, never mixed in.
+    """
     import pandas as pd
 
     outputs = Path(outputs)
     rows, runs = [], []
-    records = run_records(outputs)
+    ids = None if cells is None else {c["run_id"] for c in cells}
+    records = run_records(outputs, ids)
+    outside = [] if ids is None else [
+        {k: r.get(k) for k in ("run_id", "method", "model", "status")}
+        for r in run_records(outputs) if r["run_id"] not in ids]
     for rec in records:
         cell = rec.get("cell", {})
         ident = {k: cell.get(k, rec.get(k)) for k in RUN_KEYS}
         ident["model"] = cell.get("model_name", rec.get("model"))
         ident["run_id"] = rec["run_id"]
+        ident["control"] = bool(cell.get("control"))
+        counts = (rec.get("training_data") or {}).get("sets", {})
         runs.append({**ident, "status": rec["status"], "error": rec.get("error"),
+                     "examples_kept": sum(c["kept"] for c in counts.values()) if counts else None,
+                     "examples_dropped_too_long": (sum(c["dropped_too_long"] for c in counts.values())
+                                                   if counts else None),
                      **{k: rec.get(k) for k in COST_KEYS}})
         if rec["status"] != "done":
             continue
@@ -179,10 +254,16 @@ def collect(outputs: str | Path):
                          "num_fewshot": task_cfg.get("num_fewshot")})
     results = pd.DataFrame(rows, columns=RUN_KEYS + ["task", "metric", "value", "stderr",
                                                      "limit", "num_fewshot"])
-    runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error"] + COST_KEYS)
+    runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error", "examples_kept",
+                                                     "examples_dropped_too_long"] + COST_KEYS)
     outputs.mkdir(parents=True, exist_ok=True)
     results.to_csv(outputs / "results.csv", index=False)
     runs_df.to_csv(outputs / "runs.csv", index=False)
-    paired_table(outputs, records).to_csv(outputs / "paired.csv", index=False)
+    paired, aggregated, refused = paired_tables(outputs, records)
+    paired.to_csv(outputs / "paired.csv", index=False)
+    aggregated.to_csv(outputs / "aggregated.csv", index=False)
+    refused.to_csv(outputs / "refused.csv", index=False)
+    pd.DataFrame(outside, columns=["run_id", "method", "model", "status"]).to_csv(
+        outputs / "outside_grid.csv", index=False)
     baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
     return results, runs_df

@@ -42,14 +42,46 @@ def load_samples(run_dir: str | Path, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict:
-    """Mean of (b - a) over shared items, its paired bootstrap 95% CI, and McNemar's p."""
+def item_logliks(run_dir: str | Path, task: str) -> pd.Series:
+    """Per-item log-likelihoods a run scored on a log-likelihood task, indexed by (doc_id,
+    choice): each choice of a multiple-choice item, or the one reference answer. Empty for
+    generation tasks. Controls compare these, not the rounded metrics."""
+    path = Path(run_dir) / "lm_eval" / task / "samples.jsonl"
+    values: dict = {}
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                s = json.loads(line)
+                for k, r in enumerate(s.get("filtered_resps") or []):
+                    if isinstance(r, list) and r and isinstance(r[0], (int, float)):
+                        values[(s["doc_id"], k)] = float(r[0])
+    index = pd.MultiIndex.from_tuples(list(values), names=["doc_id", "choice"]) if values else None
+    return pd.Series(list(values.values()), index=index, dtype=float)
+
+
+def item_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) values of `metric` on the items both runs scored, aligned by doc_id."""
     x = a[a["metric"] == metric].set_index("doc_id")["value"]
     y = b[b["metric"] == metric].set_index("doc_id")["value"]
     common = x.index.intersection(y.index)
-    diff = (y.loc[common] - x.loc[common]).to_numpy()
+    return x.loc[common].to_numpy(dtype=float), y.loc[common].to_numpy(dtype=float)
+
+
+def is_binary(*arrays: np.ndarray) -> bool:
+    return set(np.unique(np.concatenate(arrays))) <= {0.0, 1.0}
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict:
+    """Mean of (b - a) over shared items, its paired bootstrap 95% CI, and a paired test.
+
+    The test decides "outside the noise", not the interval: for 0/1 metrics the exact
+    McNemar test (binomial on the discordant items: 3 of 4 gained is p = 0.25, although a
+    percentile bootstrap excludes zero), else the Wilcoxon signed-rank test.
+    """
+    x, y = item_differences(a, b, metric)
+    diff = y - x
     out = dict(n=len(diff), mean_diff=float(diff.mean()) if len(diff) else np.nan,
-               ci_low=np.nan, ci_high=np.nan, p_mcnemar=np.nan)
+               ci_low=np.nan, ci_high=np.nan, p_value=np.nan, test=None)
     if len(diff) >= 2:
         if np.ptp(diff) == 0:
             out["ci_low"] = out["ci_high"] = float(diff[0])
@@ -57,13 +89,50 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict
             ci = sps.bootstrap((diff,), np.mean, n_resamples=N_RESAMPLES, method="percentile",
                                random_state=np.random.default_rng(seed)).confidence_interval
             out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
-    binary = set(np.unique(np.concatenate([x.to_numpy(), y.to_numpy()]))) <= {0.0, 1.0}
-    if binary and len(diff):
-        gained = int(((x.loc[common] == 0) & (y.loc[common] == 1)).sum())
-        lost = int(((x.loc[common] == 1) & (y.loc[common] == 0)).sum())
-        out["p_mcnemar"] = (float(sps.binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
-                            if gained + lost else 1.0)
-        out.update(gained=gained, lost=lost)
+    if not len(diff):
+        return out
+    if is_binary(x, y):
+        gained = int(((x == 0) & (y == 1)).sum())
+        lost = int(((x == 1) & (y == 0)).sum())
+        out.update(gained=gained, lost=lost, test="mcnemar",
+                   p_value=float(sps.binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
+                   if gained + lost else 1.0)
+    else:
+        out["test"] = "wilcoxon"
+        out["p_value"] = float(sps.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    return out
+
+
+def seeds_then_items(diffs: list[np.ndarray], seed: int = 0) -> dict:
+    """Several seeds of one configuration: the mean over seeds of each seed's mean item
+    difference, with a two-level bootstrap (resample seeds, then items within each) for the
+    95% interval and a two-sided p-value (twice the smaller tail mass beyond zero)."""
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([d.mean() for d in diffs]))
+    boots = np.empty(N_RESAMPLES)
+    for i in range(N_RESAMPLES):
+        picked = rng.integers(0, len(diffs), len(diffs))
+        boots[i] = np.mean([diffs[k][rng.integers(0, len(diffs[k]), len(diffs[k]))].mean()
+                            for k in picked])
+    low, high = np.percentile(boots, [2.5, 97.5])
+    p = 2 * min((boots <= 0).mean(), (boots >= 0).mean())
+    return dict(mean_diff=point, ci_low=float(low), ci_high=float(high),
+                p_value=float(min(1.0, p)), test="bootstrap seeds+items")
+
+
+def adjust(df: pd.DataFrame, family: list[str], alpha: float = 0.05) -> pd.DataFrame:
+    """Holm's correction (statsmodels) of `p_value` within each family of comparisons;
+    `significant` is the adjusted verdict at `alpha`."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = df.copy()
+    out["p_adjusted"] = np.nan
+    if out.empty:
+        out["significant"] = False
+        return out
+    for _, g in out[out["p_value"].notna()].groupby(family, dropna=False):
+        out.loc[g.index, "p_adjusted"] = multipletests(g["p_value"], alpha=alpha, method="holm")[1]
+    out["significant"] = out["p_adjusted"] < alpha
     return out
 
 

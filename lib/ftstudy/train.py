@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 DEFAULTS = dict(
-    max_steps=16, batch_size=4, gradient_accumulation_steps=1, max_length=256,
+    max_steps=16, batch_size=4, gradient_accumulation_steps=1, max_length=384,
     learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0,
     max_grad_norm=1.0, keep_checkpoints=False,
 )
@@ -72,13 +72,20 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     from ftstudy.methods import count_parameters
 
     cfg = resolve(spec["training"])
+    if cfg["max_steps"] == 0:  # a control cell: the method applied, never trained
+        trainable, total = count_parameters(model)
+        return dict(train_wall_s=0.0, train_tokens=0, tokens_per_s=None, train_loss=None,
+                    loss_curve=[], peak_rss_mb=peak_rss_mb(), peak_cuda_mb=None,
+                    trainable_params=trainable, total_params=total, training=cfg)
     parallel = {}
     if processes > 1:
         parallel["ddp_backend"] = backend
         parallel["ddp_find_unused_parameters"] = False
         if strategy == "fsdp":
             parallel.update(fsdp="full_shard auto_wrap")
-    autocast_bf16 = bool(spec["load"].get("autocast_bf16", False))
+    # Full fine-tuning keeps fp32 master weights; it autocasts to bf16 only where bf16 is the
+    # compute dtype (native bf16 hardware, or a params file that forces it).
+    autocast_bf16 = bool(spec["load"].get("master_fp32")) and spec.get("compute_dtype") == "bfloat16"
     run_dir = Path(run_dir)
     on_gpu = torch.cuda.is_available()
     args = TrainingArguments(

@@ -1,0 +1,140 @@
+"""Fingerprints: what a run's numbers depend on, so that a changed input is seen.
+
+A fingerprint has four parts: the data files' sha256s, the versions of the packages that
+train and score, the hashes of the task definitions (upstream lm-eval YAMLs, ours), and a
+hash of the code (`lib/ftstudy` and the notebook that ran). A finished run whose
+fingerprint differs from today's is *stale*; two runs whose *evaluation* parts differ are
+not compared (their numbers were not measured the same way).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
+
+from ftstudy import data, evaluate, paths
+
+PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "lm_eval"]
+# The parts that decide whether two runs' scores may be compared item by item.
+EVALUATION_PARTS = ("eval_data", "eval_packages", "tasks")
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in a process."""
+    st = Path(path).stat()
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _hash_files(files) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=str):
+        h.update(Path(f).name.encode() + b"\0" + file_sha256(f).encode())
+    return h.hexdigest()[:16]
+
+
+def versions(names=PACKAGES) -> dict[str, str | None]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def dataset_hashes(names, data_dir) -> dict[str, str]:
+    """sha256 of every mirror file of these datasets; hub datasets are named by hub id."""
+    out = {}
+    for name in sorted(set(names)):
+        if data_dir is None:
+            out[name] = "hub:" + data.SOURCES[name]["hub"][0]
+            continue
+        for f in data.needed_files(name, data_dir):
+            out[str(f.relative_to(data_dir))] = file_sha256(f) if f.is_file() else "missing"
+    return out
+
+
+def _upstream_files(yaml_file: Path) -> list[Path]:
+    """An upstream task YAML, the YAMLs it includes, and the Python helpers beside them."""
+    import yaml
+
+    files, todo = [], [yaml_file]
+    while todo:
+        f = todo.pop()
+        if f in files or not f.is_file():
+            continue
+        files.append(f)
+        text = yaml.safe_load(f.read_text().replace("!function", "")) or {}
+        if isinstance(text, dict) and text.get("include"):
+            todo.append(f.parent / text["include"])
+        files += [p for p in f.parent.glob("*.py") if p not in files]
+    return files
+
+
+def task_hashes(tasks) -> dict[str, str]:
+    """Per evaluation task, a hash of its definition (upstream files, or ours for NLL tasks)."""
+    out = {}
+    for task in sorted(tasks):
+        if task in evaluate.NLL_TASKS:
+            blob = json.dumps(evaluate.nll_task_config(task, None, True), sort_keys=True, default=str)
+            blob += (Path(evaluate.__file__).parent / "nll.py").read_text()
+            out[task] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        else:
+            out[task] = _hash_files(_upstream_files(evaluate.upstream_yaml(task)))
+    return out
+
+
+def code_hash(notebook: Path) -> dict[str, str]:
+    """The library's source and the notebook's code cells (not its outputs)."""
+    lib = Path(__file__).parent
+    nb = json.loads(Path(notebook).read_text())
+    source = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return {"lib": _hash_files(lib.glob("*.py")),
+            "notebook": hashlib.sha256(source.encode()).hexdigest()[:16]}
+
+
+def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
+    """Today's fingerprint of a grid cell (nothing is run)."""
+    data_dir = paths.data_dir(data_dir)
+    tasks = list(cell["evaluation"]["tasks"])
+    eval_sets = [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in tasks]
+    train_sets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
+    packages = versions()
+    return {"eval_data": dataset_hashes(eval_sets, data_dir),
+            "train_data": dataset_hashes(train_sets, data_dir),
+            "eval_packages": {k: packages[k] for k in ("torch", "transformers", "lm_eval")},
+            "train_packages": {k: packages[k] for k in ("peft", "bitsandbytes")},
+            "tasks": task_hashes(tasks),
+            "code": code_hash(notebook)}
+
+
+def differences(old: dict | None, new: dict | None, parts=None) -> list[str]:
+    """Which parts (and keys within them) differ between two fingerprints."""
+    if old is None or new is None:
+        return ["no fingerprint recorded"]
+    out = []
+    for part in parts or sorted(set(old) | set(new)):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if keys:
+            out.append(f"{part} ({', '.join(keys)})")
+    return out
+
+
+def evaluation_differences(a: dict | None, b: dict | None) -> list[str]:
+    """Why two runs' scores may not be compared; empty when they may (or a record predates
+    fingerprints: then staleness, not comparison, flags it)."""
+    if a is None or b is None:
+        return []
+    return differences(a, b, EVALUATION_PARTS)
