@@ -6,19 +6,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import analysis, findings, results, stats
+from ftstudy import analysis, data, findings, results, stats
 
 EVAL = {"batch_size": 8, "tasks": {"mmlu_high_school_computer_science": {"limit": 200},
                                    "gsm8k_nll": {"limit": 200}, "alpaca_nll": {"limit": 200}}}
 
 
 def _fake_run(outputs: Path, run_id: str, method: str, correct: np.ndarray, bpb: dict,
-              train_data="gsm8k"):
+              train_data="gsm8k", seed=0, mix=None, model=None, fingerprint=None):
     run = outputs / "runs" / run_id
     (run / "lm_eval").mkdir(parents=True)
+    base = method == "base"
+    mix = None if base else (mix or {"gsm8k_train": 1.0})
     cell = dict(run_id=run_id, method=method, model_name="m", evaluation=EVAL,
-                train_data=None if method == "base" else train_data,
-                train_size=0 if method == "base" else 100, seed=None if method == "base" else 0)
+                model=model or {"name": "m", "source": {"path": "/m"}, "dtype": "float32"},
+                train_data=None if base else train_data, mix=mix,
+                train_size=0 if base else 100, seed=None if base else seed, **data.targets(mix))
+    if fingerprint is not None:
+        results.write_json(run / "fingerprint.json", fingerprint)
     metrics = [dict(task="mmlu_high_school_computer_science", metric="acc", value=float(correct.mean()),
                     stderr=float(correct.std(ddof=1) / np.sqrt(len(correct))))]
     folder = run / "lm_eval" / "mmlu_high_school_computer_science"
@@ -70,9 +75,11 @@ def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
             (p["task"] == "mmlu_high_school_computer_science")].iloc[0]
     assert row["mean_diff"] == pytest.approx(0.15) and row["n"] == 200
     assert 0.09 < row["ci_low"] < 0.15 < row["ci_high"] < 0.21
-    assert row["gained"] == 30 and row["lost"] == 0 and row["p_mcnemar"] < 1e-8
+    assert row["gained"] == 30 and row["lost"] == 0 and row["p_value"] < 1e-8
+    assert row["test"] == "mcnemar" and row["significant"]
     same = p[(p["run_id"] == "ia30") & (p["comparison"] == "vs base") & (p["metric"] == "acc")].iloc[0]
-    assert same["mean_diff"] == 0 and same["ci_low"] < 0 < same["ci_high"] and same["p_mcnemar"] == 1.0
+    assert same["mean_diff"] == 0 and same["ci_low"] < 0 < same["ci_high"] and same["p_value"] == 1.0
+    assert not same["significant"]
     nll = p[(p["run_id"] == "lora0") & (p["task"] == "gsm8k_nll") & (p["comparison"] == "vs base")].iloc[0]
     assert nll["mean_diff"] == pytest.approx(-0.2) and nll["ci_high"] == pytest.approx(-0.2)
     vs_method = p[p["comparison"] == "vs method"]
@@ -82,8 +89,9 @@ def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
 def test_generated_sentences_follow_the_numbers(synthetic):
     paired = analysis.load_paired(synthetic)
     effects = " ".join(findings.method_effects(paired))
-    assert ("on **mmlu_high_school_computer_science** (acc, higher is better, n=200 items): "
-            "better than the base model: lora." in effects)
+    assert ("on **mmlu_high_school_computer_science** (acc, higher is better, 200 items; one seed: the "
+            "intervals cover item sampling only, not training randomness): better than the reference "
+            "model: lora." in effects)
     assert "lora +15.0 points (95% CI +" in effects and "30 items gained, 0 lost" in effects
     assert "ia3 +0.0 points" in effects and "inside the noise" in effects
     lf = analysis.learning_forgetting(paired, "nll")
@@ -93,15 +101,16 @@ def test_generated_sentences_follow_the_numbers(synthetic):
     trade = " ".join(findings.tradeoffs(lf, "nll"))
     assert "lora learned most (+0.2)" in trade and "ia3 forgot least" in trade
     nll_text = " ".join(findings.method_effects(paired))
-    assert "(bits_per_byte, lower is better, n=200 items): better than the base model: lora, ia3" in nll_text
+    assert "(bits_per_byte, lower is better, 200 items; one seed" in nll_text
+    assert "better than the reference model: lora, ia3" in nll_text
     assert "lora -0.2000 bits/byte (95% CI -0.2000 bits/byte to -0.2000 bits/byte), outside the noise" in nll_text
-    assert "Forgetting outside the noise: lora." in trade
+    assert "Forgetting outside the noise: lora (on alpaca_nll)." in trade
 
 
 def test_sentences_change_when_results_change(synthetic):
-    p = pd.read_csv(synthetic / "paired.csv")
+    p = analysis.load_paired(synthetic)
     flip = p.copy()
-    m = (flip["run_id"] == "lora0") & (flip["metric"] == "acc") & (flip["comparison"] == "vs base")
+    m = (flip["method"] == "lora") & (flip["metric"] == "acc") & (flip["comparison"] == "vs base")
     flip.loc[m, ["mean_diff", "ci_low", "ci_high"]] = [-0.15, -0.21, -0.09]
     text = " ".join(findings.method_effects(flip))
     assert "worse: lora" in text and "lora -15.0 points" in text
@@ -133,3 +142,99 @@ def test_baselines_and_one_answer_warning(tmp_path):
 def test_min_detectable_difference_shrinks_with_items():
     assert stats.min_detectable_difference(100) == pytest.approx(0.198, abs=0.002)
     assert stats.min_detectable_difference(1000) < stats.min_detectable_difference(100) / 3
+
+
+def test_mcnemar_decides_not_the_bootstrap(tmp_path):
+    """3 of 4 items gained: a percentile bootstrap interval excludes zero, but the exact
+    McNemar test gives p = 0.25: inside the noise."""
+    base = np.array([False, False, False, False])
+    tuned = np.array([True, True, True, False])
+    _fake_run(tmp_path, "b", "base", base, {})
+    _fake_run(tmp_path, "l", "lora", tuned, {})
+    results.collect(tmp_path)
+    row = analysis.load_paired(tmp_path).iloc[0]
+    assert row["ci_low"] > 0  # the interval alone would have said "outside the noise"
+    assert row["p_value"] == pytest.approx(0.25) and not row["significant"]
+    assert "inside the noise" in " ".join(findings.method_effects(analysis.load_paired(tmp_path)))
+
+
+def test_holm_correction_within_a_family():
+    df = pd.DataFrame({"comparison": ["vs base"] * 3 + ["vs method"], "headline": [True] * 4,
+                       "p_value": [0.01, 0.04, 0.03, 0.04]})
+    out = stats.adjust(df, ["comparison", "headline"])
+    assert out["p_adjusted"].tolist() == pytest.approx([0.03, 0.06, 0.06, 0.04])
+    assert out["significant"].tolist() == [True, False, False, True]
+
+
+def test_several_seeds_are_aggregated_per_configuration(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 200
+    correct = np.zeros(n, bool)
+    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
+    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    for seed, shift in [(0, 0.10), (1, 0.20), (2, 0.15)]:
+        _fake_run(tmp_path, f"lora{seed}", "lora", correct, {"gsm8k_nll": g - shift, "alpaca_nll": a},
+                  seed=seed)
+    results.collect(tmp_path)
+    agg = analysis.load_paired(tmp_path)
+    row = agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")].iloc[0]
+    assert len(agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")]) == 1
+    assert row["seeds"] == 3 and row["interval"] == "seeds then items"
+    assert row["mean_diff"] == pytest.approx(-0.15)
+    assert row["ci_low"] < -0.15 < row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.05  # seed spread
+    text = " ".join(findings.method_effects(agg))
+    assert "3 seeds: means over seeds" in text and "lora -0.1500 bits/byte" in text
+    assert len(pd.read_csv(tmp_path / "paired.csv").query("task == 'gsm8k_nll' and metric == 'bits_per_byte'")) == 3
+
+
+def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
+    correct = np.zeros(40, bool)
+    correct[:20] = True
+    bpb = {"gsm8k_nll": np.linspace(1, 2, 40), "alpaca_nll": np.linspace(1, 2, 40)}
+    _fake_run(tmp_path, "base0", "base", correct, bpb)
+    _fake_run(tmp_path, "lora0", "lora", correct, bpb)
+    _fake_run(tmp_path, "old0", "lora", ~correct, bpb)  # another grid's run in the same outputs
+    # Same display name, another dtype: a different model, never paired with base0.
+    _fake_run(tmp_path, "bf16", "ia3", correct, bpb,
+              model={"name": "m", "source": {"path": "/m"}, "dtype": "bfloat16"})
+    grid_cells = [{"run_id": r} for r in ("base0", "lora0", "bf16")]
+    results.collect(tmp_path, grid_cells)
+    assert set(pd.read_csv(tmp_path / "runs.csv")["run_id"]) == {"base0", "lora0", "bf16"}
+    assert pd.read_csv(tmp_path / "outside_grid.csv")["run_id"].tolist() == ["old0"]
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert set(paired["run_id"]) == {"lora0"}  # bf16's reference would be a bf16 base: absent
+
+
+def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
+    correct = np.zeros(40, bool)
+    fp = {"eval_data": {"mmlu/test.csv": "aaa"}, "eval_packages": {"lm_eval": "0.4.13"},
+          "tasks": {"mmlu_high_school_computer_science": "t1"}, "code": {"lib": "x"}}
+    _fake_run(tmp_path, "base0", "base", correct, {}, fingerprint=fp)
+    _fake_run(tmp_path, "lora0", "lora", correct, {},
+              fingerprint={**fp, "eval_data": {"mmlu/test.csv": "bbb"}, "code": {"lib": "y"}})
+    _fake_run(tmp_path, "ia30", "ia3", correct, {}, fingerprint={**fp, "code": {"lib": "z"}})
+    results.collect(tmp_path)
+    refused = pd.read_csv(tmp_path / "refused.csv")
+    assert set(refused["run_id"]) == {"lora0"} and len(refused) == 2  # vs base and vs ia3
+    assert refused["differs"].str.contains("eval_data").all()
+    assert not refused["differs"].str.contains("code").any()  # code alone does not refuse
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert set(paired["run_id"]) == {"ia30"}
+
+
+def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 100
+    correct = np.zeros(n, bool)
+    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
+    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    # Label says nothing about the target: the largest component (gsm8k_train) decides.
+    _fake_run(tmp_path, "mix0", "lora", correct, {"gsm8k_nll": g - 0.2, "alpaca_nll": a - 0.05},
+              train_data="replay", mix={"alpaca": 0.2, "gsm8k_train": 0.8})
+    results.collect(tmp_path)
+    paired = analysis.load_paired(tmp_path)
+    lf = analysis.learning_forgetting(paired, "nll")
+    assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
+    text = " ".join(findings.method_effects(paired))
+    assert "note: this run's training mix replays alpaca_nll's source data" in text
+    assert "the mix replays alpaca_nll" in " ".join(findings.tradeoffs(lf, "nll"))
