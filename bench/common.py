@@ -43,22 +43,57 @@ def timed(cmd: list[str], cwd: Path = ROOT) -> float:
     return _run(cmd, cwd)[0]
 
 
+def alternating(pairs: int, runners: tuple[str, str], run) -> list[dict]:
+    """Time two runners side by side: `pairs` rounds, the first runner first in even rounds
+    and second in odd ones (ABBA...), so a drift of the shared machine hits both alike.
+    `run(runner, round)` returns a dict; rows carry `pair` and `runner` beside it."""
+    rows = []
+    for i in range(pairs):
+        for which in (runners if i % 2 == 0 else runners[::-1]):
+            rows.append({"pair": i, "runner": which, **run(which, i)})
+    return rows
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 
 
+def cpu_kind() -> str:
+    """`native-bf16` on a CPU (or GPU) that computes bf16 natively, else torch's CPU
+    capability (e.g. `avx2`): results are kept per kind, since bf16 speed differs ~7x."""
+    import torch
+
+    from ftstudy import precision
+
+    return "native-bf16" if precision.native_bf16() else torch.backends.cpu.get_cpu_capability().lower()
+
+
 def save(section: str, data: dict) -> Path:
+    """Keep a section's results as `bench/results/<section>-<cpu kind>.json`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"section": section, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **data}
-    path = RESULTS / f"{section}.json"
+    path = RESULTS / f"{section}-{cpu_kind()}.json"
     path.write_text(json.dumps(data, indent=2))
     print(f"wrote {path}")
     return path
 
 
 def load(section: str) -> dict | None:
-    path = RESULTS / f"{section}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """This CPU kind's results of a section, else the first kept."""
+    found = load_all(section)
+    mine = [r for r in found if r.get("cpu_kind") == cpu_kind()]
+    return (mine or found or [None])[0]
+
+
+def load_all(section: str) -> list[dict]:
+    """Every kept result of a section, one per CPU kind; `cpu_kind` is None for results kept
+    before the kind was recorded (`<section>.json`)."""
+    out = []
+    for path in sorted(RESULTS.glob(f"{section}*.json")):
+        kind = path.stem[len(section) + 1:] if path.stem != section else None
+        if path.stem == section or (path.stem.startswith(section + "-") and "_" not in kind):
+            out.append({**json.loads(path.read_text()), "cpu_kind": kind})
+    return out
 
 
 def machine() -> dict:
@@ -72,8 +107,10 @@ def machine() -> dict:
                 if line.startswith("model name")), hw["processor"])
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
+    from ftstudy import precision
+
     return {"cpu": cpu, "cores": hw["cpus"], "memory_gib": round(mem / 2**20, 1), "gpu": hw["gpu"],
-            "torch": torch.__version__, "python": hw["python"]}
+            "torch": torch.__version__, "python": hw["python"], **precision.cpu_capability()}
 
 
 def smollm2_folder() -> str:

@@ -32,30 +32,34 @@ def main():
     folder = common.smollm2_folder()
     groups = [([t for t in tasks if t not in evaluate.NLL_TASKS], []),
               ([t for t in tasks if t in evaluate.NLL_TASKS], ["--apply_chat_template"])]
-    rows, kit_metrics, cli_metrics = [], None, None
-    for i in range(a.pairs):
-        for which in (("kit", "cli") if i % 2 == 0 else ("cli", "kit")):
-            shutil.rmtree(tmp / which, ignore_errors=True)
-            if which == "kit":
-                wall, r = common.run_json([common.PY, "bench/kit_eval.py", folder, tmp / "kit",
-                                           json.dumps(evaluation)])
-                kit_metrics = r["metrics"]
-            else:
-                wall, cli_metrics = 0.0, {}
-                for names, extra in groups:
-                    out = tmp / "cli" / names[0]
-                    wall += common.timed([
-                        common.PY, "-m", "lm_eval", "--model", "hf",
-                        "--model_args", f"pretrained={folder},dtype=bfloat16",
-                        "--tasks", ",".join(evaluate.PREFIX + t for t in names),
-                        "--include_path", task_dir, "--limit", a.limit, "--batch_size", 8,
-                        "--output_path", out, "--log_samples", *extra])
-                    res = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
-                    for t in names:
-                        cli_metrics[t] = {k: v for k, v in res[evaluate.PREFIX + t].items()
-                                          if isinstance(v, float)}
-            rows.append(dict(pair=i, runner=which, wall_s=wall))
-            print(f"pair {i} {which}: {wall:.1f} s", flush=True)
+    metrics = {}
+
+    def run(which, i):
+        shutil.rmtree(tmp / which, ignore_errors=True)
+        if which == "kit":
+            wall, r = common.run_json([common.PY, "bench/kit_eval.py", folder, tmp / "kit",
+                                       json.dumps(evaluation)])
+            metrics["kit"], metrics["items"] = r["metrics"], r["items"]
+        else:  # the same randomly drawn items as the kit (lm-eval's --samples), in fp32
+            wall, metrics["cli"] = 0.0, {}
+            for names, extra in groups:
+                out = tmp / "cli" / names[0]
+                samples = {evaluate.PREFIX + t: metrics["items"][t] for t in names}
+                wall += common.timed([
+                    common.PY, "-m", "lm_eval", "--model", "hf",
+                    "--model_args", f"pretrained={folder},dtype=float32",
+                    "--tasks", ",".join(evaluate.PREFIX + t for t in names),
+                    "--include_path", task_dir, "--samples", json.dumps(samples), "--batch_size", 8,
+                    "--output_path", out, "--log_samples", *extra])
+                res = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+                for t in names:
+                    metrics["cli"][t] = {k: v for k, v in res[evaluate.PREFIX + t].items()
+                                         if isinstance(v, float)}
+        print(f"pair {i} {which}: {wall:.1f} s", flush=True)
+        return dict(wall_s=wall)
+
+    rows = common.alternating(a.pairs, ("kit", "cli"), run)
+    kit_metrics, cli_metrics = metrics["kit"], metrics["cli"]
     mismatches = [f"{t}.{k}: kit {v} cli {cli_metrics[t].get(k)}" for t, m in kit_metrics.items()
                   for k, v in m.items() if cli_metrics[t].get(k) != v]
     kit = [r["wall_s"] for r in rows if r["runner"] == "kit"]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import ftstudy  # noqa: F401  (thread settings)
+from ftstudy import cell as cell_runner
 from ftstudy import grid, paths
 from ftstudy import params as params_mod
 
@@ -17,11 +18,11 @@ def main():
     path, method = sys.argv[1], sys.argv[2]
     train_data = sys.argv[3] if len(sys.argv) > 3 else None
     params = params_mod.load(path)
-    cell = next(c for c in grid.expand(params) if c["method"] == method
+    cell = next(c for c in grid.expand(params) if c["method"] == method and not c.get("control")
                 and (train_data is None or c.get("train_data") == train_data))
     outputs = Path(params.output_dir).resolve()
     start = time.perf_counter()
-    status = grid.run_cell(cell, outputs, paths.data_dir(params.data_dir))
+    status = cell_runner.run_cell(cell, outputs, paths.data_dir(params.data_dir))
     wall = time.perf_counter() - start
     run = outputs / "runs" / cell["run_id"]
     metrics = json.loads((run / "metrics.json").read_text()) if status == "done" else {}

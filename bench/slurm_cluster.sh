@@ -10,6 +10,13 @@ STATE=${SLURM_LOCAL_DIR:-/tmp/ftstudy-slurm}
 HOST=$(hostname -s)
 PKGS="slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
 
+# Every daemon this script starts writes its pid file under $STATE/run; `stop` ends exactly
+# those processes, never others by name (a real Slurm installation's daemons are left alone).
+running() {  # running PIDFILE NAME: the pid file names a live process called NAME
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$2" ]
+}
+
 wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
   local secs=$1 what=$2; shift 2
   for _ in $(seq $((secs * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
@@ -75,9 +82,9 @@ CONF
 
 start_munge() {
   munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return 0
-  mkdir -p /run/munge && chown munge:munge /run/munge
+  mkdir -p /run/munge "$STATE/run" && chown munge:munge /run/munge && chmod 1777 "$STATE/run"
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
-  setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged
+  setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged --pid-file="$STATE/run/munged.pid"
   wait_for 10 munged sh -c 'munge -n | unmunge'
 }
 
@@ -108,21 +115,29 @@ start() {
   configure
   start_munge
   start_mariadb
-  pgrep -x slurmdbd >/dev/null || { setsid slurmdbd -D </dev/null >>"$STATE/log/slurmdbd.out" 2>&1 & }
+  running "$STATE/run/slurmdbd.pid" slurmdbd || { setsid slurmdbd -D </dev/null >>"$STATE/log/slurmdbd.out" 2>&1 & }
   wait_for 30 slurmdbd sacctmgr -n -i show cluster
-  pgrep -x slurmctld >/dev/null || { setsid slurmctld -D -i </dev/null >>"$STATE/log/slurmctld.out" 2>&1 & }
+  running "$STATE/run/slurmctld.pid" slurmctld || { setsid slurmctld -D -i </dev/null >>"$STATE/log/slurmctld.out" 2>&1 & }
   wait_for 30 slurmctld scontrol ping
-  pgrep -x slurmd >/dev/null || { setsid slurmd -D </dev/null >>"$STATE/log/slurmd.out" 2>&1 & }
+  running "$STATE/run/slurmd.pid" slurmd || { setsid slurmd -D </dev/null >>"$STATE/log/slurmd.out" 2>&1 & }
   wait_for 30 "slurmd (node idle)" sh -c 'sinfo -h -o %T | grep -qx idle'
   wait_for 30 "sacct" sacct -n -X
   echo "slurm_cluster: up ($(sinfo -h -o '%P %D %T %c CPUs'), accounting on)"
 }
 
+stop_one() {  # stop_one PIDFILE NAME: end that process if it is ours and alive, and wait for it
+  running "$1" "$2" || return 0
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+}
+
 stop() {
-  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
-  [ -f "$STATE/mysql-run/mysqld.pid" ] && kill "$(cat "$STATE/mysql-run/mysqld.pid")" 2>/dev/null || true
-  pkill -x munged 2>/dev/null || true
-  echo "slurm_cluster: stopped"
+  local name
+  for name in slurmd slurmctld slurmdbd munged; do stop_one "$STATE/run/$name.pid" "$name"; done
+  stop_one "$STATE/mysql-run/mysqld.pid" mariadbd
+  echo "slurm_cluster: stopped the daemons started from $STATE"
 }
 
 case "${1:-start}" in

@@ -37,28 +37,27 @@ def main():
     model_dir = common.smollm2_folder()
     rows = []
     for method in a.methods:
-        for i in range(a.pairs):
-            for which in (("kit", "bare") if i % 2 == 0 else ("bare", "kit")):
-                shutil.rmtree(tmp / "kit", ignore_errors=True)
-                shutil.rmtree(tmp / "bare", ignore_errors=True)
-                if which == "kit":
-                    proc_wall, r = common.run_json([common.PY, "bench/kit_cell.py", params, method, "gsm8k"])
-                    if r.get("status") != "done":
-                        raise RuntimeError(f"kit cell {method} failed: {r}")
-                    wall = r["cell_wall_s"]
-                else:
-                    proc_wall, r = common.run_json([
-                        common.PY, "bench/bare_train.py", "--method", method, "--model-dir", model_dir,
-                        "--data", data_dir / "gsm8k" / "train.jsonl", "--n", base["train_sizes"][0],
-                        "--steps", tr["max_steps"], "--batch", tr["batch_size"],
-                        "--max-length", tr["max_length"], "--out", tmp / "bare"])
-                    wall = proc_wall
-                row = dict(method=method, pair=i, runner=which, wall_s=wall, process_wall_s=proc_wall,
-                           train_wall_s=r["train_wall_s"], train_tokens=r["train_tokens"],
-                           tokens_per_s=r["tokens_per_s"], train_loss=r["train_loss"])
-                rows.append(row)
-                print(f"{method} pair {i} {which}: {wall:.1f} s, {r['tokens_per_s']:.0f} tok/s, "
-                      f"loss {r['train_loss']:.4f}", flush=True)
+        def run(which, i, method=method):
+            shutil.rmtree(tmp / "kit", ignore_errors=True)
+            shutil.rmtree(tmp / "bare", ignore_errors=True)
+            if which == "kit":
+                proc_wall, r = common.run_json([common.PY, "bench/kit_cell.py", params, method, "gsm8k"])
+                if r.get("status") != "done":
+                    raise RuntimeError(f"kit cell {method} failed: {r}")
+                wall = r["cell_wall_s"]
+            else:
+                proc_wall, r = common.run_json([
+                    common.PY, "bench/bare_train.py", "--method", method, "--model-dir", model_dir,
+                    "--data", data_dir / "gsm8k" / "train.jsonl", "--n", base["train_sizes"][0],
+                    "--steps", tr["max_steps"], "--batch", tr["batch_size"],
+                    "--max-length", tr["max_length"], "--out", tmp / "bare"])
+                wall = proc_wall
+            print(f"{method} pair {i} {which}: {wall:.1f} s, {r['tokens_per_s']:.0f} tok/s, "
+                  f"loss {r['train_loss']:.4f}", flush=True)
+            return dict(method=method, wall_s=wall, process_wall_s=proc_wall,
+                        train_wall_s=r["train_wall_s"], train_tokens=r["train_tokens"],
+                        tokens_per_s=r["tokens_per_s"], train_loss=r["train_loss"])
+        rows += common.alternating(a.pairs, ("kit", "bare"), run)
     summary = {}
     for method in a.methods:
         def pick(runner, key):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftstudy import data, methods, train
+from ftstudy import data, launch, methods, train
 
 TINY = lambda d: {"name": "tiny", "source": {"path": str(d)}, "dtype": "float32"}  # noqa: E731
 TRAINING = {"max_steps": 4, "batch_size": 4, "max_length": 96, "learning_rate": 1e-3}
@@ -30,8 +30,8 @@ def test_two_processes_match_single_process(method, strategy, tiny_model_dir, da
 
     spec, tok, model, examples = _setup(method, tiny_model_dir, data_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    two = train.train(model, tok, examples, spec, tmp_path / "two", seed=0, model_entry=TINY(tiny_model_dir),
-                      distributed={"processes": 2, "strategy": strategy, "backend": "gloo"})
+    two = launch.fit(model, tok, examples, spec, tmp_path / "two", seed=0, model_entry=TINY(tiny_model_dir),
+                     distributed={"processes": 2, "strategy": strategy, "backend": "gloo"})
 
     assert two["processes"] == 2 and two["backend"] == "gloo" and two["strategy"] == strategy
     assert two["training"]["batch_size"] == one["training"]["batch_size"] == 4  # global batch
@@ -62,4 +62,4 @@ def test_two_processes_match_single_process(method, strategy, tiny_model_dir, da
 def test_distributed_without_model_entry_is_refused(tiny_model_dir, data_dir, tmp_path):
     spec, tok, model, examples = _setup("lora", tiny_model_dir, data_dir)
     with pytest.raises(ValueError, match="model entry"):
-        train.train(model, tok, examples, spec, tmp_path, distributed={"processes": 2})
+        launch.fit(model, tok, examples, spec, tmp_path, distributed={"processes": 2})

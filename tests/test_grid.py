@@ -7,14 +7,15 @@ import sys
 import pandas as pd
 import pytest
 
-from ftstudy import grid, params, report
+from ftstudy import cell, grid, params, report
 from conftest import ROOT, TINY_EVAL, write_params
 
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, tiny_model_dir, data_dir):
     tmp = tmp_path_factory.mktemp("study")
-    path = write_params(tmp / "tiny.yaml", tiny_model_dir, tmp / "outputs", methods=("lora", "qlora"))
+    path = write_params(tmp / "tiny.yaml", tiny_model_dir, tmp / "outputs", methods=("lora", "qlora"),
+                        controls=True)
     proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -24,12 +25,14 @@ def tiny_study(tmp_path_factory, tiny_model_dir, data_dir):
 def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
     path, outputs, _ = tiny_study
     cells = grid.expand(params.load(path))
-    assert [c["method"] for c in cells] == ["base", "base_4bit", "lora", "qlora"]
+    assert [(c["method"], bool(c.get("control"))) for c in cells] == [
+        ("base", False), ("base_4bit", False), ("lora", True), ("lora", False), ("qlora", True),
+        ("qlora", False)]
     for c in cells:
         run = outputs / "runs" / c["run_id"]
         status = json.loads((run / "status.json").read_text())
         assert status["status"] == "done", status.get("error")
-        for name in ["cell.json", "metrics.json", "env.json", grid.notebook_for(c["method"]).name]:
+        for name in ["cell.json", "metrics.json", "env.json", cell.notebook_for(c["method"]).name]:
             assert (run / name).is_file(), name
         for task in TINY_EVAL["tasks"]:
             assert (run / "lm_eval" / task / "samples.jsonl").stat().st_size > 0
@@ -44,6 +47,22 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
             assert 0 < metrics["trainable_params"] < metrics["total_params"]
             assert len(metrics["loss_curve"]) == 3
     assert not list((outputs / "runs").glob(".tmp-*"))
+    # Every run scored the same randomly drawn items, recorded in the run.
+    items = [json.loads((outputs / "runs" / c["run_id"] / "metrics.json").read_text())["eval_items"]
+             for c in cells]
+    assert all(i == items[0] for i in items) and items[0]["hellaswag"] != list(range(8))
+    for c in cells:
+        fp = json.loads((outputs / "runs" / c["run_id"] / "fingerprint.json").read_text())
+        assert {"eval_data", "train_data", "eval_packages", "tasks", "code"} <= set(fp)
+
+
+def test_zero_step_controls_equal_their_references_in_the_grid(tiny_study):
+    _, outputs, _ = tiny_study
+    from ftstudy import analysis
+    table = analysis.controls(outputs, analysis.load_table(outputs, "paired"))
+    assert sorted(table["method"]) == ["lora", "qlora"]
+    assert dict(zip(table["method"], table["reference"])) == {"lora": "base", "qlora": "base_4bit"}
+    assert (table["max |Δ loglik|"] <= 1e-5).all() and table["identity"].all()
 
 
 def test_results_table_has_every_run_task_and_metric(tiny_study):
@@ -59,9 +78,9 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     assert all(m == expected for m in per_run)
     acc = df[~df["metric"].isin(["bits_per_byte", "nll"])]
     assert acc["value"].between(0, 1).all() and (df.loc[df["metric"] == "bits_per_byte", "value"] > 0).all()
-    assert len(df) == 4 * 9  # 2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL per run
+    assert len(df) == 6 * 9  # 6 runs x (2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL)
     paired = pd.read_csv(outputs / "paired.csv")
-    assert {"vs base", "vs method"} == set(paired["comparison"])
+    assert {"vs base", "vs method", "control"} == set(paired["comparison"])
     refs = paired[paired["comparison"] == "vs base"].groupby("method")["reference"].first()
     assert refs.to_dict() == {"lora": "base", "qlora": "base_4bit"}  # QLoRA vs its 4-bit base
     assert paired[["ci_low", "ci_high"]].notna().all().all()
@@ -74,11 +93,31 @@ def test_rerun_skips_every_cell(tiny_study):
     before = {p: p.stat().st_mtime_ns for p in (outputs / "runs").rglob("metrics.json")}
     proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0 and "4 already recorded, 0 to run" in proc.stdout
+    assert proc.returncode == 0 and "6 already recorded, 0 to run" in proc.stdout
     assert before == {p: p.stat().st_mtime_ns for p in (outputs / "runs").rglob("metrics.json")}
     dry = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path), "--dry-run"],
                          capture_output=True, text=True, cwd=ROOT)
-    assert dry.stdout.count(" done ") == 4 and "0 to run" in dry.stdout
+    assert dry.stdout.count(" done ") == 6 and "0 to run" in dry.stdout
+
+
+def test_a_changed_fingerprint_marks_a_cell_stale_and_rerun_stale_reruns_it(tiny_study):
+    path, outputs, _ = tiny_study
+    control = next(c for c in grid.expand(params.load(path)) if c.get("control"))
+    fp_file = outputs / "runs" / control["run_id"] / "fingerprint.json"
+    fp = json.loads(fp_file.read_text())
+    fp["code"]["lib"] = "an older library"
+    fp_file.write_text(json.dumps(fp))
+    run = lambda *flags: subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path), *flags],  # noqa: E731
+                                        capture_output=True, text=True, cwd=ROOT)
+    dry = run("--dry-run")
+    line = next(x for x in dry.stdout.splitlines() if x.startswith(control["run_id"]))
+    assert " stale " in line and "[changed: code (lib)]" in line and "1 stale" in dry.stdout
+    kept = run()
+    assert "1 finished cell(s) are stale" in kept.stdout and "0 to run" in kept.stdout
+    rerun = run("--rerun-stale")
+    assert rerun.returncode == 0 and "1 to run" in rerun.stdout
+    assert json.loads(fp_file.read_text())["code"]["lib"] != "an older library"
+    assert "0 stale" in run("--dry-run").stdout
 
 
 @pytest.fixture(scope="module")

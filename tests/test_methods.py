@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ftstudy import data, methods, train
+from ftstudy import data, methods, models, train
 
 TINY = lambda d: {"name": "tiny", "source": {"path": str(d)}, "dtype": "float32"}  # noqa: E731
 
@@ -16,7 +16,7 @@ def test_qlora_layers_are_4bit_nf4_with_double_quant(tiny_model_dir):
     w = layers[0].weight
     assert w.dtype == torch.uint8 and w.quant_state.quant_type == "nf4"
     assert w.quant_state.nested  # double quantisation of the scales
-    assert methods.quantised_layer_types(model)["Linear4bit"] == 14
+    assert models.quantised_layer_types(model)["Linear4bit"] == 14
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora", "dora", "ia3", "prompt_tuning"])
@@ -75,14 +75,14 @@ def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_d
 
 def test_auto_dtype_follows_native_bf16(monkeypatch):
     """`auto` is bf16 only where the hardware computes it natively, fp32 elsewhere."""
-    from ftstudy import models
+    from ftstudy import precision
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert models.resolve_dtype("auto") == "float32"
+    assert precision.resolve_dtype("auto") == "float32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert models.resolve_dtype("auto") == "bfloat16"
-    assert models.resolve_dtype("float32") == "float32"  # a params file can still force one
-    assert models.cpu_capability()["native_bf16"] is True
+    assert precision.resolve_dtype("auto") == "bfloat16"
+    assert precision.resolve_dtype("float32") == "float32"  # a params file can still force one
+    assert precision.cpu_capability()["native_bf16"] is True
 
 
 def test_prompt_tuning_cached_generation_matches_full_forward(tiny_model_dir):

@@ -92,7 +92,7 @@ def test_paper_params_carry_a_slurm_executor(data_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("mutate, expect", [
-    (lambda r: r.update(executor={"kind": "pbs"}), "executor.kind: Input should be 'local' or 'slurm'"),
+    (lambda r: r.update(executor={"kind": "pbs"}), "executor.kind: unknown executor 'pbs'; allowed: ['local', 'slurm']"),
     (lambda r: r.update(executor={"kind": "slurm", "slurm": {"partion": "gpu"}}),
      "executor.slurm.partion: unknown key (did you mean 'partition'?)"),
     (lambda r: r.update(executor={"slurm": {"time_min": 0}}), "executor.slurm.time_min: Input should be greater than 0"),
@@ -125,3 +125,14 @@ def test_distributed_cells_get_their_own_ids(tmp_path, data_dir, tiny_model_dir)
     trained = [c for c in two if c["method"] not in ("base", "base_4bit")]
     assert all(c["distributed"]["processes"] == 2 for c in trained)
     assert {c["run_id"] for c in trained}.isdisjoint({c["run_id"] for c in one})
+
+
+def test_sizes_are_checked_against_the_hub_too(tmp_path, tiny_model_dir, monkeypatch):
+    """With the hub as the data source, an impossible size is refused before any compute."""
+    monkeypatch.delenv("FTSTUDY_DATA_DIR", raising=False)
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", train_sizes=[1_000_000_000])
+    with pytest.raises(params.ParamsError, match=r"train_sizes: 1000000000 asks 1000000000 examples of "
+                                                 r"gsm8k_train \(train_data.gsm8k\), which has 7473"):
+        params.load(path)
+    ok = write_params(tmp_path / "ok.yaml", tiny_model_dir, tmp_path / "out", train_sizes=[7000])
+    assert params.load(ok).train_sizes == [7000]

@@ -1,3 +1,4 @@
+"""`python -m ftstudy`: the command line (ftstudy.cli)."""
 import sys
 
 from ftstudy.cli import main

@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     r.add_argument("--rerun-stale", action="store_true",
                    help="rerun finished cells whose fingerprint (data, packages, tasks, code) changed")
-    r.add_argument("--executor", choices=["local", "slurm"],
+    from ftstudy.executors import REGISTRY
+
+    r.add_argument("--executor", choices=sorted(REGISTRY),
                    help="where cells run (default: the params file's executor.kind, else local)")
     r.add_argument("--partition", help="Slurm partition (overrides executor.slurm.partition)")
     r.add_argument("--time-min", type=int, help="Slurm time limit per cell, minutes")
@@ -43,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "run":
-        from ftstudy import grid, slurm
+        from ftstudy import executors, grid
         overrides = {k: v for k in ("partition", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb")
                      if (v := getattr(args, k)) is not None}
         try:
             states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run,
                               executor=args.executor, slurm_options=overrides,
                               rerun_stale=args.rerun_stale)
-        except slurm.SlurmUnavailable as e:
+        except executors.Unavailable as e:
             print(f"{args.params}: {e}", file=sys.stderr)
             return 2
         failed = [rid for rid, s in states.items() if s == "failed"]

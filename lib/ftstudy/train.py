@@ -47,29 +47,77 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def anon_rss_mb() -> float:
+    """Anonymous resident memory of this process now, in MiB: what it really holds, without
+    file pages of memory-mapped weights (counted in RSS when touched, reclaimable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class AnonPeak:
+    """Samples `anon_rss_mb` in a background thread (every `every_s`) while a block runs;
+    `.peak_mb` is the highest value seen (Linux; NaN elsewhere)."""
+
+    def __init__(self, every_s: float = 0.02):
+        self.every_s, self.peak_mb = every_s, anon_rss_mb()
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.every_s):
+            self.peak_mb = max(self.peak_mb, anon_rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, anon_rss_mb())
+
+
+def tensor_bytes(model) -> int:
+    """Bytes of the model's parameter and buffer storages (each storage once; 4-bit weights
+    as packed, plus their quantisation state)."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen:
+            continue
+        seen.add(storage.data_ptr())
+        total += storage.nbytes()
+        qs = getattr(t, "quant_state", None)
+        if qs is not None:
+            for part in (getattr(qs, "absmax", None), getattr(getattr(qs, "state2", None), "absmax", None)):
+                if part is not None:
+                    total += part.untyped_storage().nbytes()
+    return total
+
+
 def dir_size_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
-          seed: int = 0, *, model_entry: dict | None = None, distributed: dict | None = None,
-          processes: int = 1, strategy: str = "ddp", backend: str | None = None,
+          seed: int = 0, *, processes: int = 1, strategy: str = "ddp", backend: str | None = None,
           return_trainer: bool = False):
-    """Train in place with a resolved method `spec`; return the cost and learning curve.
-
-    With `distributed` = {"processes": N > 1, ...} (and the cell's `model_entry`), training runs
-    under torchrun (see ftstudy.distributed) and `model` receives the trained weights.
-    `processes`/`strategy`/`backend` are set by that launcher inside each rank.
+    """Train in place, in this process, with a resolved method `spec`; return the cost and
+    learning curve. Under torchrun (ftstudy.launch) each rank calls this with `processes`,
+    `strategy` and `backend` set.
     """
-    if distributed and int(distributed.get("processes", 1)) > 1:
-        if model_entry is None:
-            raise ValueError("distributed training needs the cell's model entry to rebuild the model")
-        from ftstudy import distributed as dist_mod
-        return dist_mod.launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed)
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from ftstudy.methods import count_parameters
+    from ftstudy.models import count_parameters
 
     cfg = resolve(spec["training"])
     if cfg["max_steps"] == 0:  # a control cell: the method applied, never trained
@@ -118,7 +166,8 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    out = trainer.train()
+    with AnonPeak() as anon:
+        out = trainer.train()
     wall = time.perf_counter() - start
     tokens = int(trainer.state.num_input_tokens_seen)
     trainable, total = count_parameters(model)
@@ -132,6 +181,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         loss_curve=[dict(step=h["step"], loss=h["loss"])
                     for h in trainer.state.log_history if "loss" in h],
         peak_rss_mb=peak_rss_mb(),
+        peak_anon_mb=anon.peak_mb,
         peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
         trainable_params=trainable,
         total_params=total,

@@ -1,9 +1,12 @@
-"""One cell's training on several processes: torchrun launches ranks that each rebuild the
-model the same way (same seed, same adapter init), train it with the Trainer under DDP (or
-FSDP), and rank 0 alone writes the trained weights and the cost record. The notebook's own
-process then loads those weights into its model and evaluates it as usual.
+"""Training's entry point: `fit` trains in this process, or launches ranks under torchrun.
 
-The global batch is kept: each of N processes takes batch_size / N examples a step.
+The rank entry point (`python -m ftstudy.launch`) lives here too; ftstudy.train is one
+process's training loop and knows nothing of launching.
+
+Each rank rebuilds the model the same way (same seed, same adapter init), trains it with the
+Trainer under DDP (or FSDP), and rank 0 alone writes the trained weights and the cost
+record; `fit` then loads those weights into the notebook's model, which is evaluated as
+usual. The global batch is kept: each of N processes takes batch_size / N examples a step.
 """
 from __future__ import annotations
 
@@ -12,6 +15,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+
+def fit(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int = 0, *,
+        model_entry: dict | None = None, distributed: dict | None = None) -> dict:
+    """Train a cell's model with a resolved method `spec`; return the cost and learning curve.
+
+    With `distributed` = {"processes": N > 1, ...} (and the cell's `model_entry`, to rebuild
+    the model in each rank) training runs on N ranks and `model` receives the trained weights.
+    """
+    from ftstudy import train
+
+    if distributed and int(distributed.get("processes", 1)) > 1:
+        if model_entry is None:
+            raise ValueError("distributed training needs the cell's model entry to rebuild the model")
+        return launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed)
+    return train.train(model, tokenizer, examples, spec, run_dir, seed)
 
 
 def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int,
@@ -30,7 +49,7 @@ def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pa
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "ftstudy.distributed", str(folder / "job.json")]
+           "-m", "ftstudy.launch", str(folder / "job.json")]
     with open(folder / "launch.log", "w") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:

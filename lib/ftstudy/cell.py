@@ -1,0 +1,111 @@
+"""Runs one cell: its notebook through papermill into a folder renamed into place when done.
+
+status.json records the outcome, and a killed run never leaves a half-written folder that
+counts as done. Every executor calls `run_cell`; `run_id` names a cell by its content.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from ftstudy import fingerprint, methods, paths, results
+
+
+def run_id(cell: dict) -> str:
+    blob = json.dumps(cell, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def notebook_for(method: str) -> Path:
+    name = "base" if method in methods.REFERENCES else method
+    return paths.project_root() / "notebooks" / f"{name}.ipynb"
+
+
+def status_of(outputs: Path, rid: str) -> str:
+    f = outputs / "runs" / rid / "status.json"
+    return results.read_json(f)["status"] if f.is_file() else "pending"
+
+
+def staleness(cell: dict, outputs: Path, data_dir) -> list[str]:
+    """For a finished cell: which parts of its recorded fingerprint differ from today's."""
+    recorded = outputs / "runs" / cell["run_id"] / "fingerprint.json"
+    old = results.read_json(recorded) if recorded.is_file() else None
+    return fingerprint.differences(old, fingerprint.of_cell(cell, notebook_for(cell["method"]), data_dir))
+
+
+def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
+    """What papermill injects. Plain values only: never secrets (they would be written
+    into the executed notebook)."""
+    p = dict(run_dir=str(run_dir), run_id=cell["run_id"], model=cell["model"],
+             evaluation=cell["evaluation"], data_dir=str(data_dir) if data_dir else None)
+    p["load"] = cell.get("load", {})
+    if cell.get("control"):
+        p.update(train_data=None, train_data_name=None, train_size=0, seed=cell["seed"],
+                 training=cell["training"], adapter=cell["adapter"])
+    elif cell["method"] in methods.REFERENCES:
+        p["reference"] = cell["method"]
+    else:
+        p.update(train_data=cell["mix"], train_data_name=cell["train_data"],
+                 train_size=cell["train_size"], seed=cell["seed"], training=cell["training"],
+                 adapter=cell["adapter"], load=cell["load"])
+        if cell.get("distributed"):
+            p["distributed"] = cell["distributed"]
+    return p
+
+
+def run_cell(cell: dict, outputs: Path, data_dir) -> str:
+    """Execute one cell's notebook; returns its final status (`done` or `failed`)."""
+    import papermill
+
+    runs = outputs / "runs"
+    final = runs / cell["run_id"]
+    tmp = runs / f".tmp-{cell['run_id']}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    results.write_json(tmp / "cell.json", cell)
+    nb = notebook_for(cell["method"])
+    results.write_json(tmp / "fingerprint.json", fingerprint.of_cell(cell, nb, data_dir))
+    start = time.time()
+    status = {"run_id": cell["run_id"], "method": cell["method"], "model": cell["model_name"],
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "notebook": nb.name}
+    if os.environ.get("SLURM_JOB_ID"):  # as sacct and submitit name it (array_task for arrays)
+        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        status["slurm_job_id"] = "_".join(array) if all(array) else os.environ["SLURM_JOB_ID"]
+    try:
+        papermill.execute_notebook(
+            str(nb), str(tmp / nb.name), parameters=parameters_for(cell, tmp, data_dir),
+            cwd=str(paths.project_root()), progress_bar=False, log_output=False,
+            # Every output is on disk when the last cell ends; a graceful kernel shutdown
+            # then waits ~3 s for the interpreter to tear down torch & co. (bench/notebook_overhead.py).
+            shutdown_kernel="immediate")
+        if not (tmp / "metrics.json").is_file():
+            raise RuntimeError(f"{nb.name} finished without writing metrics.json")
+        status["status"] = "done"
+    except Exception as e:  # the grid goes on; the executed notebook keeps the traceback
+        status.update(status="failed", error=_short_error(e), traceback=traceback.format_exc())
+    status["wall_s"] = time.time() - start
+    results.write_json(tmp / "status.json", status)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return status["status"]
+
+
+def _short_error(e: Exception) -> str:
+    name = getattr(e, "ename", type(e).__name__)
+    value = getattr(e, "evalue", str(e))
+    return f"{name}: {value}".strip()[:2000]
+
+
+def describe(cell: dict) -> str:
+    if cell["method"] in methods.REFERENCES:
+        return f"{cell['model_name']} {cell['method']}"
+    if cell.get("control"):
+        return f"{cell['model_name']} {cell['method']} control (0 steps)"
+    return (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
+            f"seed={cell['seed']}")

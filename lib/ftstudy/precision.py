@@ -1,0 +1,48 @@
+"""Precision: which dtype a model computes in on this machine (bf16 only where native).
+
+On an AVX2-only CPU a bf16 matmul is emulated, ~7x slower than fp32 (BENCHMARKS.md); a GPU
+or a CPU with AVX512-BF16/AMX computes bf16 natively. Never fp16 on a CPU.
+"""
+from __future__ import annotations
+
+DTYPES = {"auto", "bfloat16", "float32", "float16"}
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: CUDA with bf16, or a CPU with
+    AVX512-BF16/AMX (oneDNN's own test). On an AVX2-only CPU bf16 matmuls are emulated,
+    ~7x slower than fp32 (BENCHMARKS.md)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(name: str | None) -> str:
+    """`auto` (the default) -> bfloat16 where the hardware computes it natively, else float32;
+    an explicit dtype is kept."""
+    if name in (None, "auto"):
+        return "bfloat16" if native_bf16() else "float32"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; allowed: {sorted(DTYPES)}")
+    return name
+
+
+def cpu_capability() -> dict:
+    """What the dtype choice rests on, for env.json: torch's CPU capability, the relevant
+    CPU flags, and whether bf16 is native."""
+    import torch
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    relevant = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"]
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "flags": [f for f in relevant if f in flags], "native_bf16": native_bf16()}

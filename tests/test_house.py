@@ -1,0 +1,88 @@
+"""The house: no import cycles in the library, executors registered beside each other, and
+stable run ids (a refactor must not change which cells count as done)."""
+import ast
+import sys
+import types
+
+from ftstudy import executors, grid, params
+from conftest import ROOT, write_params
+
+LIB = ROOT / "lib" / "ftstudy"
+# The run ids of params/cpu.yaml: pinned, so that moving code never re-runs a finished study.
+CPU_RUN_IDS = [
+    "2ac733be5808", "d72d3cb4a48c", "2460c04cc793", "e15dd39b3a8f", "59b5f5c9d032", "7387e3fca66a",
+    "40a66c03eb24", "49dad2dfc3f6", "4e27c5b30327", "e40d0a49df21", "98390127bd09", "4de935feeb94",
+    "39c181e46604", "6ff10bec7cf3", "6e15344c833d", "aef7f636043f", "44fb320862af", "e533105320fa",
+    "eaad082d0d99", "976e5ab26254"]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> library modules it imports (at any depth in the file, lazy imports too)."""
+    mods = {p.stem for p in LIB.glob("*.py")}
+    graph = {}
+    for m in mods:
+        deps = set()
+        for node in ast.walk(ast.parse((LIB / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "ftstudy":
+                deps |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ftstudy."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ftstudy.")}
+        graph[m] = deps - {m, "__init__"}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path + [node, nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [])):
+            return cycle
+    return None
+
+
+def test_library_has_no_import_cycles():
+    assert find_cycle(import_graph()) is None, " -> ".join(find_cycle(import_graph()))
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"grid": {"slurm"}, "slurm": {"grid"}}) is not None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_executors_know_nothing_of_the_grid():
+    graph = import_graph()
+    for name, module in executors.REGISTRY.items():
+        assert "grid" not in graph[module.split(".")[1]], name
+
+
+def test_cpu_yaml_run_ids_are_stable(data_dir):
+    cells = grid.expand(params.load(ROOT / "params" / "cpu.yaml"))
+    assert [c["run_id"] for c in cells] == CPU_RUN_IDS
+
+
+def test_a_third_executor_is_one_module_and_one_registry_entry(tiny_model_dir, data_dir, tmp_path,
+                                                               monkeypatch):
+    """Register an executor that records what it was asked to run (without running it)."""
+    seen = []
+    module = types.ModuleType("ftstudy_test_executor")
+    module.check_available = lambda: None
+    module.run_cells = lambda cells, outputs, data_dir, options, log=print: (
+        seen.append((len(cells), options)) or {c["run_id"]: "failed" for c in cells})
+    monkeypatch.setitem(sys.modules, "ftstudy_test_executor", module)
+    monkeypatch.setitem(executors.REGISTRY, "recorder", "ftstudy_test_executor")
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                        executor={"kind": "recorder", "options": {"queue": "q1"}})
+    states = grid.run(params.load(path))
+    assert seen == [(2, {"queue": "q1"})] and set(states.values()) == {"failed"}
