@@ -55,6 +55,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=list(SETTINGS))
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--dtypes", nargs="+", default=["auto"],
+                    help="model dtypes to measure (auto: as the kit picks on this CPU)")
     a = ap.parse_args()
     common.data_dir()
     rows = []
@@ -62,7 +64,7 @@ def main():
         folder = common.smollm2_folder() if name == "smollm2" else str(random_1b_folder())
         config = json.loads((Path(folder) / "config.json").read_text())
         s = SETTINGS[name]
-        for method in a.methods:
+        for dtype, method in [(d, m) for d in a.dtypes for m in a.methods]:
             if method == "full":
                 from transformers import AutoConfig, AutoModelForCausalLM
                 import torch
@@ -76,9 +78,11 @@ def main():
                     print(f"{name} {method}: skipped, needs ~{need / 1024:.1f} GiB", flush=True)
                     continue
             _, r = common.run_json([common.PY, "bench/memory_cell.py", folder, method,
-                                    "--batch", s["batch"], "--max-length", s["max_length"], "--steps", s["steps"]])
+                                    "--batch", s["batch"], "--max-length", s["max_length"], "--steps", s["steps"],
+                                    "--dtype", dtype])
             rows.append(dict(model=name, **r))
-            print(f"{name} {method}: peak {r['peak_rss_mb']:.0f} MB (after load {r['rss_after_load_mb']:.0f}), "
+            print(f"{name} {method} ({r['compute_dtype']}): peak RSS {r['peak_rss_mb']:.0f} MiB, peak anonymous "
+                  f"{r['peak_anon_mb']:.0f} MiB, tensors after load {r['tensor_mb_after_load']:.0f} MiB, "
                   f"{r['tokens_per_s']:.0f} tok/s", flush=True)
     common.save("memory", dict(settings=SETTINGS, shape_1b=SHAPE_1B, rows=rows))
 

@@ -96,24 +96,36 @@ def study_section(r) -> list[str]:
 
 def memory_section(r) -> list[str]:
     s = r["settings"]
-    out = [f"Peak RSS of a process that loads the model through the kit, wraps it and trains "
+    out = [f"Peak memory of a process that loads the model through the kit, wraps it and trains "
            f"{s['smollm2']['steps']} steps (SmolLM2: batch {s['smollm2']['batch']} x {s['smollm2']['max_length']}; "
            f"1B shape: batch {s['llama-1b-shape']['batch']} x {s['llama-1b-shape']['max_length']}). "
            "1B shape = hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, SmolLM2 vocabulary, "
-           "random bf16 weights.", "",
-           "RSS right after loading is low where safetensors weights are memory-mapped and paged in "
-           "on first use; QLoRA's is high because quantising at load touches every weight.", "",
-           "| model | method | peak RSS | RSS right after load | trainable params | total params | artifact |",
-           "|---|---|---|---|---|---|---|"]
+           "random bf16 weights on disk.", "",
+           "Peak RSS counts the file pages of memory-mapped safetensors weights once touched (QLoRA touches "
+           "every weight when it quantises at load); *peak anonymous* memory (RssAnon, sampled every 20 ms "
+           "over load and training) is what the process really holds, and *tensors* the bytes of the "
+           "model's parameters and buffers after load.", "",
+           "| model | method | dtype | peak RSS | peak anonymous | tensors after load | trainable params | artifact |",
+           "|---|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         if x.get("skipped"):
-            out.append(f"| {x['model']} | {x['method']} | not run: needs ~{x['predicted_mb'] / 1024:.1f} GiB "
+            out.append(f"| {x['model']} | {x['method']} | | not run: needs ~{x['predicted_mb'] / 1024:.1f} GiB "
                        f"({x['params'] / 1e9:.2f}B params x 16 bytes + runtime), {x['available_mb'] / 1024:.1f} GiB "
                        "available | | | | |")
             continue
-        out.append(f"| {x['model']} | {x['method']} | {x['peak_rss_mb'] / 1024:.2f} GiB | "
-                   f"{x['rss_after_load_mb'] / 1024:.2f} GiB | {x['trainable_params']:,} | {x['total_params']:,} | "
+        anon = f"{x['peak_anon_mb'] / 1024:.2f} GiB" if x.get("peak_anon_mb") else "not measured"
+        tensors = f"{x['tensor_mb_after_load'] / 1024:.2f} GiB" if x.get("tensor_mb_after_load") else "not measured"
+        out.append(f"| {x['model']} | {x['method']} | {x.get('compute_dtype', 'bfloat16')} | "
+                   f"{x['peak_rss_mb'] / 1024:.2f} GiB | {anon} | {tensors} | {x['trainable_params']:,} | "
                    f"{x['artifact_bytes'] / 2**20:.1f} MiB |")
+    by = {(x["model"], x.get("compute_dtype", "bfloat16"), x["method"]): x for x in r["rows"] if not x.get("skipped")}
+    for (model, dtype, method), x in sorted(by.items()):
+        lora = by.get((model, dtype, "lora"))
+        if method == "qlora" and lora:
+            ratios = f"peak RSS {x['peak_rss_mb'] / lora['peak_rss_mb']:.2f}"
+            if x.get("peak_anon_mb") and lora.get("peak_anon_mb"):
+                ratios += f", peak anonymous {x['peak_anon_mb'] / lora['peak_anon_mb']:.2f}"
+            out.append(f"\nQLoRA / LoRA on {model} ({dtype}): {ratios}.")
     return out
 
 
@@ -160,15 +172,16 @@ def figures(results: dict) -> dict:
     if mem:
         rows = [r for r in mem["rows"] if not r.get("skipped")]
         models = list(dict.fromkeys(r["model"] for r in mem["rows"]))
-        methods = list(dict.fromkeys(r["method"] for r in mem["rows"]))
+        key = lambda r: f"{r['method']} ({r.get('compute_dtype', 'bfloat16')[:4]})"  # noqa: E731
+        methods = list(dict.fromkeys(key(r) for r in mem["rows"] if not r.get("skipped")))
         fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3), squeeze=False)
         for ax, model in zip(axes[0], models):
-            vals = [next((r["peak_rss_mb"] / 1024 for r in rows if r["model"] == model and r["method"] == m), 0)
+            vals = [next((r["peak_rss_mb"] / 1024 for r in rows if r["model"] == model and key(r) == m), 0)
                     for m in methods]
             ax.bar(range(len(methods)), vals, color="#55a868")
             ax.set_xticks(range(len(methods)), methods, rotation=30, fontsize=8)
             ax.set_ylabel("peak RSS, GiB")
-            ax.set_title(model, fontsize=9)
+            ax.set_title(f"{model} ({mem.get('cpu_kind') or 'earlier session'})", fontsize=9)
             for i, v in enumerate(vals):
                 ax.text(i, v, f"{v:.1f}" if v else "not run", ha="center", va="bottom", fontsize=7)
         fig.tight_layout()
@@ -184,7 +197,18 @@ SECTIONS = [("study", "4. The study", study_section),
             ("memory", "5. Memory per method", memory_section)]
 
 
+def cpu_label(r: dict) -> str:
+    """Which CPU (and capability) produced a result file."""
+    m = r["machine"]
+    if r.get("cpu_kind") is None:
+        return (f"{m['cpu']}, {m['cores']} cores (earlier session; CPU capability not recorded, reported as "
+                "native bf16), finished " + r["finished"])
+    return (f"{m['cpu']}, {m['cores']} cores, torch CPU capability {m.get('torch_cpu_capability')}, "
+            f"native bf16: {'yes' if m.get('native_bf16') else 'no'}, finished {r['finished']}")
+
+
 def main():
+    every = {name: common.load_all(name) for name, _, _ in SECTIONS}
     results = {name: common.load(name) for name, _, _ in SECTIONS}
     first = next((r for r in results.values() if r), None)
     lines = ["# Benchmarks", "",
@@ -201,7 +225,10 @@ def main():
     pictures = figures(results)
     for name, title, render in SECTIONS:
         lines += [f"## {title}", ""]
-        lines += render(results[name]) if results[name] else ["Not run yet."]
+        if not every[name]:
+            lines += ["Not run yet."]
+        for r in every[name]:
+            lines += [f"**CPU:** {cpu_label(r)}.", ""] + render(r) + [""]
         if name in pictures:
             lines += ["", f"![{title}]({pictures[name]})"]
         lines.append("")

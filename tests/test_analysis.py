@@ -81,7 +81,9 @@ def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
     assert same["mean_diff"] == 0 and same["ci_low"] < 0 < same["ci_high"] and same["p_value"] == 1.0
     assert not same["significant"]
     nll = p[(p["run_id"] == "lora0") & (p["task"] == "gsm8k_nll") & (p["comparison"] == "vs base")].iloc[0]
-    assert nll["mean_diff"] == pytest.approx(-0.2) and nll["ci_high"] == pytest.approx(-0.2)
+    # every item changed by exactly -0.2: a point, not an interval; the test still decides
+    assert nll["mean_diff"] == pytest.approx(-0.2) and np.isnan(nll["ci_low"]) and np.isnan(nll["ci_high"])
+    assert nll["test"] == "sign-flip" and nll["p_value"] < 0.001 and nll["significant"]
     vs_method = p[p["comparison"] == "vs method"]
     assert set(vs_method["method"]) | set(vs_method["reference"]) == {"ia3", "lora"}
 
@@ -98,12 +100,14 @@ def test_generated_sentences_follow_the_numbers(synthetic):
     lora = lf[lf["method"] == "lora"].iloc[0]
     assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
     assert set(lf[lf["pareto"]]["method"]) == {"lora", "ia3"}  # ia3 forgets less, lora learns more
-    trade = " ".join(findings.tradeoffs(lf, "nll"))
-    assert "lora learned most (+0.2)" in trade and "ia3 forgot least" in trade
+    trade = " ".join(findings.tradeoffs(lf, "nll", paired))
+    assert "lora learned most (+0.2; ia3 +0.05, separated by the paired between-method test)" in trade
+    unseparated = " ".join(findings.tradeoffs(lf, "nll"))  # no between-method table: no winner named
+    assert "highest learning point estimate lora" in unseparated and "learned most" not in unseparated
     nll_text = " ".join(findings.method_effects(paired))
     assert "(bits_per_byte, lower is better, 200 items; one seed" in nll_text
     assert "better than the reference model: lora, ia3" in nll_text
-    assert "lora -0.2000 bits/byte (95% CI -0.2000 bits/byte to -0.2000 bits/byte), outside the noise" in nll_text
+    assert "lora -0.2000 bits/byte (no interval: every item changed by the same amount), outside the noise" in nll_text
     assert "Forgetting outside the noise: lora (on alpaca_nll)." in trade
 
 
@@ -187,6 +191,23 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     assert len(pd.read_csv(tmp_path / "paired.csv").query("task == 'gsm8k_nll' and metric == 'bits_per_byte'")) == 3
 
 
+def test_seeds_share_their_items_in_the_bootstrap_and_the_test():
+    """Seeds score the same items: repeating one seed's differences must not make a
+    difference look surer (it would if items were resampled independently per seed)."""
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.05, 0.5, 60)
+    one = stats.paired(pd.DataFrame({"doc_id": range(60), "metric": "m", "value": 0.0}),
+                       pd.DataFrame({"doc_id": range(60), "metric": "m", "value": d}), "m")
+    three = stats.seeds_then_items([d, d, d])
+    assert three["p_value"] == pytest.approx(one["p_value"], abs=0.02)
+    assert three["ci_high"] - three["ci_low"] == pytest.approx(one["ci_high"] - one["ci_low"], rel=0.15)
+    # 0/1 items, 3 of 4 gained in each of 3 seeds: still inside the noise (as McNemar says for one).
+    gained = np.array([1.0, 1.0, 1.0, 0.0])
+    assert stats.seeds_then_items([gained] * 3)["p_value"] >= 0.05
+    # every item +1 in every seed: no interval to report
+    assert np.isnan(stats.seeds_then_items([np.ones(5), np.ones(5)])["ci_low"])
+
+
 def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
     correct = np.zeros(40, bool)
     correct[:20] = True
@@ -197,12 +218,19 @@ def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
     # Same display name, another dtype: a different model, never paired with base0.
     _fake_run(tmp_path, "bf16", "ia3", correct, bpb,
               model={"name": "m", "source": {"path": "/m"}, "dtype": "bfloat16"})
-    grid_cells = [{"run_id": r} for r in ("base0", "lora0", "bf16")]
+    # Same display name, another source (another checkpoint): not paired with base0 either.
+    _fake_run(tmp_path, "other", "dora", correct, bpb,
+              model={"name": "m", "source": {"path": "/another"}, "dtype": "float32"})
+    grid_cells = [{"run_id": r} for r in ("base0", "lora0", "bf16", "other")]
     results.collect(tmp_path, grid_cells)
-    assert set(pd.read_csv(tmp_path / "runs.csv")["run_id"]) == {"base0", "lora0", "bf16"}
+    assert set(pd.read_csv(tmp_path / "runs.csv")["run_id"]) == {"base0", "lora0", "bf16", "other"}
     assert pd.read_csv(tmp_path / "outside_grid.csv")["run_id"].tolist() == ["old0"]
     paired = pd.read_csv(tmp_path / "paired.csv")
-    assert set(paired["run_id"]) == {"lora0"}  # bf16's reference would be a bf16 base: absent
+    assert set(paired["run_id"]) == {"lora0"}  # the others' references are absent
+    refused = pd.read_csv(tmp_path / "refused.csv")  # said, not silently dropped
+    unpaired = refused[refused["comparison"] == "vs base"]
+    assert set(unpaired["run_id"]) == {"bf16", "other"}
+    assert unpaired["differs"].str.startswith("no reference run with the same model source").all()
 
 
 def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
@@ -216,7 +244,7 @@ def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
     results.collect(tmp_path)
     refused = pd.read_csv(tmp_path / "refused.csv")
     assert set(refused["run_id"]) == {"lora0"} and len(refused) == 2  # vs base and vs ia3
-    assert refused["differs"].str.contains("eval_data").all()
+    assert refused["differs"].str.contains("evaluation fingerprints differ: eval_data").all()
     assert not refused["differs"].str.contains("code").any()  # code alone does not refuse
     paired = pd.read_csv(tmp_path / "paired.csv")
     assert set(paired["run_id"]) == {"ia30"}
@@ -238,3 +266,24 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     text = " ".join(findings.method_effects(paired))
     assert "note: this run's training mix replays alpaca_nll's source data" in text
     assert "the mix replays alpaca_nll" in " ".join(findings.tradeoffs(lf, "nll"))
+
+
+def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 100
+    correct = np.zeros(n, bool)
+    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
+    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    _fake_run(tmp_path, "pt", "prompt_tuning", correct, {"gsm8k_nll": g - 0.1, "alpaca_nll": a + 0.3})
+    _fake_run(tmp_path, "pt0", "prompt_tuning", correct, {"gsm8k_nll": g, "alpaca_nll": a + 0.25})
+    cell = json.loads((tmp_path / "runs" / "pt0" / "cell.json").read_text())
+    cell.update(control=True, train_data=None, mix=None, train_size=0)
+    results.write_json(tmp_path / "runs" / "pt0" / "cell.json", cell)
+    metrics = json.loads((tmp_path / "runs" / "pt0" / "metrics.json").read_text())
+    results.write_json(tmp_path / "runs" / "pt0" / "metrics.json", {**metrics, "cell": cell})
+    results.collect(tmp_path)
+    text = " ".join(findings.method_effects(analysis.load_paired(tmp_path)))
+    assert "prompt_tuning +0.3000 bits/byte" in text
+    assert "at 0 steps (its control, one initialisation) already +0.2500 bits/byte" in text
+    table = analysis.controls(tmp_path, analysis.load_table(tmp_path, "paired"))
+    assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]

@@ -81,9 +81,15 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
     tok, model = methods.load_model(spec, _entry(tiny_model_dir))
     examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 12, 0, 96, data_dir)
     tuned = methods.apply(model, spec, seed=0)
+    before = {n: p.detach().clone() for n, p in tuned.named_parameters() if p.requires_grad}
     train.train(tuned, tok, examples, spec, tmp_path / "train", seed=0)
+    assert any(not torch.equal(before[n], p) for n, p in tuned.named_parameters() if n in before)
     # The same trained weights, in fp32, unmerged: scored here with a plain forward pass.
     pairs = data.heldout_pairs("alpaca_nll", data_dir)
+    rounded = copy.deepcopy(tuned)  # positive control: the same model with bf16 weights
+    for p in rounded.parameters():
+        if p.is_floating_point():
+            p.data = p.data.to(torch.bfloat16)
     reference = copy.deepcopy(tuned)
     for module in reference.modules():
         if hasattr(module, "compute_dtype"):
@@ -95,10 +101,13 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
     evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 6}}},
                       tmp_path / "kit", data_dir)
     kit = stats.item_logliks(tmp_path / "kit", "alpaca_nll")
+    gaps_if_rounded = []
     for (doc_id, _), ll in kit.items():
         prompt, answer = pairs[doc_id]
         expected = _answer_loglik(reference, tok, prompt, answer)
         assert abs(ll - expected) <= 1e-4, (method, doc_id, ll, expected)
+        gaps_if_rounded.append(abs(_answer_loglik(rounded, tok, prompt, answer) - expected))
+    assert max(gaps_if_rounded) > 10 * 1e-4  # the tolerance would see a bf16 evaluation
 
 
 def _answer_loglik(model, tok, prompt, answer):
@@ -117,3 +126,56 @@ def _answer_loglik(model, tok, prompt, answer):
     logp = torch.log_softmax(logits, -1)
     positions = np.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
     return float(logp[positions, cont].sum())
+
+
+def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, data_dir, tmp_path):
+    """End to end through the method notebooks (bf16 model): each run's per-item scores equal
+    its saved artifact's, loaded in fp32 and unmerged. Catches a cast or merge in a notebook
+    (full fine-tuning was once cast back to bf16 before its evaluation)."""
+    import json
+
+    import peft
+    import yaml
+
+    from ftstudy import grid, params
+    from conftest import write_params
+
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out",
+                        methods=("full", "lora", "qlora", "dora", "ia3", "prompt_tuning"),
+                        training={"max_steps": 3, "batch_size": 4, "max_length": 96},
+                        evaluation={"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 4}}})
+    raw = yaml.safe_load(path.read_text())
+    raw["models"]["tiny"]["dtype"] = "bfloat16"
+    for m in ("lora", "qlora", "dora", "ia3", "prompt_tuning"):
+        raw["methods"][m] = {"training": {"learning_rate": 1e-2}}
+    raw["methods"]["full"] = {"training": {"learning_rate": 1e-3}}
+    path.write_text(yaml.safe_dump(raw))
+    p = params.load(path)
+    states = grid.run(p)
+    assert set(states.values()) == {"done"}
+    pairs = data.heldout_pairs("alpaca_nll", data_dir)
+    for cell in grid.expand(p):
+        if cell["method"] in methods.REFERENCES:
+            continue
+        run = tmp_path / "out" / "runs" / cell["run_id"]
+        spec = methods.resolve(cell["method"], cell["adapter"], cell["training"], cell["load"])
+        tok, model = methods.load_model(spec, cell["model"])
+        if spec["peft"] is None:  # full: the saved fp32 weights themselves
+            from transformers import AutoModelForCausalLM
+            model = AutoModelForCausalLM.from_pretrained(run / "artifact", dtype=torch.float32)
+        else:
+            model = peft.PeftModel.from_pretrained(model, run / "artifact")
+        for module in model.modules():
+            if hasattr(module, "compute_dtype"):
+                module.compute_dtype = torch.float32
+        for prm in model.parameters():
+            if prm.is_floating_point():
+                prm.data = prm.data.float()
+        model.eval()
+        kit = stats.item_logliks(run, "alpaca_nll")
+        assert len(kit) == 4
+        for (doc_id, _), ll in kit.items():
+            expected = _answer_loglik(model, tok, *pairs[doc_id])
+            assert abs(ll - expected) <= 1e-4, (cell["method"], doc_id, ll, expected)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["eval_dtype"] == "float32" and metrics["cell"]["compute_dtype"] == "bfloat16"

@@ -27,14 +27,26 @@ def test_kit_equals_lm_eval_cli(task, tiny_model_dir, data_dir, tmp_path):
     tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
     kit = evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": {task: settings}},
                             tmp_path / "kit", data_dir)["tasks"][task]
-    out = tmp_path / "cli"
+    ids = json.loads((tmp_path / "kit" / "lm_eval" / task / "results.json").read_text())["doc_ids"]
+    out = tmp_path / "cli"  # the same randomly drawn items, through lm-eval's own --samples
     subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf",
                     "--model_args", f"pretrained={tiny_model_dir},dtype=float32",
                     "--tasks", f"ftstudy_{task}", "--include_path", str(tmp_path / "kit" / "tasks"),
-                    "--limit", str(settings["limit"]), "--batch_size", "4",
+                    "--samples", json.dumps({f"ftstudy_{task}": ids}), "--batch_size", "4",
                     "--output_path", str(out)], check=True, capture_output=True, text=True)
     cli = json.loads(next(out.rglob("results_*.json")).read_text())["results"][f"ftstudy_{task}"]
     numeric = {k: v for k, v in kit.items() if isinstance(v, float)}
     assert numeric and numeric == {k: cli[k] for k in numeric}
     samples = (tmp_path / "kit" / "lm_eval" / task / "samples.jsonl").read_text().splitlines()
     assert len({json.loads(s)["doc_id"] for s in samples}) == settings["limit"]
+
+
+def test_limits_draw_the_same_random_items_for_every_run():
+    """Not the first N: HellaSwag's first 3,243 validation items are all ActivityNet."""
+    ids = evaluate.sample_doc_ids(10042, 200, "hellaswag", seed=0)
+    assert ids == evaluate.sample_doc_ids(10042, 200, "hellaswag", seed=0)  # every run alike
+    assert len(set(ids)) == 200 and ids == sorted(ids) and max(ids) > 3243
+    assert sum(i < 3243 for i in ids) < 120  # about a third, not all
+    assert ids != evaluate.sample_doc_ids(10042, 200, "hellaswag", seed=1)
+    assert ids != evaluate.sample_doc_ids(10042, 200, "gsm8k", seed=0)
+    assert evaluate.sample_doc_ids(100, 100, "mmlu", seed=0) is None  # the whole set: no sampling

@@ -34,3 +34,17 @@ def test_smollm2_converts_trains_and_evaluates(data_dir, tmp_path):
         tmp_path, data_dir)
     rows = evaluate.metric_rows(out["tasks"])
     assert len(rows) == 3 and all(0 <= r["value"] <= 1 for r in rows)
+
+
+def test_default_max_length_fits_95_percent_of_each_training_set(data_dir):
+    """params/cpu.yaml's max_length keeps whole examples for >= 95% of each set (SmolLM2's
+    tokenizer and chat format); examples that do not fit are dropped, never cut."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from conftest import ROOT
+    max_length = yaml.safe_load((ROOT / "params" / "cpu.yaml").read_text())["training"]["max_length"]
+    tok = AutoTokenizer.from_pretrained(models.resolve_folder(SMOL["source"]))
+    for name in data.TRAIN_SETS:
+        _, counts = data.training_set(tok, {name: 1.0}, 400, 0, max_length, data_dir)
+        assert counts["sets"][name]["fit_share"] >= 0.95, (name, counts)

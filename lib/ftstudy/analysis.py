@@ -1,4 +1,4 @@
-"""Analysis tables: scores, change vs the base model, cost. Plain pandas, no plotting."""
+"""Analysis tables: scores, controls, learning vs forgetting, cost. Plain pandas, no plotting."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +16,9 @@ CONTROL_LABEL = "(control: 0 steps)"
 
 
 def load(outputs: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    outputs = Path(outputs)
     """(results, runs): scores of the grid's runs and references (zero-step controls are
     reported apart, see `controls`), and every run's status and cost."""
+    outputs = Path(outputs)
     results = pd.read_csv(outputs / "results.csv")
     runs = pd.read_csv(outputs / "runs.csv")
     for df in (results, runs):  # the base model has no training data: label it for tables
@@ -55,6 +55,29 @@ def failed(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------- learning vs forgetting
+
+def measurement_check(outputs: str | Path, runs: pd.DataFrame) -> str:
+    """A sentence, from the run records, on whether every finished run was evaluated in one
+    precision and on the same items of each task (what the comparisons assume)."""
+    import json
+
+    dtypes, items = {}, {}
+    for rid in runs.loc[runs["status"] == "done", "run_id"]:
+        m = json.loads((Path(outputs) / "runs" / rid / "metrics.json").read_text())
+        dtypes.setdefault(str(m.get("eval_dtype")), []).append(rid)
+        for task, ids in (m.get("eval_items") or {}).items():
+            items.setdefault(task, set()).add(json.dumps(ids))
+    n = sum(len(v) for v in dtypes.values())
+    if not n:
+        return "No run has finished."
+    text = (f"All {n} finished runs were evaluated in {next(iter(dtypes))}" if len(dtypes) == 1 else
+            f"⚠ The finished runs were evaluated in different precisions: "
+            + "; ".join(f"{d}: {len(r)} runs" for d, r in dtypes.items()))
+    mixed = sorted(t for t, v in items.items() if len(v) > 1)
+    text += (f"; ⚠ runs scored different items on {', '.join(mixed)}." if mixed else
+             ", each task on the same items in every run.")
+    return text
+
 
 def load_table(outputs: str | Path, name: str) -> pd.DataFrame:
     """One of the study's CSV tables (`paired`, `aggregated`, `refused`, `baselines`,
@@ -135,8 +158,7 @@ def learning_forgetting(paired: pd.DataFrame, axes: str = "nll") -> pd.DataFrame
         rows.append(dict(zip(CONFIG, key), seeds=int(g["seeds"].iloc[0]),
                          target=target, learning=learn["gain"].iloc[0],
                          learning_low=learn["gain_low"].iloc[0], learning_high=learn["gain_high"].iloc[0],
-                         forgetting=-other["gain"].mean(),
-                         forgetting_low=-other["gain_high"].mean(), forgetting_high=-other["gain_low"].mean(),
+                         forgetting=-other["gain"].mean(), **_mean_interval(-other["gain"], other),
                          retention_tasks=", ".join(other["task"]),
                          learned=bool(learn["significant"].iloc[0] and learn["gain"].iloc[0] > 0),
                          forgot_on=", ".join(other[other["significant"] & (other["gain"] < 0)]["task"]),
@@ -148,10 +170,23 @@ def learning_forgetting(paired: pd.DataFrame, axes: str = "nll") -> pd.DataFrame
     return out
 
 
+def _mean_interval(values: pd.Series, rows: pd.DataFrame) -> dict:
+    """An approximate 95% interval of the mean over tasks of per-task changes, each with its
+    own paired interval: the tasks' items are independent, so the standard errors (taken
+    from each interval's width) add in quadrature. Normal approximation, said in the book."""
+    se = (rows["gain_high"] - rows["gain_low"]) / (2 * 1.96)
+    half = 1.96 * np.sqrt((se ** 2).sum()) / len(rows)
+    return {"forgetting_low": values.mean() - half, "forgetting_high": values.mean() + half}
+
+
+PARETO_GROUP = ["model", "train_data", "train_size"]
+
+
 def pareto_front(df: pd.DataFrame) -> pd.Series:
-    """True where no other run of the same training data learns more and forgets less."""
+    """True where no other configuration of the same model, training data and size learns
+    more and forgets less (point estimates)."""
     flags = pd.Series(False, index=df.index)
-    for _, g in df.groupby("train_data"):
+    for _, g in df.groupby(PARETO_GROUP, dropna=False):
         for i, r in g.iterrows():
             dominated = ((g["learning"] >= r["learning"]) & (g["forgetting"] <= r["forgetting"]) &
                          ((g["learning"] > r["learning"]) | (g["forgetting"] < r["forgetting"]))).any()

@@ -42,6 +42,10 @@ TRAIN_SETS = {
 # Held-out answers scored by log-likelihood (target and retention tasks). The last
 # ALPACA_HELDOUT rows of Alpaca never enter a training subset; GSM8K uses its test split.
 ALPACA_HELDOUT = 500
+# Rows of each training set's source on the hub (openai/gsm8k main/train; tatsu-lab/alpaca),
+# less Alpaca's held-out tail: sizes are checked against these before any compute when data
+# come from the hub (a few empty Alpaca outputs are dropped later, at run time).
+HUB_POOL_SIZES = {"gsm8k_train": 7473, "alpaca": 52002 - ALPACA_HELDOUT}
 NLL_SOURCES = {"gsm8k_nll": ("gsm8k_train", "gsm8k", "test"),
                "alpaca_nll": ("alpaca", "alpaca", "train")}
 

@@ -36,7 +36,6 @@ PREFIX = "ftstudy_"
 # Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
 # for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
 # update of std 1e-4 on weights of std 0.04), for some methods and not others.
-EVAL_DTYPES = ("float32", "bfloat16")
 DEFAULTS = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={
     "gsm8k": {"limit": 4, "num_fewshot": 5},
     "hellaswag": {"limit": 32},
@@ -61,11 +60,11 @@ def upstream_yaml(task: str) -> Path:
     return Path(lm_eval.__file__).parent / "tasks" / UPSTREAM[task]
 
 
-def nll_task_config(task: str, data_dir: Path | None, chat: bool) -> dict:
-    """A held-out answer log-likelihood task (see `ftstudy.nll`)."""
+def nll_task_config(task: str, data_file: str | Path, chat: bool) -> dict:
+    """A held-out answer log-likelihood task (see `ftstudy.nll`) reading `data_file`."""
     return {
         "task": PREFIX + task, "tag": ["ftstudy"], "dataset_path": "json", "dataset_name": None,
-        "dataset_kwargs": {"data_files": {"test": str(data.heldout_jsonl(task, data_dir))}},
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
         "test_split": "test", "output_type": "loglikelihood", "num_fewshot": 0,
         "doc_to_text": "prompt", "doc_to_target": "answer" if chat else "nl_answer",
         "metric_list": [{"metric": "bits_per_byte", "aggregation": "mean", "higher_is_better": False},
@@ -77,7 +76,7 @@ def nll_task_config(task: str, data_dir: Path | None, chat: bool) -> dict:
 def task_config(task: str, settings: dict, data_dir: Path | None, chat: bool = True) -> dict:
     """One local task: upstream config by include, plus data-source (and shot) overrides."""
     if task in NLL_TASKS:
-        return nll_task_config(task, data_dir, chat)
+        return nll_task_config(task, data.heldout_jsonl(task, data_dir), chat)
     cfg = {"include": str(upstream_yaml(task)), "task": PREFIX + task, "tag": ["ftstudy"]}
     if data_dir is not None:
         spec = MIRROR_SPLITS[task]
@@ -125,16 +124,20 @@ def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list
 def prepare_for_eval(model, dtype: str = "float32") -> bool:
     """Put a model in the shared evaluation precision; True if a LoRA/DoRA adapter was merged.
 
-    Floating-point weights (base, adapters, prompt embeddings) are cast to `dtype` and
-    4-bit layers compute in it; 4-bit packed weights stay as they are. A LoRA/DoRA adapter
-    on an unquantised base is merged only in fp32, where merging is exact to rounding
-    (unmerged DoRA recomputes its weight norm every forward, ~3x slower on CPU); in bf16 it
-    stays unmerged so that no update is rounded into the bf16 weights.
+    The model's weights are cast to `dtype` and 4-bit layers compute in it (4-bit packed
+    weights stay as they are). With fp32, the default, nothing is rounded, and a LoRA/DoRA
+    adapter on an unquantised base is merged, which is exact to rounding (unmerged DoRA
+    recomputes its weight norm every forward, ~3x slower on CPU). With bf16 a PEFT model's
+    trained parameters (adapters, IA3 vectors, virtual tokens) stay fp32 and unmerged, but
+    full fine-tuning *is* its weights: they are rounded to bf16 like its reference's, and an
+    update below bf16's resolution is lost (the limitations page says so).
     """
     import peft
     import torch
 
     target = getattr(torch, dtype)
+    keep = ({id(p) for p in model.parameters() if p.requires_grad}
+            if isinstance(model, peft.PeftModel) and dtype != "float32" else set())
     quantised = False
     for module in model.modules():
         if "4bit" in type(module).__name__:
@@ -143,7 +146,7 @@ def prepare_for_eval(model, dtype: str = "float32") -> bool:
                 module.compute_dtype = target
     with torch.no_grad():
         for p in model.parameters():
-            if p.is_floating_point() and p.dtype != target:
+            if p.is_floating_point() and p.dtype != target and id(p) not in keep:
                 p.data = p.data.to(target)
     is_lora = (isinstance(model, peft.PeftModel)
                and model.peft_config[model.active_adapter].peft_type == peft.PeftType.LORA)
@@ -182,9 +185,7 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
 
 def count_docs(task: str, manager) -> int:
     """How many items a local task has (lm-eval builds it, reading its data once)."""
-    from lm_eval.tasks import get_task_dict
-
-    return len(get_task_dict([PREFIX + task], manager)[PREFIX + task].eval_docs)
+    return len(manager.load([PREFIX + task])["tasks"][PREFIX + task].eval_docs)
 
 
 def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):

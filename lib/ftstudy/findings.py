@@ -1,8 +1,9 @@
-"""Answers in words, generated from the results: no sentence here is written by hand
-about a particular outcome. A difference is outside the noise when its paired test
-(exact McNemar for 0/1 metrics, Wilcoxon signed-rank otherwise, a bootstrap over seeds then
-items when there are several seeds) rejects "no change" after Holm's correction within its
-family; each sentence says what its interval covers and what the grid cannot answer.
+"""Answers in words, generated from the results tables (no sentence written by hand).
+
+A difference is outside the noise when its paired test (exact McNemar for 0/1 metrics, a
+sign-flip permutation test of the mean otherwise; with several seeds, on the per-item means
+over seeds) rejects "no change" after Holm's correction within its family; each sentence
+says what its interval covers and what the grid cannot answer.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def describe_difference(row: pd.Series) -> str:
     unit = row["metric"]
     lo, hi = row["ci_low"], row["ci_high"]
     verdict = "outside the noise" if row["significant"] else "inside the noise"
-    if pd.isna(lo):
+    if pd.isna(lo) and row["n"] >= 2 and not pd.isna(row.get("p_value")):
+        ci = " (no interval: every item changed by the same amount)"
+    elif pd.isna(lo):
         verdict, ci = "too few items to tell", ""
     else:
         ci = f" (95% CI {_fmt(lo, unit)} to {_fmt(hi, unit)})"
@@ -55,14 +58,17 @@ def method_effects(paired: pd.DataFrame) -> list[str]:
         return ["No fine-tuned run has finished, so there is nothing to compare yet."]
     df = analysis.improvement(vs)
     df = df[df["headline"].astype(bool)]
+    controls = paired[(paired["comparison"] == "control") & paired["headline"].astype(bool)]
+    shift = {(r["model"], r["method"], r["task"]): r["mean_diff"] for _, r in controls.iterrows()}
     lines = []
-    for (label, size, task), g in df.groupby(["train_data", "train_size", "task"]):
+    models = df["model"].nunique()
+    for (model, label, size, task), g in df.groupby(["model", "train_data", "train_size", "task"]):
         g = g.sort_values("gain", ascending=False)
         better = g[g["significant"] & (g["gain"] > 0)]["method"].tolist()
         worse = g[g["significant"] & (g["gain"] < 0)]["method"].tolist()
         metric = g["metric"].iloc[0]
         direction = "lower is better" if metric in analysis.LOWER_IS_BETTER else "higher is better"
-        head = (f"Trained on **{label}** (n={int(size)}), on **{task}** ({metric}, {direction}, "
+        head = ((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}), on **{task}** ({metric}, {direction}, "
                 f"{int(g['n'].max())} items; {_coverage(g)}): ")
         if better or worse:
             verdict = []
@@ -73,32 +79,64 @@ def method_effects(paired: pd.DataFrame) -> list[str]:
             head += "; ".join(verdict) + ". "
         else:
             head += "no method differs from its reference model beyond the noise. "
-        lines.append(head + "Changes: " + "; ".join(describe_difference(r) for _, r in g.iterrows()) + ".")
+        parts = []
+        for _, r in g.iterrows():
+            text = describe_difference(r)
+            at_zero = shift.get((r["model"], r["method"], r["task"]))
+            if at_zero is not None and at_zero != 0:  # not an identity at initialisation
+                text += f"; at 0 steps (its control, one initialisation) already {_fmt(at_zero, r['metric'])}"
+            parts.append(text)
+        lines.append(head + "Changes: " + "; ".join(parts) + ".")
     return lines
 
 
-def tradeoffs(lf: pd.DataFrame, axes: str) -> list[str]:
-    """Q2: learning vs forgetting per training set, with the Pareto-optimal methods."""
+def tradeoffs(lf: pd.DataFrame, axes: str, paired: pd.DataFrame | None = None) -> list[str]:
+    """Q2: learning vs forgetting per (model, training set, size), with the Pareto-optimal
+    methods. A method is named as learning most (or forgetting least) only where the paired
+    between-method test separates it from the runner-up; else the sentence says it is not."""
     if lf.empty:
         return [f"The grid has no runs with both a target and a retention task on {axes} axes."]
     lines = []
-    for label, g in lf.groupby("train_data"):
-        best = g.loc[g["learning"].idxmax()]
-        least = g.loc[g["forgetting"].idxmin()]
+    models = lf["model"].nunique()
+    for (model, label, size), g in lf.groupby(analysis.PARETO_GROUP, dropna=False):
         front = ", ".join(g[g["pareto"]]["method"])
         learned = g[g["learned"]]["method"].tolist()
         forgot = [f"{r['method']} (on {r['forgot_on']})" for _, r in g[g["forgot_on"] != ""].iterrows()]
+        head = (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}; target "
+        head += f"{g['target'].iloc[0]}, retention {g['retention_tasks'].iloc[0]}"
+        if g["replayed"].any():
+            head += f"; the mix replays {', '.join(sorted(set(g['replayed']) - {''}))}"
         lines.append(
-            f"Trained on **{label}** (target {best['target']}, retention {best['retention_tasks']}"
-            + (f"; the mix replays {', '.join(sorted(set(g['replayed']) - {''}))}" if g["replayed"].any() else "")
-            + "): "
-            f"{best['method']} learned most ({best['learning']:+.3g}), {least['method']} forgot least "
-            f"({least['forgetting']:+.3g}); the Pareto front is {front}. "
+            head + "): " + _most_learning(g, paired, model, label, size)
+            + f"; the Pareto front (point estimates) is {front}. "
             + (f"Learning outside the noise: {', '.join(learned)}. " if learned else
                "No method's learning is outside the noise. ")
             + (f"Forgetting outside the noise: {', '.join(forgot)}." if forgot else
                "No method's forgetting is outside the noise."))
     return lines
+
+
+def _most_learning(g: pd.DataFrame, paired, model, label, size) -> str:
+    """'X learned most' only when the between-method test on the target task separates X
+    from the runner-up; else the highest point estimate, said to be not separated."""
+    ranked = g.sort_values("learning", ascending=False)
+    first = ranked.iloc[0]
+    if len(ranked) < 2:
+        return f"{first['method']} learned {first['learning']:+.3g}"
+    second = ranked.iloc[1]
+    pair = {first["method"], second["method"]}
+    separated = False
+    if paired is not None and not paired.empty:
+        vm = paired[(paired["comparison"] == "vs method") & (paired["model"] == model)
+                    & (paired["train_data"] == label) & (paired["train_size"] == size)
+                    & (paired["task"] == first["target"]) & paired["headline"].astype(bool)
+                    & paired["method"].isin(pair) & paired["reference"].isin(pair)]
+        separated = bool(vm["significant"].any())
+    if separated:
+        return (f"{first['method']} learned most ({first['learning']:+.3g}; {second['method']} "
+                f"{second['learning']:+.3g}, separated by the paired between-method test)")
+    return (f"highest learning point estimate {first['method']} ({first['learning']:+.3g}; next "
+            f"{second['method']} {second['learning']:+.3g}), not separated by the paired between-method test")
 
 
 def base_models(results: pd.DataFrame) -> list[str]:

@@ -18,7 +18,7 @@ from ftstudy import data, evaluate, paths
 
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "lm_eval"]
 # The parts that decide whether two runs' scores may be compared item by item.
-EVALUATION_PARTS = ("eval_data", "eval_packages", "tasks")
+EVALUATION_PARTS = ("eval_data", "eval_packages", "tasks", "eval_code")
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,8 +86,8 @@ def task_hashes(tasks) -> dict[str, str]:
     """Per evaluation task, a hash of its definition (upstream files, or ours for NLL tasks)."""
     out = {}
     for task in sorted(tasks):
-        if task in evaluate.NLL_TASKS:
-            blob = json.dumps(evaluate.nll_task_config(task, None, True), sort_keys=True, default=str)
+        if task in evaluate.NLL_TASKS:  # the data file itself is in `eval_data`
+            blob = json.dumps(evaluate.nll_task_config(task, "<held-out file>", True), sort_keys=True)
             blob += (Path(evaluate.__file__).parent / "nll.py").read_text()
             out[task] = hashlib.sha256(blob.encode()).hexdigest()[:16]
         else:
@@ -99,6 +99,7 @@ def code_hash(notebook: Path) -> dict[str, str]:
     """The library's source and the notebook's code cells (not its outputs)."""
     lib = Path(__file__).parent
     nb = json.loads(Path(notebook).read_text())
+    # code cells only: a notebook executed in place (outputs, counts) is the same recipe
     source = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     return {"lib": _hash_files(lib.glob("*.py")),
             "notebook": hashlib.sha256(source.encode()).hexdigest()[:16]}
@@ -110,12 +111,19 @@ def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
     tasks = list(cell["evaluation"]["tasks"])
     eval_sets = [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in tasks]
     train_sets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
+    from ftstudy import precision
+
     packages = versions()
+    load = cell.get("load") or {}
+    lib = Path(__file__).parent
     return {"eval_data": dataset_hashes(eval_sets, data_dir),
             "train_data": dataset_hashes(train_sets, data_dir),
             "eval_packages": {k: packages[k] for k in ("torch", "transformers", "lm_eval")},
             "train_packages": {k: packages[k] for k in ("peft", "bitsandbytes")},
             "tasks": task_hashes(tasks),
+            "eval_code": {"evaluate": _hash_files([lib / "evaluate.py", lib / "nll.py"])},
+            # `auto` resolved on this machine: a run made where bf16 is native is stale here
+            "compute": {"dtype": precision.resolve_dtype(load.get("dtype", cell["model"].get("dtype")))},
             "code": code_hash(notebook)}
 
 

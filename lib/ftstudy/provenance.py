@@ -1,7 +1,6 @@
 """Provenance: what produced a run (package versions, git commit, hardware, data hashes)."""
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -14,13 +13,9 @@ PACKAGES = ["ftstudy", "torch", "transformers", "peft", "accelerate", "bitsandby
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from ftstudy.fingerprint import versions
+
+    return versions(PACKAGES)
 
 
 def git_state(root: Path | None = None) -> dict:
@@ -52,10 +47,10 @@ def hardware() -> dict:
 def environment(seed: int | None, datasets: list[str], data_dir=None,
                 compute_dtype: str | None = None) -> dict:
     """The env.json of a run. Never includes tokens or other secrets from the environment."""
-    from ftstudy import fingerprint, models
+    from ftstudy import fingerprint, precision
 
     hw = hardware()
-    hw["cpu"] = models.cpu_capability()
+    hw["cpu"] = precision.cpu_capability()
     return {"packages": package_versions(), "git": git_state(), "hardware": hw,
             "compute_dtype": compute_dtype, "seed": seed,
             "data_files": fingerprint.dataset_hashes(datasets, paths.data_dir(data_dir)),

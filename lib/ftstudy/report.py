@@ -30,7 +30,7 @@ def methods_page(params: Params, cells: list[dict]) -> str:
              "(`lib/ftstudy/methods.py`) with the params file's deltas applied.", ""]
     seen = set()
     for c in cells:
-        if c["method"] in seen:
+        if c["method"] in seen or c.get("control"):
             continue
         seen.add(c["method"])
         cfg = {k: c.get(k) for k in ("adapter", "load", "training") if c.get(k) is not None}
@@ -44,14 +44,17 @@ def methods_page(params: Params, cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def provenance_page(outputs: Path, book_dir: Path) -> str:
-    """Per run: status, parameters, versions, data hashes, and its executed notebook."""
+def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str]) -> str:
+    """Per run of the grid: status, parameters, versions, data hashes, fingerprint, and its
+    executed notebook."""
     runs_dir = book_dir / "generated" / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir(parents=True)
-    lines = ["# Provenance", "", "Every run folder of the study, failed ones included. Each links "
+    lines = ["# Provenance", "", "Every run folder of this grid, failed ones included. Each links "
              "to its executed notebook (download) and lists what produced it.", ""]
     for status_file in sorted((outputs / "runs").glob("*/status.json")):
+        if status_file.parent.name not in run_ids:
+            continue
         run = status_file.parent
         status = results.read_json(status_file)
         cell = results.read_json(run / "cell.json") if (run / "cell.json").is_file() else {}
@@ -64,7 +67,9 @@ def provenance_page(outputs: Path, book_dir: Path) -> str:
             lines += [f"Executed notebook: {{download}}`{run.name}.ipynb <runs/{run.name}.ipynb>`", ""]
         if status.get("error"):
             lines += ["Error:", "", "```text", status["error"], "```", ""]
+        fp = run / "fingerprint.json"
         shown = {"cell": {k: v for k, v in cell.items() if k != "evaluation"},
+                 "fingerprint": results.read_json(fp) if fp.is_file() else "not recorded",
                  "packages": env.get("packages"), "git": env.get("git"),
                  "hardware": env.get("hardware"), "data_files (sha256)": env.get("data_files"),
                  "wall_s": round(status.get("wall_s", 0), 1)}
@@ -111,6 +116,10 @@ def limitations_page(params: Params, outputs: Path) -> str:
               "not cut; the results page counts them).",
               f"- Every run and its reference are evaluated in {ev.dtype} on the same items, drawn at "
               f"random (seed {ev.sample_seed}) where a task has a limit.", ""]
+    if ev.dtype != "float32":
+        lines += [f"- Evaluation in {ev.dtype}: full fine-tuning's weights (and its reference's) are "
+                  "rounded to it, so an update smaller than its resolution is lost for that method; "
+                  "adapters stay in fp32.", ""]
     if len(params.seeds) == 1:
         lines += ["- One seed per configuration: the intervals cover the sampling of evaluation items, "
                   "not the randomness of training (adapter initialisation, data order).", ""]
@@ -149,7 +158,8 @@ def chance_lines(outputs: Path) -> list[str]:
         n = int(row["n_items"])
         k = round(float(acc["value"].iloc[0]) * n)
         lo, hi = proportion_confint(k, n, method="wilson")
-        where = ("above" if lo > row["chance"] else "not distinguishable from")
+        where = ("above" if lo > row["chance"] else "below" if hi < row["chance"]
+                 else "not distinguishable from")
         out.append(f"- {row['model']} {row['method']} on {row['task']}: accuracy {k / n:.2f} "
                    f"(95% CI {lo:.2f} to {hi:.2f}, {n} items), {where} chance ({row['chance']:.2f}); "
                    f"majority-answer baseline {row['majority_baseline']:.2f}.")
@@ -182,7 +192,7 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     cells = grid.expand(params)
     results.collect(outputs, cells)
     (gen / "methods.md").write_text(methods_page(params, cells))
-    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir))
+    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))
     executed = gen / "analysis.ipynb"
     papermill.execute_notebook(

@@ -12,7 +12,7 @@ from ftstudy.evaluate import metric_rows
 from ftstudy.methods import REFERENCES
 
 RUN_KEYS = ["run_id", "model", "method", "control", "train_data", "train_size", "seed"]
-COST_KEYS = ["train_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb",
+COST_KEYS = ["train_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb", "peak_anon_mb",
              "peak_cuda_mb", "trainable_params", "total_params", "artifact_bytes", "disk_bytes",
              "train_loss"]
 
@@ -94,8 +94,8 @@ def run_records(outputs: str | Path, run_ids=None) -> list[dict]:
 def _model_key(cell: dict) -> list:
     model = cell.get("model") if isinstance(cell.get("model"), dict) else {}
     load = cell.get("load") or {}
-    return [model.get("source") or cell.get("model_name"), load.get("dtype", model.get("dtype")),
-            cell.get("evaluation")]
+    dtype = cell.get("compute_dtype") or load.get("dtype", model.get("dtype"))  # as loaded, `auto` resolved
+    return [model.get("source") or cell.get("model_name"), dtype, cell.get("evaluation")]
 
 
 def _eval_key(cell: dict) -> str:
@@ -118,9 +118,9 @@ def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
     refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
     pairs = []
     for r in done:
-        ref = refs.get(reference_key(r["cell"]))
-        if r["cell"]["method"] not in REFERENCES and ref is not None:
-            pairs.append((ref, r, "control" if r["cell"].get("control") else "vs base"))
+        if r["cell"]["method"] not in REFERENCES:  # ref None: no reference loaded and scored alike
+            pairs.append((refs.get(reference_key(r["cell"])), r,
+                          "control" if r["cell"].get("control") else "vs base"))
     groups: dict = {}
     for r in done:
         c = r["cell"]
@@ -140,7 +140,8 @@ def paired_tables(outputs: Path, records: list[dict]):
     - `aggregated`: one row per configuration (model, method, reference, data, size) over
       its seeds: with one seed the interval covers item sampling only; with several, a
       bootstrap over seeds then items;
-    - `refused`: pairs not compared because their evaluation fingerprints differ.
+    - `refused`: runs not compared with their reference or another method, and why (their
+      evaluation fingerprints differ, or no reference was loaded and scored the same way).
 
     `significant` is Holm-adjusted within each family (comparison kind; headline metrics).
     """
@@ -160,11 +161,17 @@ def paired_tables(outputs: Path, records: list[dict]):
 
     rows, refused, per_seed = [], [], {}
     for ref, run, kind in _pairs(done):
+        if ref is None:
+            refused.append(dict(run_id=run["run_id"], reference_run_id=None, comparison=kind,
+                                method=run["cell"]["method"], reference=None,
+                                differs="no reference run with the same model source, dtype, 4-bit "
+                                        "loading and evaluation settings"))
+            continue
         why = fingerprint.evaluation_differences(ref.get("fingerprint"), run.get("fingerprint"))
         if why:
             refused.append(dict(run_id=run["run_id"], reference_run_id=ref["run_id"], comparison=kind,
                                 method=run["cell"]["method"], reference=ref["cell"]["method"],
-                                differs="; ".join(why)))
+                                differs="evaluation fingerprints differ: " + "; ".join(why)))
             continue
         c = run["cell"]
         ident = dict(comparison=kind, model=c["model_name"], method=c["method"],
@@ -179,9 +186,9 @@ def paired_tables(outputs: Path, records: list[dict]):
                            seed=c.get("seed"), task=task, metric=metric,
                            headline=metric == headline_metric(task), **stats.paired(a, b, metric))
                 rows.append(row)
-                x, y = stats.item_differences(a, b, metric)
+                ids, x, y = stats.item_differences(a, b, metric)
                 key = tuple(ident.items()) + (("task", task), ("metric", metric))
-                per_seed.setdefault(key, []).append((row, y - x))
+                per_seed.setdefault(key, []).append((row, pd.Series(y - x, index=ids)))
     family = ["comparison", "headline"]
     paired = stats.adjust(pd.DataFrame(rows), family) if rows else pd.DataFrame()
     agg_rows = []
@@ -191,11 +198,15 @@ def paired_tables(outputs: Path, records: list[dict]):
         if len(items) == 1:
             agg_rows.append({**base, **{k: first.get(k) for k in ("mean_diff", "ci_low", "ci_high",
                              "p_value", "test", "gained", "lost")}, "interval": "items"})
-        else:
-            agg_rows.append({**base, **stats.seeds_then_items([d for _, d in items]),
+        else:  # the same items in every seed (one sample_seed per grid): align them by doc id
+            common = sorted(set.intersection(*(set(d.index) for _, d in items)))
+            base["n"] = len(common)
+            agg_rows.append({**base, **stats.seeds_then_items([d.loc[common].to_numpy() for _, d in items]),
                              "interval": "seeds then items"})
     aggregated = stats.adjust(pd.DataFrame(agg_rows), family) if agg_rows else pd.DataFrame()
     return paired, aggregated, pd.DataFrame(refused)
+
+
 def baselines_table(outputs: Path, records: list[dict]):
     """Chance, majority-answer baseline and answer distribution per multiple-choice result."""
     import pandas as pd

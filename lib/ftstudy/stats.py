@@ -59,16 +59,32 @@ def item_logliks(run_dir: str | Path, task: str) -> pd.Series:
     return pd.Series(list(values.values()), index=index, dtype=float)
 
 
-def item_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) values of `metric` on the items both runs scored, aligned by doc_id."""
+def item_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(doc ids, a's values, b's values) of `metric` on the items both runs scored, by doc id."""
     x = a[a["metric"] == metric].set_index("doc_id")["value"]
     y = b[b["metric"] == metric].set_index("doc_id")["value"]
-    common = x.index.intersection(y.index)
-    return x.loc[common].to_numpy(dtype=float), y.loc[common].to_numpy(dtype=float)
+    common = np.sort(x.index.intersection(y.index).to_numpy())
+    return common, x.loc[common].to_numpy(dtype=float), y.loc[common].to_numpy(dtype=float)
 
 
 def is_binary(*arrays: np.ndarray) -> bool:
     return set(np.unique(np.concatenate(arrays))) <= {0.0, 1.0}
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Every difference the same (to float rounding): a bootstrap would give a point."""
+    return bool(np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max())))
+
+
+def sign_flip_p(diff: np.ndarray, seed: int = 0) -> float:
+    """Two-sided p-value that the mean paired difference is zero: a sign-flip permutation
+    test (scipy; exact when 2^n <= N_RESAMPLES), so the verdict tests the same mean the
+    sentence reports."""
+    if not np.any(diff != 0):
+        return 1.0
+    res = sps.permutation_test((diff,), np.mean, permutation_type="samples", alternative="two-sided",
+                               n_resamples=N_RESAMPLES, random_state=np.random.default_rng(seed))
+    return float(min(1.0, res.pvalue))
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict:
@@ -76,19 +92,18 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict
 
     The test decides "outside the noise", not the interval: for 0/1 metrics the exact
     McNemar test (binomial on the discordant items: 3 of 4 gained is p = 0.25, although a
-    percentile bootstrap excludes zero), else the Wilcoxon signed-rank test.
+    percentile bootstrap excludes zero), else a sign-flip permutation test of the mean.
+    When every item changed by the same amount there is no interval (a bootstrap of a
+    constant is a point, not an uncertainty).
     """
-    x, y = item_differences(a, b, metric)
+    _, x, y = item_differences(a, b, metric)
     diff = y - x
     out = dict(n=len(diff), mean_diff=float(diff.mean()) if len(diff) else np.nan,
                ci_low=np.nan, ci_high=np.nan, p_value=np.nan, test=None)
-    if len(diff) >= 2:
-        if np.ptp(diff) == 0:
-            out["ci_low"] = out["ci_high"] = float(diff[0])
-        else:
-            ci = sps.bootstrap((diff,), np.mean, n_resamples=N_RESAMPLES, method="percentile",
-                               random_state=np.random.default_rng(seed)).confidence_interval
-            out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
+    if len(diff) >= 2 and not _constant(diff):
+        ci = sps.bootstrap((diff,), np.mean, n_resamples=N_RESAMPLES, method="percentile",
+                           random_state=np.random.default_rng(seed)).confidence_interval
+        out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
     if not len(diff):
         return out
     if is_binary(x, y):
@@ -98,26 +113,30 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict
                    p_value=float(sps.binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
                    if gained + lost else 1.0)
     else:
-        out["test"] = "wilcoxon"
-        out["p_value"] = float(sps.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+        out.update(test="sign-flip", p_value=sign_flip_p(diff, seed))
     return out
 
 
 def seeds_then_items(diffs: list[np.ndarray], seed: int = 0) -> dict:
-    """Several seeds of one configuration: the mean over seeds of each seed's mean item
-    difference, with a two-level bootstrap (resample seeds, then items within each) for the
-    95% interval and a two-sided p-value (twice the smaller tail mass beyond zero)."""
+    """Several seeds of one configuration, scored on the same items (rows: seeds, columns:
+    items in the same order): the mean over seeds of each seed's mean difference; a 95%
+    interval from a bootstrap that resamples seeds, then items, one item draw shared by all
+    seeds of a replicate (the items are the same, not new ones per seed); and a sign-flip
+    permutation p-value on the per-item means over seeds (the items are the unit of test)."""
     rng = np.random.default_rng(seed)
-    point = float(np.mean([d.mean() for d in diffs]))
+    d = np.vstack(diffs)
+    k, n = d.shape
     boots = np.empty(N_RESAMPLES)
     for i in range(N_RESAMPLES):
-        picked = rng.integers(0, len(diffs), len(diffs))
-        boots[i] = np.mean([diffs[k][rng.integers(0, len(diffs[k]), len(diffs[k]))].mean()
-                            for k in picked])
+        rows, cols = rng.integers(0, k, k), rng.integers(0, n, n)
+        boots[i] = d[np.ix_(rows, cols)].mean()
     low, high = np.percentile(boots, [2.5, 97.5])
-    p = 2 * min((boots <= 0).mean(), (boots >= 0).mean())
-    return dict(mean_diff=point, ci_low=float(low), ci_high=float(high),
-                p_value=float(min(1.0, p)), test="bootstrap seeds+items")
+    item_means = d.mean(axis=0)
+    out = dict(mean_diff=float(d.mean()), ci_low=float(low), ci_high=float(high),
+               p_value=sign_flip_p(item_means, seed), test="sign-flip over item means of seeds")
+    if _constant(d):
+        out["ci_low"] = out["ci_high"] = np.nan
+    return out
 
 
 def adjust(df: pd.DataFrame, family: list[str], alpha: float = 0.05) -> pd.DataFrame:
