@@ -78,15 +78,20 @@ def notebook_section(r) -> list[str]:
 
 
 def study_section(r) -> list[str]:
-    out = ["`make study` on `params/cpu.yaml` (14 cells: base, base_4bit, 6 methods x {GSM8K, Alpaca}).", "",
-           "| run | wall | target |", "|---|---|---|",
-           f"| clean outputs/ | {fmt_s(r['clean_s'])} | <= 20 min: {verdict(r['clean_s'] <= 1200)} |",
-           f"| rerun, nothing changed | {fmt_s(r['rerun_s'])} | <= 60 s: {verdict(r['rerun_s'] <= 60)} |",
-           f"| rerun after `{r['changed']}` | {fmt_s(r['changed_s'])} | only the changed cells: recomputed "
-           f"{', '.join(r['recomputed_methods'])}: {len(r['recomputed_methods'])} of {r['cells_total']} cells, "
-           f"{r['cells_total'] - len(r['recomputed_methods'])} reused: {verdict(set(r['recomputed_methods']) == {'ia3'})} |",
-           "", "Per cell (clean run):", "", "| method | training data | cell wall | train | eval |", "|---|---|---|---|---|"]
-    for c in sorted(r["cells"], key=lambda c: (c["method"], c["train_data"] or "")):
+    out = [f"`make study` on `params/cpu.yaml` ({r['cells_total']} cells).", ""]
+    if r.get("note"):
+        out += [r["note"], ""]
+    out += ["| run | wall | target |", "|---|---|---|",
+            f"| clean outputs/ | {fmt_s(r['clean_s'])} | <= 20 min: {verdict(r['clean_s'] <= 1200)} |"]
+    if r.get("rerun_s") is not None:
+        out.append(f"| rerun, nothing changed | {fmt_s(r['rerun_s'])} | <= 60 s: {verdict(r['rerun_s'] <= 60)} |")
+    if r.get("changed_s") is not None:
+        out.append(f"| rerun after `{r['changed']}` | {fmt_s(r['changed_s'])} | only the changed cells: recomputed "
+                   f"{', '.join(r['recomputed_methods'])}: {len(r['recomputed_methods'])} of {r['cells_total']} cells, "
+                   f"{r['cells_total'] - len(r['recomputed_methods'])} reused: "
+                   f"{verdict(set(r['recomputed_methods']) == {'ia3'})} |")
+    out += ["", "Per cell (clean run):", "", "| method | training data | cell wall | train | eval |", "|---|---|---|---|---|"]
+    for c in sorted(r["cells"], key=lambda c: (c["method"], str(c["train_data"] or ""))):
         out.append(f"| {c['method']} | {c['train_data'] or '-'} | {c['wall_s']:.0f} s | "
                    f"{(c['train_wall_s'] or 0):.0f} s | {(c['eval_wall_s'] or 0):.0f} s |")
     out.append(f"\nSum of cell walls {r['cell_wall_sum_s']:.0f} s; the rest is setup check, results collection "

@@ -31,7 +31,8 @@ def cell_times(outputs: Path) -> list[dict]:
     for status in sorted((outputs / "runs").glob("*/status.json")):
         s = json.loads(status.read_text())
         m = json.loads((status.parent / "metrics.json").read_text()) if (status.parent / "metrics.json").is_file() else {}
-        rows.append(dict(run_id=s["run_id"], method=s["method"], train_data=m.get("train_data"),
+        rows.append(dict(run_id=s["run_id"], method=s["method"],
+                         train_data="(0-step control)" if m.get("control") else m.get("train_data"),
                          status=s["status"], wall_s=s["wall_s"], train_wall_s=m.get("train_wall_s"),
                          eval_wall_s=m.get("eval_wall_s")))
     return rows

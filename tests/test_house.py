@@ -86,3 +86,32 @@ def test_a_third_executor_is_one_module_and_one_registry_entry(tiny_model_dir, d
                         executor={"kind": "recorder", "options": {"queue": "q1"}})
     states = grid.run(params.load(path))
     assert seen == [(2, {"queue": "q1"})] and set(states.values()) == {"failed"}
+
+
+def test_the_local_executor_says_what_a_running_cell_is_doing(tmp_path, monkeypatch, capsys):
+    """A cell's progress.json (written by training and evaluation) shows up as lines while
+    the cell runs: phase, step i/n and loss."""
+    import time
+
+    from ftstudy import local, progress
+
+    def slow_cell(cell, outputs, data_dir):
+        run = outputs / "runs" / f".tmp-{cell['run_id']}"
+        run.mkdir(parents=True)
+        for step in (1, 2, 3):
+            progress.report(run, "training step", step, 3, loss=1.0 / step)
+            time.sleep(0.4)
+        progress.report(run, "evaluating hellaswag, task", 1, 2)
+        time.sleep(0.4)
+        return "done"
+
+    monkeypatch.setattr(local, "run_cell", slow_cell)
+    cell = {"run_id": "abc", "method": "lora", "model_name": "m", "train_data": "gsm8k",
+            "train_size": 8, "seed": 0}
+    lines = []
+    states = local.run_cells([cell], tmp_path, None, {"progress_line_s": 0.3}, log=lines.append)
+    out = capsys.readouterr()
+    shown = out.out + out.err
+    assert states == {"abc": "done"} and lines[-1].startswith("[1/1] done")
+    assert "[1/1] m lora gsm8k n=8 seed=0: training step" in shown and "(loss " in shown
+    assert "evaluating hellaswag, task 1/2" in shown

@@ -82,7 +82,9 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
             cwd=str(paths.project_root()), progress_bar=False, log_output=False,
             # Every output is on disk when the last cell ends; a graceful kernel shutdown
             # then waits ~3 s for the interpreter to tear down torch & co. (bench/notebook_overhead.py).
-            shutdown_kernel="immediate")
+            shutdown_kernel="immediate",
+            # No per-cell kernel log noise (e.g. "running over TCP without encryption").
+            extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not (tmp / "metrics.json").is_file():
             raise RuntimeError(f"{nb.name} finished without writing metrics.json")
         status["status"] = "done"

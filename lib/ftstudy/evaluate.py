@@ -193,10 +193,13 @@ def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable
 
+    from ftstudy import progress
+
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"])
     out, items = {}, {}
-    for task, settings in ev["tasks"].items():
+    for k, (task, settings) in enumerate(ev["tasks"].items()):
         name = PREFIX + task
+        progress.report(run_dir, f"evaluating {task}, task", k + 1, len(ev["tasks"]))
         limit = (settings or {}).get("limit")
         ids = sample_doc_ids(count_docs(task, manager), limit, task, ev["sample_seed"]) if limit else None
         items[task] = ids

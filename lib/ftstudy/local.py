@@ -1,9 +1,12 @@
-"""The local executor: pending cells one after another on this machine, with a progress bar."""
+"""The local executor: pending cells one after another on this machine, with a progress bar
+and a line every ~10 s saying what the running cell is doing (from its progress.json)."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ftstudy import progress
 from ftstudy.cell import describe, run_cell
 
 
@@ -16,10 +19,16 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
 
     states = {}
     bar = tqdm(cells, desc="grid", unit="cell")
-    for i, cell in enumerate(bar, 1):
-        bar.set_postfix_str(describe(cell))
-        start = time.time()
-        states[cell["run_id"]] = run_cell(cell, outputs, data_dir)
-        log(f"[{i}/{len(cells)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
-            f"({time.time() - start:.0f} s)")
+    with ThreadPoolExecutor(1) as pool:
+        for i, cell in enumerate(bar, 1):
+            start = time.time()
+            name = f"[{i}/{len(cells)}] {describe(cell)}"
+            future = pool.submit(run_cell, cell, outputs, data_dir)
+            progress.watch(future, outputs / "runs" / f".tmp-{cell['run_id']}",
+                           show=lambda text: bar.set_postfix_str(f"{describe(cell)}: {text}"),
+                           line=lambda text: bar.write(f"{name}: {text}"),
+                           line_every_s=float(options.get("progress_line_s", 10)))
+            states[cell["run_id"]] = future.result()
+            (bar.write if log is print else log)(f"[{i}/{len(cells)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
+                f"({time.time() - start:.0f} s)")
     return states

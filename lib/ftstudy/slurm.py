@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ftstudy import results
+from ftstudy import progress, results
 from ftstudy.cell import describe, run_cell
 from ftstudy.executors import Unavailable
 
@@ -64,8 +64,17 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
     log(f"submitted {len(jobs)} Slurm job(s): {', '.join(j.job_id for j in jobs)} (logs in {log_dir})")
     states: dict[str, str] = {}
     pending = dict(zip(jobs, cells))
+    last_line = time.time()
     with tqdm(total=len(jobs), desc="slurm", unit="cell") as bar:
         while pending:
+            running = [(c, progress.read(outputs / "runs" / f".tmp-{c['run_id']}")) for c in pending.values()]
+            running = [(c, p) for c, p in running if p]  # a job that has started writes progress
+            if running:
+                bar.set_postfix_str(f"{describe(running[0][0])}: {progress.describe(running[0][1])}")
+                if time.time() - last_line >= 10:  # the same, as log lines, for every running job
+                    for c, p in running:
+                        bar.write(f"  {describe(c)}: {progress.describe(p)}")
+                    last_line = time.time()
             for job, cell in list(pending.items()):
                 if not job.done():
                     continue

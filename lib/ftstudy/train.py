@@ -28,18 +28,23 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def _stop_on_nan_callback():
+def _log_callback(run_dir: Path):
     from transformers import TrainerCallback
 
-    class StopOnNonFiniteLoss(TrainerCallback):
-        """A NaN/inf loss ends the cell at once: nothing after it is worth computing."""
+    from ftstudy import progress
+
+    class StopOnNonFiniteLossAndReport(TrainerCallback):
+        """A NaN/inf loss ends the cell at once (nothing after it is worth computing); every
+        logged step is reported as the cell's progress."""
 
         def on_log(self, args, state, control, logs=None, **kw):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLoss(f"loss became {loss} at step {state.global_step}")
+            if loss is not None:
+                progress.report(run_dir, "training step", state.global_step, state.max_steps, loss=loss)
 
-    return StopOnNonFiniteLoss()
+    return StopOnNonFiniteLossAndReport()
 
 
 def peak_rss_mb() -> float:
@@ -162,7 +167,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
-                      callbacks=[_stop_on_nan_callback()])
+                      callbacks=[_log_callback(run_dir)])
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -192,7 +197,10 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
 
 def save(model, tokenizer, out_dir: str | Path) -> int:
     """Save the trained artifact (adapter only for PEFT models) as safetensors; its size."""
+    from ftstudy import progress
+
     out_dir = Path(out_dir)
+    progress.report(out_dir.parent, "saving the artifact")
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return dir_size_bytes(out_dir)
