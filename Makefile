@@ -13,7 +13,7 @@ export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
 endif
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup study grid report test test-fast lab clean bench
+.PHONY: setup study grid report test test-fast lab serve clean bench
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ bench: setup
 
 lab: setup
 	$(VENV)/bin/jupyter lab --allow-root --no-browser notebooks/
+
+# The built book at http://127.0.0.1:8000 (build it first: make study, or make report).
+serve:
+	$(PYTHON) -m http.server --bind 127.0.0.1 --directory book/_build/html 8000
 
 clean:
 	rm -rf outputs book/_build book/generated

@@ -100,6 +100,21 @@ def test_rerun_skips_every_cell(tiny_study):
     assert dry.stdout.count(" done ") == 6 and "0 to run" in dry.stdout
 
 
+def test_dry_run_estimates_pending_cells_from_finished_twins(tiny_study, tmp_path):
+    path, outputs, _ = tiny_study
+    import yaml
+    raw = yaml.safe_load(path.read_text())
+    raw["seeds"] = [0, 1]  # seed 1's cells are pending, their seed-0 twins are done
+    more = tmp_path / "seeds.yaml"
+    more.write_text(yaml.safe_dump(raw))
+    walls = {c["method"]: json.loads((outputs / "runs" / c["run_id"] / "status.json").read_text())["wall_s"]
+             for c in grid.expand(params.load(path)) if not c.get("control") and c["seed"] == 0}
+    dry = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(more), "--dry-run"],
+                         capture_output=True, text=True, cwd=ROOT)
+    expected = (walls["lora"] + walls["qlora"]) / 60
+    assert f"estimated {expected:.1f} min for 2 of the 2 cells to run" in dry.stdout, dry.stdout[-800:]
+
+
 def test_a_changed_fingerprint_marks_a_cell_stale_and_rerun_stale_reruns_it(tiny_study):
     path, outputs, _ = tiny_study
     control = next(c for c in grid.expand(params.load(path)) if c.get("control"))

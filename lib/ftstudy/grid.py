@@ -5,7 +5,9 @@ A cell's folder is `outputs/runs/<id>`, id = short hash of the resolved cell (se
 """
 from __future__ import annotations
 
+import json
 import shutil
+import statistics
 from pathlib import Path
 
 from ftstudy import evaluate, executors, methods, paths, results
@@ -62,6 +64,36 @@ def expand(params: Params) -> list[dict]:
     return cells
 
 
+def shape(cell: dict) -> str:
+    """What a cell's wall time depends on: model, method (or reference / control), training
+    steps, batch and length, training size, evaluation settings; not the data label or seed."""
+    kind = "control" if cell.get("control") else cell["method"]
+    training = {k: (cell.get("training") or {}).get(k) for k in ("max_steps", "batch_size", "max_length")}
+    return json.dumps([cell["model"], kind, training, cell.get("train_size"), cell["evaluation"]],
+                      sort_keys=True, default=str)
+
+
+def estimate_seconds(cells: list[dict], outputs: Path) -> tuple[float, int]:
+    """(seconds, cells estimated): the pending `cells`' wall time on this machine, each the
+    median wall of finished cells of the same shape (any grid in `outputs`) run on a CPU of
+    the same kind. Cells with no finished twin are not counted."""
+    from ftstudy import precision
+
+    here = precision.cpu_capability()
+    walls: dict[str, list[float]] = {}
+    for folder in (outputs / "runs").glob("*"):
+        status, cell_file, env = (folder / "status.json", folder / "cell.json", folder / "env.json")
+        if not (status.is_file() and cell_file.is_file() and env.is_file()):
+            continue
+        st = results.read_json(status)
+        cpu = (results.read_json(env).get("hardware") or {}).get("cpu") or {}
+        if st.get("status") == "done" and cpu.get("torch_cpu_capability") == here["torch_cpu_capability"] \
+                and cpu.get("native_bf16") == here["native_bf16"]:
+            walls.setdefault(shape(results.read_json(cell_file)), []).append(st["wall_s"])
+    known = [statistics.median(walls[shape(c)]) for c in cells if shape(c) in walls]
+    return sum(known), len(known)
+
+
 def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print,
         executor: str | None = None, slurm_options: dict | None = None,
         rerun_stale: bool = False) -> dict:
@@ -91,6 +123,11 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
         log(f"{len(cells)} cells: {sum(s == 'done' for s in states.values())} done, "
             f"{len(why_stale)} stale, {sum(s == 'failed' for s in states.values())} failed, "
             f"{len(todo)} to run ({kind} executor)")
+        if todo:
+            seconds, known = estimate_seconds(todo, outputs)
+            log(f"estimated {seconds / 60:.1f} min for {known} of the {len(todo)} cells to run, from "
+                "finished cells of the same shape on this kind of CPU" + (
+                    f"; {len(todo) - known} have no finished twin yet, so no estimate" if known < len(todo) else ""))
         return states
     if why_stale and not rerun_stale:
         log(f"{len(why_stale)} finished cell(s) are stale (inputs changed since they ran); "
