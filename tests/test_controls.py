@@ -105,9 +105,15 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
     for (doc_id, _), ll in kit.items():
         prompt, answer = pairs[doc_id]
         expected = _answer_loglik(reference, tok, prompt, answer)
-        assert abs(ll - expected) <= 1e-4, (method, doc_id, ll, expected)
-        gaps_if_rounded.append(abs(_answer_loglik(rounded, tok, prompt, answer) - expected))
-    assert max(gaps_if_rounded) > 10 * 1e-4  # the tolerance would see a bf16 evaluation
+        assert abs(ll - expected) <= tolerance(expected), (method, doc_id, ll, expected)
+        gaps_if_rounded.append(abs(_answer_loglik(rounded, tok, prompt, answer) - expected) / tolerance(expected))
+    assert max(gaps_if_rounded) > 5  # the tolerance would see a bf16 evaluation
+
+
+def tolerance(loglik: float) -> float:
+    """1e-4, plus float32 rounding of a long sum (~2 ulp of the item's log-likelihood): a
+    batched, padded forward and a single one differ by that much, not by precision loss."""
+    return 1e-4 + 2e-7 * abs(loglik)
 
 
 def _answer_loglik(model, tok, prompt, answer):
@@ -176,6 +182,6 @@ def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, da
         assert len(kit) == 4
         for (doc_id, _), ll in kit.items():
             expected = _answer_loglik(model, tok, *pairs[doc_id])
-            assert abs(ll - expected) <= 1e-4, (cell["method"], doc_id, ll, expected)
+            assert abs(ll - expected) <= tolerance(expected), (cell["method"], doc_id, ll, expected)
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["eval_dtype"] == "float32" and metrics["cell"]["compute_dtype"] == "bfloat16"

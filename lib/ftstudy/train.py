@@ -174,6 +174,10 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     with AnonPeak() as anon:
         out = trainer.train()
     wall = time.perf_counter() - start
+    if autocast_bf16:  # accelerate left bf16 autocast around the model's forward: evaluation
+        from accelerate.utils import extract_model_from_parallel  # must see plain fp32 weights
+
+        extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
     tokens = int(trainer.state.num_input_tokens_seen)
     trainable, total = count_parameters(model)
     if not cfg["keep_checkpoints"]:
