@@ -42,6 +42,9 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         assert any(k.startswith("gsm8k/") for k in env["data_files"])
         if c["method"] in ("lora", "qlora"):
             assert (run / "artifact" / "adapter_model.safetensors").is_file()
+        if c.get("control"):  # the method applied, never trained
+            assert metrics["train_wall_s"] == 0 and metrics["loss_curve"] == [] and metrics["cell"]["control"]
+        if c["method"] in ("lora", "qlora") and not c.get("control"):
             assert metrics["train_wall_s"] > 0 and metrics["tokens_per_s"] > 0
             assert metrics["peak_rss_mb"] > 0 and metrics["artifact_bytes"] > 0
             assert 0 < metrics["trainable_params"] < metrics["total_params"]
@@ -83,7 +86,11 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     assert {"vs base", "vs method", "control"} == set(paired["comparison"])
     refs = paired[paired["comparison"] == "vs base"].groupby("method")["reference"].first()
     assert refs.to_dict() == {"lora": "base", "qlora": "base_4bit"}  # QLoRA vs its 4-bit base
-    assert paired[["ci_low", "ci_high"]].notna().all().all()
+    assert paired["p_value"].notna().all()
+    nll = paired[(paired["comparison"] == "vs base") & (paired["metric"] == "bits_per_byte")]
+    assert len(nll) == 4 and nll[["ci_low", "ci_high"]].notna().all().all()
+    controls = paired[paired["comparison"] == "control"]  # identical to the reference: no interval
+    assert (controls["mean_diff"] == 0).all() and controls["ci_low"].isna().all()
     base = pd.read_csv(outputs / "baselines.csv")
     assert set(base["task"]) == {"hellaswag", "mmlu_high_school_computer_science"}
 

@@ -53,15 +53,17 @@ def test_method_deltas_override_defaults():
     ("lora", "float32", True), ("dora", "float32", True), ("lora", "bfloat16", False),
     ("qlora", "float32", False), ("ia3", "float32", False), ("prompt_tuning", "float32", False)])
 def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_dir, data_dir, tmp_path):
-    """Every floating weight is cast to the evaluation dtype (4-bit layers compute in it);
-    LoRA/DoRA merge only in fp32 on an unquantised base, and are unmerged afterwards."""
+    """Frozen weights are cast to the evaluation dtype (4-bit layers compute in it), trained
+    adapter weights stay fp32 under bf16; LoRA/DoRA merge only in fp32 on an unquantised
+    base, and are unmerged afterwards."""
     from ftstudy import evaluate
     spec = methods.resolve(method)
     tok, model = methods.load_model(spec, {**TINY(tiny_model_dir), "dtype": "bfloat16"})
     tuned = methods.apply(model, spec, seed=0)
     assert evaluate.prepare_for_eval(tuned, dtype) is merges
     target = getattr(torch, dtype)
-    assert all(p.dtype == target for p in tuned.parameters() if p.is_floating_point())
+    assert all(p.dtype == target for p in tuned.parameters() if p.is_floating_point() and not p.requires_grad)
+    assert all(p.dtype == torch.float32 for p in tuned.parameters() if p.requires_grad)
     import bitsandbytes as bnb
     assert all(m.compute_dtype == target for m in tuned.modules() if isinstance(m, bnb.nn.Linear4bit))
     if merges:
