@@ -86,18 +86,8 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
     assert any(not torch.equal(before[n], p) for n, p in tuned.named_parameters() if n in before)
     # The same trained weights, in fp32, unmerged: scored here with a plain forward pass.
     pairs = data.heldout_pairs("alpaca_nll", data_dir)
-    rounded = copy.deepcopy(tuned)  # positive control: the same model with bf16 weights
-    for p in rounded.parameters():
-        if p.is_floating_point():
-            p.data = p.data.to(torch.bfloat16)
-    reference = copy.deepcopy(tuned)
-    for module in reference.modules():
-        if hasattr(module, "compute_dtype"):
-            module.compute_dtype = torch.float32
-    for p in reference.parameters():
-        if p.is_floating_point():
-            p.data = p.data.float()
-    reference.eval()
+    rounded = _cast(copy.deepcopy(tuned), torch.bfloat16)  # positive control: bf16 weights
+    reference = _cast(copy.deepcopy(tuned), torch.float32)
     evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 6}}},
                       tmp_path / "kit", data_dir)
     kit = stats.item_logliks(tmp_path / "kit", "alpaca_nll")
@@ -108,6 +98,18 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
         assert abs(ll - expected) <= tolerance(expected), (method, doc_id, ll, expected)
         gaps_if_rounded.append(abs(_answer_loglik(rounded, tok, prompt, answer) - expected) / tolerance(expected))
     assert max(gaps_if_rounded) > 5  # the tolerance would see a bf16 evaluation
+
+
+def _cast(model, dtype):
+    """Every floating weight in `dtype`, 4-bit layers computing in it, unmerged, eval mode:
+    written here independently of the kit's own `evaluate.prepare_for_eval`."""
+    for module in model.modules():
+        if hasattr(module, "compute_dtype"):
+            module.compute_dtype = dtype
+    for p in model.parameters():
+        if p.is_floating_point():
+            p.data = p.data.to(dtype)
+    return model.eval()
 
 
 def tolerance(loglik: float) -> float:
@@ -171,13 +173,7 @@ def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, da
             model = AutoModelForCausalLM.from_pretrained(run / "artifact", dtype=torch.float32)
         else:
             model = peft.PeftModel.from_pretrained(model, run / "artifact")
-        for module in model.modules():
-            if hasattr(module, "compute_dtype"):
-                module.compute_dtype = torch.float32
-        for prm in model.parameters():
-            if prm.is_floating_point():
-                prm.data = prm.data.float()
-        model.eval()
+        model = _cast(model, torch.float32)
         kit = stats.item_logliks(run, "alpaca_nll")
         assert len(kit) == 4
         for (doc_id, _), ll in kit.items():
