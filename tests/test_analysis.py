@@ -287,3 +287,15 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     assert "at 0 steps (its control, one initialisation) already +0.2500 bits/byte" in text
     table = analysis.controls(tmp_path, analysis.load_table(tmp_path, "paired"))
     assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]
+
+
+def test_a_clear_change_survives_holm_in_a_large_family():
+    """A Monte Carlo p-value has a floor of 1/(resamples+1): with too few sign flips, Holm over
+    the default grid's ~60 comparisons could never call even a large change outside the noise."""
+    rng = np.random.default_rng(5)
+    clear = rng.normal(-0.2, 0.05, 24)  # 24 items, every one lower: exact p is 2/2^24
+    p = stats.sign_flip_p(clear)
+    assert p < 1e-4
+    family = pd.DataFrame({"comparison": "vs base", "headline": True,
+                           "p_value": [p] + [0.5] * 99})
+    assert stats.adjust(family, ["comparison", "headline"])["significant"].iloc[0]

@@ -27,7 +27,9 @@ def describe_difference(row: pd.Series) -> str:
     unit = row["metric"]
     lo, hi = row["ci_low"], row["ci_high"]
     verdict = "outside the noise" if row["significant"] else "inside the noise"
-    if pd.isna(lo) and row["n"] >= 2 and not pd.isna(row.get("p_value")):
+    if pd.isna(lo) and row["n"] >= 2 and row["mean_diff"] == 0:
+        ci = " (no item changed)"
+    elif pd.isna(lo) and row["n"] >= 2 and not pd.isna(row.get("p_value")):
         ci = " (no interval: every item changed by the same amount)"
     elif pd.isna(lo):
         verdict, ci = "too few items to tell", ""
