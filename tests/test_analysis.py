@@ -48,6 +48,16 @@ def _fake_run(outputs: Path, run_id: str, method: str, correct: np.ndarray, bpb:
     results.write_json(run / "status.json", dict(run_id=run_id, method=method, model="m", status="done"))
 
 
+def _base_run(outputs: Path, seed: int, n: int):
+    """A base run with no MMLU item right and random per-item bits per byte on both NLL
+    tasks; returns (correct, gsm8k_nll values, alpaca_nll values) to derive runs from."""
+    rng = np.random.default_rng(seed)
+    correct = np.zeros(n, bool)
+    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
+    _fake_run(outputs, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    return correct, g, a
+
+
 @pytest.fixture()
 def synthetic(tmp_path):
     rng = np.random.default_rng(0)
@@ -171,11 +181,7 @@ def test_holm_correction_within_a_family():
 
 
 def test_several_seeds_are_aggregated_per_configuration(tmp_path):
-    rng = np.random.default_rng(1)
-    n = 200
-    correct = np.zeros(n, bool)
-    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
-    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    correct, g, a = _base_run(tmp_path, seed=1, n=200)
     for seed, shift in [(0, 0.10), (1, 0.20), (2, 0.15)]:
         _fake_run(tmp_path, f"lora{seed}", "lora", correct, {"gsm8k_nll": g - shift, "alpaca_nll": a},
                   seed=seed)
@@ -251,11 +257,7 @@ def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
 
 
 def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
-    rng = np.random.default_rng(2)
-    n = 100
-    correct = np.zeros(n, bool)
-    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
-    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    correct, g, a = _base_run(tmp_path, seed=2, n=100)
     # Label says nothing about the target: the largest component (gsm8k_train) decides.
     _fake_run(tmp_path, "mix0", "lora", correct, {"gsm8k_nll": g - 0.2, "alpaca_nll": a - 0.05},
               train_data="replay", mix={"alpaca": 0.2, "gsm8k_train": 0.8})
@@ -269,11 +271,7 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
 
 
 def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
-    rng = np.random.default_rng(3)
-    n = 100
-    correct = np.zeros(n, bool)
-    g, a = rng.normal(1.0, 0.1, n), rng.normal(1.2, 0.1, n)
-    _fake_run(tmp_path, "base0", "base", correct, {"gsm8k_nll": g, "alpaca_nll": a})
+    correct, g, a = _base_run(tmp_path, seed=3, n=100)
     _fake_run(tmp_path, "pt", "prompt_tuning", correct, {"gsm8k_nll": g - 0.1, "alpaca_nll": a + 0.3})
     _fake_run(tmp_path, "pt0", "prompt_tuning", correct, {"gsm8k_nll": g, "alpaca_nll": a + 0.25})
     cell = json.loads((tmp_path / "runs" / "pt0" / "cell.json").read_text())
