@@ -109,5 +109,11 @@ def describe(cell: dict) -> str:
         return f"{cell['model_name']} {cell['method']}"
     if cell.get("control"):
         return f"{cell['model_name']} {cell['method']} control (0 steps)"
-    return (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
+    text = (f"{cell['model_name']} {cell['method']} {cell['train_data']} n={cell['train_size']} "
             f"seed={cell['seed']}")
+    rate = (cell.get("training") or {}).get("learning_rate")
+    if cell.get("trial"):
+        return f"{text} trial lr={rate:g}"
+    if cell.get("tuned_over"):
+        return f"{text} lr={rate:g} (tuned)" if rate else f"{text} (tuned lr)"
+    return text

@@ -32,22 +32,37 @@ SOURCES = {
 }
 
 # Training sets: which benchmark split they come from, how an example becomes a
-# (prompt, answer) pair, and which eval task measures "learning" on them.
+# (prompt, answer) pair, which eval task measures "learning" on them, and which
+# log-likelihood task on their validation rows selects a learning rate.
 TRAIN_SETS = {
     "gsm8k_train": dict(dataset="gsm8k", split="train", target_task="gsm8k",
-                        target_nll="gsm8k_nll"),
-    "alpaca": dict(dataset="alpaca", split="train", target_task=None, target_nll="alpaca_nll"),
+                        target_nll="gsm8k_nll", validation_nll="gsm8k_val_nll"),
+    "alpaca": dict(dataset="alpaca", split="train", target_task=None, target_nll="alpaca_nll",
+                   validation_nll="alpaca_val_nll"),
 }
 
-# Held-out answers scored by log-likelihood (target and retention tasks). The last
-# ALPACA_HELDOUT rows of Alpaca never enter a training subset; GSM8K uses its test split.
+# Each training set's rows are split three ways, disjoint by prompt text:
+#   test        scored by the held-out log-likelihood task (GSM8K: its test split;
+#               Alpaca: the last ALPACA_HELDOUT rows);
+#   validation  the VALIDATION_ROWS rows before that (GSM8K: the end of its train split):
+#               learning rates are chosen here, never on test items;
+#   training    everything else, less any row whose prompt is in validation or test.
 ALPACA_HELDOUT = 500
+VALIDATION_ROWS = 200
 # Rows of each training set's source on the hub (openai/gsm8k main/train; tatsu-lab/alpaca),
-# less Alpaca's held-out tail: sizes are checked against these before any compute when data
-# come from the hub (a few empty Alpaca outputs are dropped later, at run time).
-HUB_POOL_SIZES = {"gsm8k_train": 7473, "alpaca": 52002 - ALPACA_HELDOUT}
-NLL_SOURCES = {"gsm8k_nll": ("gsm8k_train", "gsm8k", "test"),
-               "alpaca_nll": ("alpaca", "alpaca", "train")}
+# less the held-out and validation rows: sizes are checked against these before any compute
+# when data come from the hub (a few empty or repeated Alpaca rows are dropped at run time).
+HUB_POOL_SIZES = {"gsm8k_train": 7473 - VALIDATION_ROWS,
+                  "alpaca": 52002 - ALPACA_HELDOUT - VALIDATION_ROWS}
+# Log-likelihood task -> (training set, part of its rows it scores).
+HELDOUT_TASKS = {"gsm8k_nll": ("gsm8k_train", "test"), "alpaca_nll": ("alpaca", "test"),
+                 "gsm8k_val_nll": ("gsm8k_train", "validation"),
+                 "alpaca_val_nll": ("alpaca", "validation")}
+
+
+def heldout_dataset(task: str) -> str:
+    """The dataset (SOURCES key) a log-likelihood task reads."""
+    return TRAIN_SETS[HELDOUT_TASKS[task][0]]["dataset"]
 
 
 def mirror_file(name: str, split: str, data_dir: Path) -> Path:
@@ -138,22 +153,39 @@ def to_prompt_answer(train_set: str, record: dict) -> tuple[str, str] | None:
     raise KeyError(f"unknown training set {train_set!r}; known: {sorted(TRAIN_SETS)}")
 
 
-def pairs(train_set: str, data_dir=None) -> list[tuple[str, str]]:
-    """Every usable training pair of a set (Alpaca's held-out tail excluded)."""
+def _rows(train_set: str, data_dir) -> dict[str, list[dict]]:
+    """A training set's source rows split into training, validation and test (see above)."""
     spec = TRAIN_SETS[train_set]
     rows = load_records(spec["dataset"], spec["split"], data_dir)
-    if train_set == "alpaca":
-        rows = rows[:-ALPACA_HELDOUT]
-    return [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+    if train_set == "gsm8k_train":
+        test = load_records("gsm8k", "test", data_dir)
+    else:
+        rows, test = rows[:-ALPACA_HELDOUT], rows[-ALPACA_HELDOUT:]
+    return {"training": rows[:-VALIDATION_ROWS], "validation": rows[-VALIDATION_ROWS:], "test": test}
+
+
+def _split_pairs(train_set: str, data_dir) -> dict[str, list[tuple[str, str]]]:
+    """(prompt, answer) pairs of each part; a prompt seen in a later part (validation, then
+    test) is removed from the earlier ones, so no item is both trained on and scored."""
+    parts = {k: [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+             for k, rows in _rows(train_set, data_dir).items()}
+    test_prompts = {p for p, _ in parts["test"]}
+    parts["validation"] = [(p, a) for p, a in parts["validation"] if p not in test_prompts]
+    held = test_prompts | {p for p, _ in parts["validation"]}
+    parts["training"] = [(p, a) for p, a in parts["training"] if p not in held]
+    return parts
+
+
+def pairs(train_set: str, data_dir=None) -> list[tuple[str, str]]:
+    """Every usable training pair of a set (its validation and test rows excluded)."""
+    return _split_pairs(train_set, data_dir)["training"]
 
 
 def heldout_pairs(task: str, data_dir=None) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs of a log-likelihood task, disjoint from every training subset."""
-    train_set, dataset, split = NLL_SOURCES[task]
-    rows = load_records(dataset, split, data_dir)
-    if dataset == "alpaca":
-        rows = rows[-ALPACA_HELDOUT:]
-    return [p for r in rows if (p := to_prompt_answer(train_set, r)) is not None]
+    """(prompt, answer) pairs a log-likelihood task scores: its set's test or validation
+    part, disjoint from every training subset."""
+    train_set, part = HELDOUT_TASKS[task]
+    return _split_pairs(train_set, data_dir)[part]
 
 
 def heldout_jsonl(task: str, data_dir=None) -> Path:

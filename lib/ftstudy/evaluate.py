@@ -31,7 +31,8 @@ MIRROR_SPLITS = {
 }
 # Our own tasks: the reference answer's log-likelihood given the prompt, in the format the
 # model is trained on (its chat template when it has one). Lower bits per byte = better.
-NLL_TASKS = ("gsm8k_nll", "alpaca_nll")
+# The *_val_nll tasks score the validation rows that choose learning rates (ftstudy.tuning).
+NLL_TASKS = tuple(data.HELDOUT_TASKS)
 PREFIX = "ftstudy_"
 # Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
 # for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
@@ -176,7 +177,7 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model, ev["dtype"])
     try:
-        out, items = _run_tasks(model, tokenizer, ev, run_dir, manager, chat)
+        out, items = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()
@@ -188,7 +189,10 @@ def count_docs(task: str, manager) -> int:
     return len(manager.load([PREFIX + task])["tasks"][PREFIX + task].eval_docs)
 
 
-def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):
+def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
+              progress_dir: Path | None = None, label: str = "evaluating"):
+    """Score each task of a resolved evaluation `ev` on the model as it is; keep lm-eval's
+    results and per-sample logs under `out_dir/lm_eval/<task>/`. Returns (results, items)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable
@@ -199,7 +203,7 @@ def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):
     out, items = {}, {}
     for k, (task, settings) in enumerate(ev["tasks"].items()):
         name = PREFIX + task
-        progress.report(run_dir, f"evaluating {task}, task", k + 1, len(ev["tasks"]))
+        progress.report(progress_dir or out_dir, f"{label} {task}, task", k + 1, len(ev["tasks"]))
         limit = (settings or {}).get("limit")
         ids = sample_doc_ids(count_docs(task, manager), limit, task, ev["sample_seed"]) if limit else None
         items[task] = ids
@@ -208,7 +212,7 @@ def _run_tasks(model, tokenizer, ev: dict, run_dir: Path, manager, chat: bool):
                               apply_chat_template=chat and task in NLL_TASKS)
         res["doc_ids"] = ids
         samples = res.pop("samples")
-        folder = run_dir / "lm_eval" / task
+        folder = out_dir / "lm_eval" / task
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "results.json").write_text(
             json.dumps(res, indent=2, default=handle_non_serializable, ensure_ascii=False))

@@ -95,13 +95,20 @@ def task_hashes(tasks) -> dict[str, str]:
     return out
 
 
+# Modules that plan, run, tabulate or report cells but never compute a cell's numbers: editing
+# them does not make a finished cell stale.
+REPORT_ONLY = {"analysis", "findings", "plots", "report", "stats", "grid", "executors", "local",
+               "slurm", "cli", "tuning", "__main__"}
+
+
 def code_hash(notebook: Path) -> dict[str, str]:
-    """The library's source and the notebook's code cells (not its outputs)."""
+    """The library's source that computes a cell (not `REPORT_ONLY`) and the notebook's code
+    cells (not its outputs)."""
     lib = Path(__file__).parent
     nb = json.loads(Path(notebook).read_text())
     # code cells only: a notebook executed in place (outputs, counts) is the same recipe
     source = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    return {"lib": _hash_files(lib.glob("*.py")),
+    return {"lib": _hash_files(p for p in lib.glob("*.py") if p.stem not in REPORT_ONLY),
             "notebook": hashlib.sha256(source.encode()).hexdigest()[:16]}
 
 
@@ -109,7 +116,7 @@ def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
     """Today's fingerprint of a grid cell (nothing is run)."""
     data_dir = paths.data_dir(data_dir)
     tasks = list(cell["evaluation"]["tasks"])
-    eval_sets = [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in tasks]
+    eval_sets = [data.heldout_dataset(t) if t in data.HELDOUT_TASKS else t for t in tasks]
     train_sets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
     from ftstudy import precision
 

@@ -10,7 +10,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from ftstudy import evaluate, executors, methods, paths, results
+from ftstudy import evaluate, executors, methods, paths, results, train, tuning
 from ftstudy.cell import describe, run_id, staleness, status_of
 from ftstudy.params import Params
 
@@ -19,15 +19,32 @@ def _model_cell(name: str, entry) -> dict:
     return {"name": name, "source": entry.source(), "dtype": entry.dtype}
 
 
-def expand(params: Params) -> list[dict]:
-    """Every cell of the grid, base-model evaluations first, each with its `run_id`."""
+def _named(cell: dict) -> dict:
+    cell["model_name"] = cell["model"]["name"]
+    cell["run_id"] = run_id({k: v for k, v in cell.items() if k != "run_id"})
+    return cell
+
+
+def expand(params: Params, outputs: str | Path | None = None) -> list[dict]:
+    """Every runnable cell of the grid, base-model evaluations first, each with its `run_id`
+    (with a `tuning` section: the trials, and each study run whose trials have all finished;
+    see `plan` for the ones still waiting)."""
+    return plan(params, outputs)[0]
+
+
+def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """(cells, waiting): the runnable cells, and study runs that wait for their learning-rate
+    trials (no run id yet: their rate is not chosen). Trial results are read from `outputs`
+    (default: the params file's `output_dir`)."""
+    outputs = Path(outputs or params.output_dir).resolve()
+    rates = tuning.rates(params.tuning, params) if params.tuning else None
     evaluation = evaluate.resolve(params.evaluation.model_dump(exclude_none=True))
     # lm-eval settings of each task as resolved; limits None mean "all items".
     evaluation["tasks"] = {t: {k: v for k, v in (s or {}).items() if v is not None}
                            for t, s in evaluation["tasks"].items()}
     # Precedence: train.DEFAULTS < method defaults < params `training` < the method's own delta.
     shared_training = params.training.model_dump(exclude_unset=True)
-    cells = []
+    cells, waiting = [], []
     for mname, mentry in params.models.items():
         model = _model_cell(mname, mentry)
         cells.append(dict(method="base", model=model, evaluation=evaluation, load={},
@@ -54,21 +71,34 @@ def expand(params: Params) -> list[dict]:
                                     train_size=size, seed=seed)
                         if params.distributed.processes > 1:  # single-process ids unchanged
                             cell["distributed"] = params.distributed.model_dump()
-                        cells.append(cell)
+                        if rates is None:
+                            cells.append(cell)
+                            continue
+                        trials = [_named(tuning.trial_cell(cell, r, params.tuning.validation_limit))
+                                  for r in rates[method]]
+                        cells += trials
+                        chosen, why = tuning.choose(trials, outputs)
+                        cell["training"] = {**cell["training"], "learning_rate": chosen}
+                        cell["tuned_over"] = rates[method]
+                        if chosen is None:
+                            waiting.append({**cell, "model_name": model["name"], "waiting": why})
+                        else:
+                            cells.append(cell)
     for c in cells:
-        c["model_name"] = c["model"]["name"]
-        c["run_id"] = run_id({k: v for k, v in c.items() if k != "run_id"})
+        _named(c)
     ids = [c["run_id"] for c in cells]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate cells in the grid")
-    return cells
+    return cells, waiting
 
 
 def shape(cell: dict) -> str:
     """What a cell's wall time depends on: model, method (or reference / control), training
     steps, batch and length, training size, evaluation settings; not the data label or seed."""
     kind = "control" if cell.get("control") else cell["method"]
-    training = {k: (cell.get("training") or {}).get(k) for k in ("max_steps", "batch_size", "max_length")}
+    cfg = cell.get("training") or {}
+    training = {k: cfg.get(k) for k in ("batch_size", "max_length", "eval_every")}
+    training["steps"] = train.steps_for(cfg, cell.get("train_size") or 0) if cfg else 0
     return json.dumps([cell["model"], kind, training, cell.get("train_size"), cell["evaluation"]],
                       sort_keys=True, default=str)
 
@@ -106,28 +136,26 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     """
     outputs = Path(params.output_dir).resolve()
     data_dir = paths.data_dir(params.data_dir)
-    cells = expand(params)
-    states = {c["run_id"]: status_of(outputs, c["run_id"]) for c in cells}
-    why_stale = {}
-    for c in cells:
-        if states[c["run_id"]] == "done" and (diff := staleness(c, outputs, data_dir)):
-            states[c["run_id"]], why_stale[c["run_id"]] = "stale", diff
-    todo = [c for c in cells if states[c["run_id"]] == "pending"
-            or (retry_failed and states[c["run_id"]] == "failed")
-            or (rerun_stale and states[c["run_id"]] == "stale")]
     kind = executor or params.executor.kind
+    cells, waiting = plan(params, outputs)
+    states, why_stale = _states(cells, outputs, data_dir)
+    todo = _todo(cells, states, retry_failed, rerun_stale)
     if dry_run:
         for c in cells:
             why = f"  [changed: {'; '.join(why_stale[c['run_id']])}]" if c["run_id"] in why_stale else ""
             log(f"{c['run_id']}  {states[c['run_id']]:8s}  {describe(c)}{why}")
-        log(f"{len(cells)} cells: {sum(s == 'done' for s in states.values())} done, "
+        for c in waiting:
+            log(f"{'-' * 12}  waiting   {describe(c)}  [{c['waiting']}]")
+        log(f"{len(cells) + len(waiting)} cells: {sum(s == 'done' for s in states.values())} done, "
             f"{len(why_stale)} stale, {sum(s == 'failed' for s in states.values())} failed, "
-            f"{len(todo)} to run ({kind} executor)")
-        if todo:
-            seconds, known = estimate_seconds(todo, outputs)
-            log(f"estimated {seconds / 60:.1f} min for {known} of the {len(todo)} cells to run, from "
+            f"{len(todo) + len(waiting)} to run ({kind} executor)"
+            + (f", {len(waiting)} of them once their learning-rate trials have finished" if waiting else ""))
+        if todo or waiting:
+            seconds, known = estimate_seconds(todo + waiting, outputs)
+            n = len(todo) + len(waiting)
+            log(f"estimated {seconds / 60:.1f} min for {known} of the {n} cells to run, from "
                 "finished cells of the same shape on this kind of CPU" + (
-                    f"; {len(todo) - known} have no finished twin yet, so no estimate" if known < len(todo) else ""))
+                    f"; {n - known} have no finished twin yet, so no estimate" if known < n else ""))
         return states
     if why_stale and not rerun_stale:
         log(f"{len(why_stale)} finished cell(s) are stale (inputs changed since they ran); "
@@ -137,9 +165,35 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     (outputs / "runs").mkdir(parents=True, exist_ok=True)
     for stale in (outputs / "runs").glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    log(f"{len(cells)} cells, {len(cells) - len(todo)} already recorded, {len(todo)} to run")
-    if todo:
-        options = executors.options(params.executor, kind, slurm_options)
+    options = executors.options(params.executor, kind, slurm_options)
+    log(f"{len(cells) + len(waiting)} cells, {len(cells) - len(todo)} already recorded, "
+        f"{len(todo) + len(waiting)} to run" + (f" ({len(waiting)} after their learning-rate trials)"
+                                                if waiting else ""))
+    attempted: set[str] = set()
+    while todo:  # a second round runs the study cells whose trials the first one finished
+        attempted |= {c["run_id"] for c in todo}
         states.update(runner.run_cells(todo, outputs, data_dir, options, log=log))
+        cells, waiting = plan(params, outputs)
+        new_states, _ = _states(cells, outputs, data_dir)
+        states.update({k: v for k, v in new_states.items() if k not in states})
+        todo = [c for c in _todo(cells, states, retry_failed, rerun_stale) if c["run_id"] not in attempted]
+    for c in waiting:
+        log(f"not run: {describe(c)}: {c['waiting']}")
     results.collect(outputs, cells)
     return states
+
+
+def _states(cells: list[dict], outputs: Path, data_dir) -> tuple[dict, dict]:
+    """({run_id: pending/done/failed/stale}, {run_id: what changed} for stale ones)."""
+    states = {c["run_id"]: status_of(outputs, c["run_id"]) for c in cells}
+    why_stale = {}
+    for c in cells:
+        if states[c["run_id"]] == "done" and (diff := staleness(c, outputs, data_dir)):
+            states[c["run_id"]], why_stale[c["run_id"]] = "stale", diff
+    return states, why_stale
+
+
+def _todo(cells: list[dict], states: dict, retry_failed: bool, rerun_stale: bool) -> list[dict]:
+    return [c for c in cells if states[c["run_id"]] == "pending"
+            or (retry_failed and states[c["run_id"]] == "failed")
+            or (rerun_stale and states[c["run_id"]] == "stale")]

@@ -18,19 +18,25 @@ from pathlib import Path
 
 
 def fit(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int = 0, *,
-        model_entry: dict | None = None, distributed: dict | None = None) -> dict:
+        model_entry: dict | None = None, distributed: dict | None = None,
+        evaluation: dict | None = None, data_dir=None) -> dict:
     """Train a cell's model with a resolved method `spec`; return the cost and learning curve.
 
     With `distributed` = {"processes": N > 1, ...} (and the cell's `model_entry`, to rebuild
     the model in each rank) training runs on N ranks and `model` receives the trained weights.
+    With `evaluation` and `training.eval_every` > 0 (single process only), its log-likelihood
+    tasks are scored along training (ftstudy.curves).
     """
     from ftstudy import train
 
     if distributed and int(distributed.get("processes", 1)) > 1:
+        if train.resolve(spec["training"])["eval_every"]:
+            raise ValueError("training.eval_every (curves) needs a single training process")
         if model_entry is None:
             raise ValueError("distributed training needs the cell's model entry to rebuild the model")
         return launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed)
-    return train.train(model, tokenizer, examples, spec, run_dir, seed)
+    curve = {"evaluation": evaluation, "data_dir": data_dir} if evaluation else None
+    return train.train(model, tokenizer, examples, spec, run_dir, seed, curve=curve)
 
 
 def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int,

@@ -91,6 +91,18 @@ class Training(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     keep_checkpoints: bool = False
+    # Passes over the training set; when set it fixes the steps (size x epochs / batch), so
+    # "more data" is not also "more passes". Give either epochs or max_steps.
+    epochs: float | None = Field(default=None, gt=0)
+    # Score the log-likelihood tasks every K steps during training (0: never): the learning-
+    # forgetting curves (ftstudy.curves). Single training process only.
+    eval_every: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self):
+        if self.epochs is not None and "max_steps" in self.model_fields_set:
+            raise ValueError("give either max_steps or epochs, not both")
+        return self
 
 
 class MethodEntry(_Strict):
@@ -111,6 +123,33 @@ class MethodEntry(_Strict):
         unknown = set(v) - allowed
         if unknown:
             raise ValueError(f"unknown load option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return v
+
+
+class Tuning(_Strict):
+    """A learning-rate sweep with the same number of trials for every method: `factors` times
+    each method's own rate, or explicit `learning_rates` per method. Each trial trains like
+    the study's run and is scored on validation rows of its target set (`validation_limit`
+    items); the lowest validation bits per byte wins, ties to the smaller rate."""
+    factors: list[float] = Field(default_factory=lambda: [1 / 3, 1.0, 3.0])
+    learning_rates: dict[str, list[float]] = Field(default_factory=dict)
+    validation_limit: int | None = Field(default=64, gt=0)
+
+    @field_validator("factors")
+    @classmethod
+    def _factors(cls, v):
+        if not v or any(f <= 0 for f in v) or len(set(v)) != len(v):
+            raise ValueError(f"factors must be distinct positive numbers (got {v})")
+        return v
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _rates(cls, v):
+        for method, rates in v.items():
+            if method not in methods.names():
+                raise ValueError(f"unknown method {method!r}; allowed: {methods.names()}")
+            if not rates or any(r <= 0 for r in rates) or len(set(rates)) != len(rates):
+                raise ValueError(f"{method}: rates must be distinct positive numbers (got {rates})")
         return v
 
 
@@ -163,6 +202,8 @@ class Params(_Strict):
     # score exactly as its reference (prompt tuning: its shift at initialisation).
     controls: bool = False
     training: Training = Field(default_factory=Training)
+    # Absent: each method trains at its one configured rate. Present: a sweep (see Tuning).
+    tuning: Tuning | None = None
     evaluation: Evaluation
     executor: Executor = Field(default_factory=Executor)
     distributed: Distributed = Field(default_factory=Distributed)
@@ -176,6 +217,22 @@ class Params(_Strict):
             if b % n:
                 raise ValueError(f"distributed.processes={n} must divide training.batch_size={b} "
                                  "(the global batch is split over the processes)")
+        curves = self.training.eval_every or any(m.training.get("eval_every") for m in self.methods.values())
+        if curves and n > 1:
+            raise ValueError("training.eval_every (curves) needs distributed.processes: 1")
+        return self
+
+    @model_validator(mode="after")
+    def _equal_tuning_budget(self):
+        if self.tuning is None:
+            return self
+        for method in self.tuning.learning_rates:
+            if method not in self.methods:
+                raise ValueError(f"tuning.learning_rates.{method}: not a method of this study")
+        counts = {m: len(self.tuning.learning_rates.get(m, self.tuning.factors)) for m in self.methods}
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"tuning: every method needs the same number of trials (an equal tuning "
+                             f"budget); got {counts}")
         return self
 
     @field_validator("methods")
@@ -294,7 +351,7 @@ def check_environment(params: Params, path: Path) -> None:
     if data_dir is not None:
         needed = {data.TRAIN_SETS[n]["dataset"] for mix in params.train_data.values() for n in mix}
         needed |= {t for t in params.evaluation.tasks if t in evaluate.UPSTREAM}
-        needed |= {data.NLL_SOURCES[t][1] for t in params.evaluation.tasks if t in data.NLL_SOURCES}
+        needed |= {data.heldout_dataset(t) for t in params.evaluation.tasks if t in data.HELDOUT_TASKS}
         for name in sorted(needed):
             for f in data.needed_files(name, data_dir):
                 if not f.is_file():

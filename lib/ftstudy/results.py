@@ -12,7 +12,7 @@ from ftstudy.evaluate import metric_rows
 from ftstudy.methods import REFERENCES
 
 RUN_KEYS = ["run_id", "model", "method", "control", "train_data", "train_size", "seed"]
-COST_KEYS = ["train_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb", "peak_anon_mb",
+COST_KEYS = ["train_wall_s", "curve_eval_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s", "peak_rss_mb", "peak_anon_mb",
              "peak_cuda_mb", "trainable_params", "total_params", "artifact_bytes", "disk_bytes",
              "train_loss"]
 
@@ -53,7 +53,7 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
 
     run_dir = Path(run_dir)
     datasets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
-    datasets += [data.NLL_SOURCES[t][1] if t in data.NLL_SOURCES else t for t in evaluation["tasks"]]
+    datasets += [data.heldout_dataset(t) if t in data.HELDOUT_TASKS else t for t in evaluation["tasks"]]
     write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir,
                                                             cell.get("compute_dtype")))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
@@ -85,9 +85,10 @@ def run_records(outputs: str | Path, run_ids=None) -> list[dict]:
         status = read_json(status_file)
         metrics_file = folder / "metrics.json"
         metrics = read_json(metrics_file) if metrics_file.is_file() else {}
-        fp = folder / "fingerprint.json"
+        fp, grid_cell = folder / "fingerprint.json", folder / "cell.json"
         records.append({**status, **{k: v for k, v in metrics.items() if k != "status"},
-                        "fingerprint": read_json(fp) if fp.is_file() else None})
+                        "fingerprint": read_json(fp) if fp.is_file() else None,
+                        "grid_cell": read_json(grid_cell) if grid_cell.is_file() else None})
     return records
 
 
@@ -230,7 +231,8 @@ def baselines_table(outputs: Path, records: list[dict]):
 
 def collect(outputs: str | Path, cells: list[dict] | None = None):
     """Build and write the study tables of a grid: `results.csv`, `runs.csv`, `paired.csv`,
-    `aggregated.csv`, `refused.csv`, `baselines.csv`; returns (results, runs) DataFrames.
+    `aggregated.csv`, `refused.csv`, `baselines.csv`, `tuning.csv` (learning-rate trials,
+    kept apart from the study's runs); returns (results, runs) DataFrames.
 
     With `cells` (a grid's expansion) exactly those runs are used; other run folders in
     `outputs/runs` (another params file, an older setting) are listed in
@@ -238,10 +240,14 @@ def collect(outputs: str | Path, cells: list[dict] | None = None):
     """
     import pandas as pd
 
+    from ftstudy import tuning
+
     outputs = Path(outputs)
     rows, runs = [], []
     ids = None if cells is None else {c["run_id"] for c in cells}
     records = run_records(outputs, ids)
+    trials = tuning.table(records)
+    records = [r for r in records if not (r.get("grid_cell") or {}).get("trial")]
     outside = [] if ids is None else [
         {k: r.get(k) for k in ("run_id", "method", "model", "status")}
         for r in run_records(outputs) if r["run_id"] not in ids]
@@ -252,7 +258,9 @@ def collect(outputs: str | Path, cells: list[dict] | None = None):
         ident["run_id"] = rec["run_id"]
         ident["control"] = bool(cell.get("control"))
         counts = (rec.get("training_data") or {}).get("sets", {})
+        training = cell.get("training") or {}
         runs.append({**ident, "status": rec["status"], "error": rec.get("error"),
+                     "learning_rate": training.get("learning_rate"), "steps": (rec.get("training") or training).get("max_steps"),
                      "examples_kept": sum(c["kept"] for c in counts.values()) if counts else None,
                      "examples_dropped_too_long": (sum(c["dropped_too_long"] for c in counts.values())
                                                    if counts else None),
@@ -265,7 +273,7 @@ def collect(outputs: str | Path, cells: list[dict] | None = None):
                          "num_fewshot": task_cfg.get("num_fewshot")})
     results = pd.DataFrame(rows, columns=RUN_KEYS + ["task", "metric", "value", "stderr",
                                                      "limit", "num_fewshot"])
-    runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error", "examples_kept",
+    runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error", "learning_rate", "steps", "examples_kept",
                                                      "examples_dropped_too_long"] + COST_KEYS)
     outputs.mkdir(parents=True, exist_ok=True)
     results.to_csv(outputs / "results.csv", index=False)
@@ -277,4 +285,5 @@ def collect(outputs: str | Path, cells: list[dict] | None = None):
     pd.DataFrame(outside, columns=["run_id", "method", "model", "status"]).to_csv(
         outputs / "outside_grid.csv", index=False)
     baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
+    trials.to_csv(outputs / "tuning.csv", index=False)
     return results, runs_df

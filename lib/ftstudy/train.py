@@ -15,6 +15,10 @@ DEFAULTS = dict(
     max_steps=16, batch_size=4, gradient_accumulation_steps=1, max_length=384,
     learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0,
     max_grad_norm=1.0, keep_checkpoints=False,
+    # epochs: when set, the number of passes over the training set fixes the steps (a data-size
+    # study then compares sizes at equal passes, not at equal steps). eval_every: evaluate the
+    # log-likelihood tasks every K steps during training (0: never), see ftstudy.curves.
+    epochs=None, eval_every=0,
 )
 
 
@@ -22,6 +26,16 @@ def resolve(training: dict | None) -> dict:
     cfg = dict(DEFAULTS)
     cfg.update(training or {})
     return cfg
+
+
+def steps_for(training: dict, n_examples: int) -> int:
+    """Optimizer steps of a run: `max_steps`, or with `epochs` set the steps that pass over
+    `n_examples` that many times at the global batch (the last partial batch counts)."""
+    cfg = resolve(training)
+    if cfg["epochs"] is None or cfg["max_steps"] == 0:
+        return cfg["max_steps"]
+    per_step = cfg["batch_size"] * cfg["gradient_accumulation_steps"]
+    return max(1, math.ceil(cfg["epochs"] * n_examples / per_step))
 
 
 class NonFiniteLoss(RuntimeError):
@@ -114,10 +128,12 @@ def dir_size_bytes(path: str | Path) -> int:
 
 def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
           seed: int = 0, *, processes: int = 1, strategy: str = "ddp", backend: str | None = None,
-          return_trainer: bool = False):
+          return_trainer: bool = False, curve: dict | None = None):
     """Train in place, in this process, with a resolved method `spec`; return the cost and
     learning curve. Under torchrun (ftstudy.launch) each rank calls this with `processes`,
-    `strategy` and `backend` set.
+    `strategy` and `backend` set. With `curve` = {"evaluation": ..., "data_dir": ...} and
+    `eval_every` > 0, the log-likelihood tasks are scored along training (ftstudy.curves);
+    their time is not counted as training time.
     """
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -125,6 +141,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     from ftstudy.models import count_parameters
 
     cfg = resolve(spec["training"])
+    cfg["max_steps"] = steps_for(cfg, len(examples))
     if cfg["max_steps"] == 0:  # a control cell: the method applied, never trained
         trainable, total = count_parameters(model)
         return dict(train_wall_s=0.0, train_tokens=0, tokens_per_s=None, train_loss=None,
@@ -166,14 +183,25 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         **parallel,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    callbacks, tracker = [_log_callback(run_dir)], None
+    if cfg["eval_every"] and curve is not None:
+        from ftstudy import curves
+
+        if processes > 1:
+            raise ValueError("training.eval_every needs a single training process")
+        tracker = curves.callback(model, tokenizer, curve["evaluation"], run_dir,
+                                  curve.get("data_dir"), cfg["eval_every"])
+        callbacks.append(tracker)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
-                      callbacks=[_log_callback(run_dir)])
+                      callbacks=callbacks)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     with AnonPeak() as anon:
         out = trainer.train()
     wall = time.perf_counter() - start
+    curve_s = tracker.wall_s if tracker else 0.0
+    wall -= curve_s  # training's cost excludes the in-training evaluation
     if autocast_bf16:  # accelerate left bf16 autocast around the model's forward: evaluation
         from accelerate.utils import extract_model_from_parallel  # must see plain fp32 weights
 
@@ -184,6 +212,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     cost = dict(
         train_wall_s=wall,
+        curve_eval_wall_s=curve_s,
         train_tokens=tokens,
         tokens_per_s=tokens / wall if wall > 0 else None,
         train_loss=out.training_loss,

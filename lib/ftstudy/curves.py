@@ -1,0 +1,100 @@
+"""Learning and forgetting along training: the log-likelihood tasks scored every K steps.
+
+One end-of-training point cannot tell "forgets less" from "learns less" (Biderman et al.,
+2024, compare methods at matched learning). A Trainer callback scores the run's
+log-likelihood tasks (the same items as its final evaluation) at step 0 and every
+`eval_every` steps, through lm-eval on the in-memory model, in the precision it trains in
+(unmerged): each point is compared with the run's own step 0, item by item. Per-sample logs
+go to `<run>/curve/step_<k>/lm_eval/<task>/`; `<run>/curve.json` lists the points.
+Accuracy tasks stay end-of-training only (generation is too slow to repeat).
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+FOLDER = "curve"
+
+
+def tasks_of(evaluation: dict) -> dict:
+    """The evaluation's tasks that a curve scores: the log-likelihood ones."""
+    from ftstudy import evaluate
+
+    return {t: s for t, s in evaluation["tasks"].items() if t in evaluate.NLL_TASKS}
+
+
+def step_folder(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / FOLDER / f"step_{step:05d}"
+
+
+def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
+    """A Trainer callback scoring the curve tasks at step 0, every `every` steps and at the
+    last step. Random states are saved and restored around each evaluation (lm-eval reseeds
+    them), so a run with a curve trains exactly as it would without one; `.wall_s` is the
+    time it spent."""
+    import numpy as np
+    import torch
+    from lm_eval.tasks import TaskManager
+    from transformers import TrainerCallback
+
+    from ftstudy import evaluate, results
+
+    ev = evaluate.resolve(evaluation)
+    ev["tasks"] = tasks_of(ev)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    run_dir = Path(run_dir)
+    task_dir = evaluate.write_task_yamls(ev["tasks"], run_dir / FOLDER / "tasks", data_dir, chat)
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+
+    class Curve(TrainerCallback):
+        def __init__(self):
+            self.points: list[dict] = []
+            self.wall_s = 0.0
+
+        def score(self, step: int) -> None:
+            if not ev["tasks"] or any(p["step"] == step for p in self.points):
+                return
+            start = time.perf_counter()
+            states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    out, items = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
+                                                    manager, chat, progress_dir=run_dir,
+                                                    label=f"curve at step {step}:")
+            finally:
+                model.train(was_training)
+                random.setstate(states[0])
+                np.random.set_state(states[1])
+                torch.set_rng_state(states[2])
+            self.points.append({"step": step, "items": items, "metrics": evaluate.metric_rows(out)})
+            results.write_json(run_dir / "curve.json", {"eval_every": every, "points": self.points})
+            self.wall_s += time.perf_counter() - start
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.score(0)
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % every == 0 or state.global_step == state.max_steps:
+                self.score(state.global_step)
+
+    return Curve()
+
+
+def points(run_dir: str | Path) -> list[dict]:
+    """The recorded points of a run's curve ([] without one)."""
+    from ftstudy import results
+
+    f = Path(run_dir) / "curve.json"
+    return results.read_json(f)["points"] if f.is_file() else []
+
+
+def item_values(run_dir: str | Path, step: int, task: str, metric: str = "bits_per_byte"):
+    """Per-item values of one curve point: a Series indexed by doc id."""
+    from ftstudy import stats
+
+    s = stats.load_samples(step_folder(run_dir, step), task)
+    s = s[s["metric"] == metric]
+    return s.set_index("doc_id")["value"].astype(float).sort_index()

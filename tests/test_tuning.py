@@ -1,0 +1,134 @@
+"""Equal tuning budget: validation rows apart from training and test, the selection rule,
+trials before study runs in the grid, epochs, and curves that do not change training."""
+import json
+
+import pytest
+import torch
+
+from conftest import write_params
+from ftstudy import data, evaluate, grid, methods, params, results, stats, train, tuning
+
+
+@pytest.mark.parametrize("train_set", ["gsm8k_train", "alpaca"])
+def test_validation_training_and_test_items_are_disjoint(train_set, data_dir):
+    spec = data.TRAIN_SETS[train_set]
+    training = {p for p, _ in data.pairs(train_set, data_dir)}
+    validation = {p for p, _ in data.heldout_pairs(spec["validation_nll"], data_dir)}
+    test = {p for p, _ in data.heldout_pairs(spec["target_nll"], data_dir)}
+    assert len(validation) == data.VALIDATION_ROWS and len(test) > 0 and len(training) > 4000
+    assert not training & validation and not training & test and not validation & test
+    if train_set == "gsm8k_train":  # lm-eval's GSM8K task scores the test split: never trained on
+        assert not training & {r["question"] for r in data.load_records("gsm8k", "test", data_dir)}
+
+
+def test_selection_picks_the_lowest_validation_score_ties_to_the_smaller_rate():
+    assert tuning.select({1e-4: 2.0, 3e-4: 1.5, 1e-3: 1.7, 3e-3: None}) == 3e-4
+    assert tuning.select({1e-3: 1.5, 3e-4: 1.5 + 1e-12, 1e-4: 1.9}) == 3e-4   # a tie: smaller rate
+    assert tuning.select({1e-3: 1.2, 3e-4: float("nan")}) == 1e-3             # a diverged trial loses
+    assert tuning.select({1e-3: None}) is None
+
+
+def _fake_trial(outputs, cell, score=None, status="done"):
+    folder = outputs / "runs" / cell["run_id"]
+    folder.mkdir(parents=True)
+    results.write_json(folder / "cell.json", cell)
+    results.write_json(folder / "status.json", {"status": status, "wall_s": 1.0})
+    task = tuning.validation_task(cell["mix"])
+    results.write_json(folder / "metrics.json", {"cell": cell, "metrics": [
+        {"task": task, "metric": "bits_per_byte", "value": score}] if score is not None else []})
+
+
+def test_grid_runs_trials_first_then_the_study_run_at_the_chosen_rate(tmp_path, data_dir, tiny_model_dir):
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora", "ia3"),
+                                 tuning={"factors": [0.5, 1, 2], "validation_limit": 8}))
+    cells, waiting = grid.plan(p)
+    trials = [c for c in cells if c.get("trial")]
+    assert {c["method"] for c in waiting} == {"lora", "ia3"} and len(trials) == 6
+    assert [c["training"]["learning_rate"] for c in trials if c["method"] == "lora"] == [1e-4, 2e-4, 4e-4]
+    assert all(list(c["evaluation"]["tasks"]) == ["gsm8k_val_nll"] for c in trials)
+    # a known synthetic series: lora's best is its middle rate, ia3's a tie (smaller wins)
+    scores = {("lora", 1e-4): 2.0, ("lora", 2e-4): 1.4, ("lora", 4e-4): 1.6,
+              ("ia3", 1.5e-3): 1.9, ("ia3", 3e-3): 1.3, ("ia3", 6e-3): 1.3}
+    for c in trials:
+        _fake_trial(tmp_path / "out", c, scores[(c["method"], c["training"]["learning_rate"])])
+    cells, waiting = grid.plan(p)
+    chosen = {c["method"]: c["training"]["learning_rate"] for c in cells
+              if not c.get("trial") and c["method"] not in methods.REFERENCES}
+    assert not waiting and chosen == {"lora": 2e-4, "ia3": 3e-3}
+    table = tuning.table(results.run_records(tmp_path / "out"))
+    assert sorted(table[table["selected"]]["learning_rate"]) == [2e-4, 3e-3]
+
+
+def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_model_dir):
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 tuning={"factors": [1, 2]}))
+    trials = [c for c in grid.plan(p)[0] if c.get("trial")]
+    _fake_trial(tmp_path / "out", trials[0], 1.0)
+    cells, waiting = grid.plan(p)
+    assert len(waiting) == 1 and "1 of 2" in waiting[0]["waiting"]
+    _fake_trial(tmp_path / "out", trials[1], status="failed")
+    assert grid.plan(p)[1] == []  # a failed (diverged) trial loses; the other is chosen
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda r: r.update(tuning={"learning_rates": {"lora": [1e-4, 1e-3]}}),
+     "every method needs the same number of trials"),
+    (lambda r: r.update(tuning={"learning_rates": {"dora": [1e-4]}}), "tuning.learning_rates.dora: not a method"),
+    (lambda r: r.update(tuning={"factors": [1, 1]}), "tuning.factors: factors must be distinct"),
+    (lambda r: r["training"].update(epochs=2), "give either max_steps or epochs"),
+    (lambda r: (r["training"].update(eval_every=1), r.update(distributed={"processes": 2})),
+     "eval_every (curves) needs distributed.processes: 1"),
+])
+def test_bad_tuning_and_budget_sections(mutate, expect, tmp_path, data_dir, tiny_model_dir):
+    import yaml
+
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora", "ia3"))
+    raw = yaml.safe_load(path.read_text())
+    mutate(raw)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(params.ParamsError) as e:
+        params.load(path)
+    assert expect in str(e.value) and str(path) in str(e.value)
+
+
+def test_epochs_fix_the_steps_so_sizes_compare_at_equal_passes():
+    assert train.steps_for({"epochs": 1, "batch_size": 4}, 32) == 8
+    assert train.steps_for({"epochs": 2, "batch_size": 4, "gradient_accumulation_steps": 2}, 30) == 8
+    assert train.steps_for({"max_steps": 5}, 1000) == 5
+
+
+def _lora(model_dir, data_dir, out, eval_every):
+    spec = methods.resolve("lora", adapter={"lora_dropout": 0.1},  # dropout draws random masks
+                           training={"max_steps": 3, "batch_size": 4, "max_length": 96,
+                                     "learning_rate": 1e-2, "eval_every": eval_every})
+    tok, model = methods.load_model(spec, {"name": "tiny", "source": {"path": str(model_dir)},
+                                           "dtype": "float32"})
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 12, 0, 96, data_dir)
+    tuned = methods.apply(model, spec, seed=0)
+    ev = {"batch_size": 4, "tasks": {"gsm8k_nll": {"limit": 6}, "alpaca_nll": {"limit": 6},
+                                     "hellaswag": {"limit": 4}}}
+    cost = train.train(tuned, tok, examples, spec, out, seed=0, curve={"evaluation": ev, "data_dir": data_dir})
+    return tuned, tok, ev, cost
+
+
+def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evaluation(
+        tiny_model_dir, data_dir, tmp_path):
+    plain, *_ = _lora(tiny_model_dir, data_dir, tmp_path / "plain", eval_every=0)
+    tuned, tok, ev, cost = _lora(tiny_model_dir, data_dir, tmp_path / "curve", eval_every=1)
+    trained = {n: p for n, p in plain.named_parameters() if p.requires_grad}
+    assert any(float(p.abs().sum()) > 0 for n, p in trained.items() if "lora_B" in n)
+    for n, p in tuned.named_parameters():  # lm-eval reseeds the RNGs: restored, same dropout masks
+        if p.requires_grad:
+            assert torch.equal(p, trained[n]), n
+    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [0, 1, 2, 3]
+    assert cost["curve_eval_wall_s"] > 0 and (tmp_path / "plain" / "curve.json").exists() is False
+    # hellaswag (accuracy) is end-of-training only; the log-likelihood tasks are on the curve
+    assert {m["task"] for m in curve["points"][0]["metrics"]} == {"gsm8k_nll", "alpaca_nll"}
+    evaluate.evaluate(tuned, tok, ev, tmp_path / "curve", data_dir)
+    for task in ("gsm8k_nll", "alpaca_nll"):
+        final = stats.item_logliks(tmp_path / "curve", task)
+        last = stats.item_logliks(tmp_path / "curve" / "curve" / "step_00003", task)
+        first = stats.item_logliks(tmp_path / "curve" / "curve" / "step_00000", task)
+        assert final.index.equals(last.index) and float((final - last).abs().max()) <= 1e-4
+        assert float((final - first).abs().max()) > 1e-3  # the curve moved: not a constant series
