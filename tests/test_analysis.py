@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import analysis, data, findings, results, stats
+from ftstudy import analysis, data, findings, results, stats, tables
 
 EVAL = {"batch_size": 8, "tasks": {"mmlu_high_school_computer_science": {"limit": 200},
                                    "gsm8k_nll": {"limit": 200}, "alpaca_nll": {"limit": 200}}}
@@ -75,7 +75,7 @@ def synthetic(tmp_path):
               {"gsm8k_nll": base_g - 0.2, "alpaca_nll": base_a + 0.05})   # learns 0.2, forgets 0.05
     _fake_run(tmp_path, "ia30", "ia3", ia3_correct,
               {"gsm8k_nll": base_g - 0.05 + rng.normal(0, 0.001, n), "alpaca_nll": base_a})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     return tmp_path
 
 
@@ -140,7 +140,7 @@ def test_baselines_and_one_answer_warning(tmp_path):
     correct = np.zeros(40, bool)
     correct[:10] = True   # pred 0 where correct, else 1: 75% of answers are "B"
     _fake_run(tmp_path, "b", "base", correct, {})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     b = analysis.load_baselines(tmp_path)
     row = b.iloc[0]
     assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
@@ -148,7 +148,7 @@ def test_baselines_and_one_answer_warning(tmp_path):
     warn = findings.warnings(b)
     assert len(warn) == 1 and "base on mmlu_high_school_computer_science: 75% of answers are choice B" in warn[0]
     _fake_run(tmp_path, "l", "lora", correct, {})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     warn = findings.warnings(analysis.load_baselines(tmp_path))
     assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
@@ -165,7 +165,7 @@ def test_mcnemar_decides_not_the_bootstrap(tmp_path):
     tuned = np.array([True, True, True, False])
     _fake_run(tmp_path, "b", "base", base, {})
     _fake_run(tmp_path, "l", "lora", tuned, {})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     row = analysis.load_paired(tmp_path).iloc[0]
     assert row["ci_low"] > 0  # the interval alone would have said "outside the noise"
     assert row["p_value"] == pytest.approx(0.25) and not row["significant"]
@@ -185,7 +185,7 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     for seed, shift in [(0, 0.10), (1, 0.20), (2, 0.15)]:
         _fake_run(tmp_path, f"lora{seed}", "lora", correct, {"gsm8k_nll": g - shift, "alpaca_nll": a},
                   seed=seed)
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     agg = analysis.load_paired(tmp_path)
     row = agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")].iloc[0]
     assert len(agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")]) == 1
@@ -228,7 +228,7 @@ def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
     _fake_run(tmp_path, "other", "dora", correct, bpb,
               model={"name": "m", "source": {"path": "/another"}, "dtype": "float32"})
     grid_cells = [{"run_id": r} for r in ("base0", "lora0", "bf16", "other")]
-    results.collect(tmp_path, grid_cells)
+    tables.collect(tmp_path, grid_cells)
     assert set(pd.read_csv(tmp_path / "runs.csv")["run_id"]) == {"base0", "lora0", "bf16", "other"}
     assert pd.read_csv(tmp_path / "outside_grid.csv")["run_id"].tolist() == ["old0"]
     paired = pd.read_csv(tmp_path / "paired.csv")
@@ -247,7 +247,7 @@ def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
     _fake_run(tmp_path, "lora0", "lora", correct, {},
               fingerprint={**fp, "eval_data": {"mmlu/test.csv": "bbb"}, "code": {"lib": "y"}})
     _fake_run(tmp_path, "ia30", "ia3", correct, {}, fingerprint={**fp, "code": {"lib": "z"}})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     refused = pd.read_csv(tmp_path / "refused.csv")
     assert set(refused["run_id"]) == {"lora0"} and len(refused) == 2  # vs base and vs ia3
     assert refused["differs"].str.contains("evaluation fingerprints differ: eval_data").all()
@@ -261,7 +261,7 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     # Label says nothing about the target: the largest component (gsm8k_train) decides.
     _fake_run(tmp_path, "mix0", "lora", correct, {"gsm8k_nll": g - 0.2, "alpaca_nll": a - 0.05},
               train_data="replay", mix={"alpaca": 0.2, "gsm8k_train": 0.8})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     paired = analysis.load_paired(tmp_path)
     lf = analysis.learning_forgetting(paired, "nll")
     assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
@@ -279,7 +279,7 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     results.write_json(tmp_path / "runs" / "pt0" / "cell.json", cell)
     metrics = json.loads((tmp_path / "runs" / "pt0" / "metrics.json").read_text())
     results.write_json(tmp_path / "runs" / "pt0" / "metrics.json", {**metrics, "cell": cell})
-    results.collect(tmp_path)
+    tables.collect(tmp_path)
     text = " ".join(findings.method_effects(analysis.load_paired(tmp_path)))
     assert "prompt_tuning +0.3000 bits/byte" in text
     assert "at 0 steps (its control, one initialisation) already +0.2500 bits/byte" in text

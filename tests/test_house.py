@@ -10,10 +10,10 @@ from conftest import ROOT, write_params
 LIB = ROOT / "lib" / "ftstudy"
 # The run ids of params/cpu.yaml: pinned, so that moving code never re-runs a finished study.
 CPU_RUN_IDS = [
-    "2ac733be5808", "d72d3cb4a48c", "2460c04cc793", "e15dd39b3a8f", "59b5f5c9d032", "7387e3fca66a",
-    "40a66c03eb24", "49dad2dfc3f6", "4e27c5b30327", "e40d0a49df21", "98390127bd09", "4de935feeb94",
-    "39c181e46604", "6ff10bec7cf3", "6e15344c833d", "aef7f636043f", "44fb320862af", "e533105320fa",
-    "eaad082d0d99", "976e5ab26254"]
+    "2ac733be5808", "d72d3cb4a48c", "9522fad5a660", "614f322e6fdc", "f260549f48c3", "530291f3ed85",
+    "3cc68b2e68df", "2da52a7ee01b", "961c981a9247", "36dcb4e9c364", "715f6a72fe73", "2473171a5384",
+    "0a67458189b7", "e12fddf4d479", "deb0765c161c", "8b3e7cf70b3e", "e4d601073d56", "302bf2f1c5a7",
+    "f3b83c4afc27", "f180e9bbee2b"]
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import write_params
-from ftstudy import data, evaluate, grid, methods, params, results, stats, train, tuning
+from ftstudy import data, evaluate, grid, methods, params, results, stats, tables, train, tuning
 
 
 @pytest.mark.parametrize("train_set", ["gsm8k_train", "alpaca"])
@@ -55,7 +55,7 @@ def test_grid_runs_trials_first_then_the_study_run_at_the_chosen_rate(tmp_path, 
     chosen = {c["method"]: c["training"]["learning_rate"] for c in cells
               if not c.get("trial") and c["method"] not in methods.REFERENCES}
     assert not waiting and chosen == {"lora": 2e-4, "ia3": 3e-3}
-    table = tuning.table(results.run_records(tmp_path / "out"))
+    table = tuning.table(tables.run_records(tmp_path / "out"))
     assert sorted(table[table["selected"]]["learning_rate"]) == [2e-4, 3e-3]
 
 

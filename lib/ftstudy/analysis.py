@@ -32,8 +32,9 @@ def headline(results: pd.DataFrame) -> pd.DataFrame:
     return results[keep] if len(results) else results
 
 
-def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per method (mean over runs): time, throughput, memory, parameters, artifact size."""
+def cost_table(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per method (mean over runs): time, throughput, memory, parameters, artifact size; with
+    a tuning summary, the wall time of a method's whole learning-rate sweep beside one run's."""
     done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
                 & ~runs["control"].fillna(False).astype(bool)].copy()
     if done.empty:
@@ -45,6 +46,11 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
             "trainable_%": "trainable %", "artifact_MB": "artifact (MB)",
             "eval_wall_s": "eval time (s)"}
     table = done.groupby(["model", "method"])[list(cols)].mean().rename(columns=cols)
+    if tuning is not None and not tuning.empty:
+        sweep = tuning.groupby(["model", "method"])["sweep_wall_s"].mean()
+        table["one run, wall (s)"] = done.groupby(["model", "method"])["wall_s"].mean() if "wall_s" in done else np.nan
+        table["tuning sweep, wall (s)"] = sweep.reindex(table.index)
+        table = table.round({"one run, wall (s)": 0, "tuning sweep, wall (s)": 0})
     return table.round({"train time (s)": 1, "tokens/s": 0, "peak memory (MiB)": 0,
                         "trainable %": 3, "artifact (MB)": 2, "eval time (s)": 1})
 
@@ -199,3 +205,123 @@ def seed_spread(results: pd.DataFrame) -> pd.DataFrame:
     keys = ["model", "method", "train_data", "train_size", "task", "metric"]
     g = results.groupby(keys, dropna=False)["value"]
     return g.agg(mean="mean", std="std", seeds="count").reset_index()
+
+
+# ----------------------------------------------------------- learning-rate tuning
+
+TUNING_GROUP = ["model", "method", "train_data", "train_size", "seed"]
+
+
+def load_tuning(outputs: str | Path) -> pd.DataFrame:
+    """The learning-rate trials (`tuning.csv`), with each method's default rate in the kit."""
+    from ftstudy import methods
+
+    df = load_table(outputs, "tuning")
+    if not df.empty:
+        df["default_rate"] = df["method"].map(lambda m: methods.resolve(m)["training"]["learning_rate"])
+    return df
+
+
+def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, method, data, size, seed): the rates tried, the chosen one, its validation
+    score, the score at the method's default rate, and whether the choice sits at an edge of
+    the range (the best rate may then lie outside it)."""
+    rows = []
+    for key, g in trials.groupby(TUNING_GROUP, dropna=False):
+        g = g.sort_values("learning_rate")
+        chosen = g[g["selected"].astype(bool)]
+        default = g[np.isclose(g["learning_rate"], g["default_rate"], rtol=1e-3)]
+        rate = chosen["learning_rate"].iloc[0] if len(chosen) else np.nan
+        rates = g["learning_rate"].tolist()
+        rows.append(dict(zip(TUNING_GROUP, key), trials=len(g), rates=", ".join(f"{r:.3g}" for r in rates),
+                         chosen_rate=rate, default_rate=g["default_rate"].iloc[0],
+                         validation_bpb=chosen["validation_bpb"].iloc[0] if len(chosen) else np.nan,
+                         validation_bpb_default=default["validation_bpb"].iloc[0] if len(default) else np.nan,
+                         failed=int((g["status"] != "done").sum()),
+                         edge=("largest" if rate == rates[-1] else "smallest" if rate == rates[0] else "")
+                         if len(chosen) and len(rates) > 1 else "",
+                         sweep_wall_s=g["wall_s"].sum()))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------- curves along training
+
+def curve_table(outputs: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, curve step, log-likelihood task): mean bits per byte, its change
+    since the run's step 0, and the task's role for that run (`target`: the task its
+    training data targets; `replayed`: a task whose source its mix replays; else `other`)."""
+    from ftstudy import curves, results
+
+    outputs = Path(outputs)
+    rows = []
+    done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)]
+    for _, r in done.iterrows():
+        folder = outputs / "runs" / r["run_id"]
+        points = curves.points(folder)
+        if not points:
+            continue
+        cell = results.read_json(folder / "metrics.json")["cell"]
+        for p in points:
+            for m in p["metrics"]:
+                if m["metric"] != "bits_per_byte":
+                    continue
+                role = ("target" if m["task"] == cell.get("target_nll") else
+                        "replayed" if m["task"] in (cell.get("replayed_nll") or []) else "other")
+                rows.append(dict(run_id=r["run_id"], **{k: r[k] for k in TUNING_GROUP},
+                                 step=p["step"], task=m["task"], role=role, bpb=m["value"]))
+    df = pd.DataFrame(rows, columns=["run_id", *TUNING_GROUP, "step", "task", "role", "bpb"])
+    if df.empty:
+        return df.assign(change=[])
+    start = df[df["step"] == 0].set_index(["run_id", "task"])["bpb"]
+    df["change"] = df["bpb"] - [start.get((a, b), np.nan) for a, b in zip(df["run_id"], df["task"])]
+    return df
+
+
+def learning_path(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per run and step: learning (bits per byte gained on the target task since step 0)
+    and forgetting (bits per byte lost on each `other` task), wide, for the curves figure."""
+    learn = curve[curve["role"] == "target"][["run_id", "step", "change"]].rename(columns={"change": "learning"})
+    learn["learning"] = -learn["learning"]
+    lost = curve[curve["role"] == "other"].rename(columns={"change": "forgetting", "task": "forgetting_task"})
+    return lost.merge(learn, on=["run_id", "step"])[
+        [*TUNING_GROUP, "run_id", "step", "forgetting_task", "learning", "forgetting"]]
+
+
+def matched_forgetting(outputs: str | Path, curve: pd.DataFrame) -> pd.DataFrame:
+    """Forgetting at matched learning (Biderman et al., 2024): per (model, data, size, seed)
+    the learning level L* that every method's curve reaches (the smallest of their highest
+    levels); each method's curve is interpolated linearly to the step where it first reaches
+    L*, item by item, and its forgetting there (bits per byte lost since step 0 on each
+    `other` task) gets a paired bootstrap interval and a sign-flip test. A method whose
+    target never improved has no such level: the row says so."""
+    from ftstudy import curves
+
+    outputs = Path(outputs)
+    path = learning_path(curve)
+    rows = []
+    for key, g in path.groupby(["model", "train_data", "train_size", "seed", "forgetting_task"], dropna=False):
+        best = g.groupby("method")["learning"].max()
+        level = float(best.min())
+        for method, m in g.groupby("method"):
+            m = m.sort_values("step")
+            row = dict(zip(["model", "train_data", "train_size", "seed", "forgetting_task"], key),
+                       method=method, matched_learning=level, run_id=m["run_id"].iloc[0])
+            if level <= 0:
+                row["note"] = f"not matched: {best.idxmin()} never improved its target"
+                rows.append(row)
+                continue
+            k = int(np.argmax(m["learning"].to_numpy() >= level))
+            steps, learned = m["step"].to_numpy(), m["learning"].to_numpy()
+            w = 1.0 if k == 0 else (level - learned[k - 1]) / (learned[k] - learned[k - 1])
+            s0, s1 = steps[max(k - 1, 0)], steps[k]
+            folder = outputs / "runs" / row["run_id"]
+            task = key[-1]
+            v0, va, vb = (curves.item_values(folder, s, task) for s in (0, s0, s1))
+            diff = (va + w * (vb - va) - v0).dropna()
+            row.update(at_step=float(s0 + w * (s1 - s0)), note="",
+                       **{k2: v for k2, v in stats.mean_difference(diff.to_numpy()).items()})
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if not out.empty and "p_value" in out:
+        out = stats.adjust(out, ["forgetting_task"])
+    return out.rename(columns={"mean_diff": "forgetting"})

@@ -44,6 +44,7 @@ def parameters_for(cell: dict, run_dir: Path, data_dir) -> dict:
     p = dict(run_dir=str(run_dir), run_id=cell["run_id"], model=cell["model"],
              evaluation=cell["evaluation"], data_dir=str(data_dir) if data_dir else None)
     p["load"] = cell.get("load", {})
+    p["tracking"] = cell.get("tracking")
     if cell.get("control"):
         p.update(train_data=None, train_data_name=None, train_size=0, seed=cell["seed"],
                  training=cell["training"], adapter=cell["adapter"])

@@ -10,6 +10,7 @@ Accuracy tasks stay end-of-training only (generation is too slow to repeat).
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     from lm_eval.tasks import TaskManager
     from transformers import TrainerCallback
 
-    from ftstudy import evaluate, results
+    from ftstudy import evaluate
 
     ev = evaluate.resolve(evaluation)
     ev["tasks"] = tasks_of(ev)
@@ -70,7 +71,9 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
                 np.random.set_state(states[1])
                 torch.set_rng_state(states[2])
             self.points.append({"step": step, "items": items, "metrics": evaluate.metric_rows(out)})
-            results.write_json(run_dir / "curve.json", {"eval_every": every, "points": self.points})
+            tmp = run_dir / "curve.json.tmp"  # atomic: a reader never sees half a file
+            tmp.write_text(json.dumps({"eval_every": every, "points": self.points}, indent=1))
+            tmp.replace(run_dir / "curve.json")
             self.wall_s += time.perf_counter() - start
 
         def on_train_begin(self, args, state, control, **kw):
@@ -85,10 +88,8 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
 
 def points(run_dir: str | Path) -> list[dict]:
     """The recorded points of a run's curve ([] without one)."""
-    from ftstudy import results
-
     f = Path(run_dir) / "curve.json"
-    return results.read_json(f)["points"] if f.is_file() else []
+    return json.loads(f.read_text())["points"] if f.is_file() else []
 
 
 def item_values(run_dir: str | Path, step: int, task: str, metric: str = "bits_per_byte"):

@@ -7,6 +7,7 @@ says what its interval covers and what the grid cannot answer.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ftstudy import analysis
@@ -190,3 +191,81 @@ def warnings(baselines: pd.DataFrame, threshold: float = 0.6) -> list[str]:
                    f"{100 * threshold:.0f}% of their {task} answers on one choice "
                    f"({', '.join(sorted(set(g['method'])))}).")
     return out
+
+
+def tuning(summary: pd.DataFrame) -> list[str]:
+    """What the learning-rate sweep chose and whether tuning changed the ranking on the
+    validation rows (default rate vs chosen rate, same trials, same budget)."""
+    if summary.empty:
+        return ["Each method trained at one configured learning rate (no `tuning` section): the "
+                "ranking may reflect those rates as much as the methods."]
+    lines = []
+    for (model, label, size, seed), g in summary.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
+        head = f"Trained on **{label}** (n={int(size)}, seed {seed}), {int(g['trials'].iloc[0])} trials per method"
+        chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (default {r['default_rate']:.3g})"
+                           if not np.isclose(r["chosen_rate"], r["default_rate"], rtol=1e-3) else " (its default)")
+                           for _, r in g.iterrows())
+        lines.append(f"{head}: chosen rates {chosen}.")
+        edge = g[g["edge"] != ""]
+        if len(edge):
+            lines.append("At the edge of the range tried (the best rate may lie beyond it): " + ", ".join(
+                f"{r['method']} ({r['edge']})" for _, r in edge.iterrows()) + ".")
+        both = g.dropna(subset=["validation_bpb", "validation_bpb_default"])
+        if len(both) >= 2:
+            before = " < ".join(both.sort_values("validation_bpb_default")["method"])
+            after = " < ".join(both.sort_values("validation_bpb")["method"])
+            same = before == after
+            lines.append(f"Validation bits/byte order (best first) at the default rates: {before}; at the chosen "
+                         f"rates: {after}: " + ("tuning did not change the ranking." if same else
+                                                "**tuning changed the ranking**.")
+                         + " One validation draw per trial: no interval on this order.")
+        if (g["failed"] > 0).any():
+            lines.append("Failed trials (a diverged rate loses): " + ", ".join(
+                f"{r['method']} {int(r['failed'])}" for _, r in g[g["failed"] > 0].iterrows()) + ".")
+    return lines
+
+
+def matched_forgetting(matched: pd.DataFrame) -> list[str]:
+    """Forgetting at matched learning, per training set and retention task."""
+    if matched.empty:
+        return ["No run kept a learning-forgetting curve (`training.eval_every` is 0)."]
+    lines = []
+    for (model, label, size, task), g in matched.groupby(["model", "train_data", "train_size", "forgetting_task"]):
+        level = g["matched_learning"].iloc[0]
+        if level <= 0:
+            lines.append(f"Trained on **{label}** (n={int(size)}): {g['note'].iloc[0]}, so forgetting "
+                         f"on {task} cannot be compared at matched learning.")
+            continue
+        parts = []
+        for _, r in g.sort_values("forgetting").iterrows():
+            ci = (f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if pd.notna(r.get("ci_low")) else "")
+            verdict = "outside the noise" if r.get("significant") else "inside the noise"
+            parts.append(f"{r['method']} {r['forgetting']:+.4f}{ci} ({verdict})")
+        lines.append(f"Trained on **{label}** (n={int(size)}), at the learning level every method reaches "
+                     f"({level:.4f} bits/byte gained on the target), forgetting on {task} in bits/byte "
+                     f"(positive: worse; 95% paired interval over {int(g['n'].max())} items; Holm-adjusted "
+                     f"sign-flip test): " + "; ".join(parts) + ".")
+    return lines
+
+
+def budget(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]:
+    """What every comparison held equal across methods, and what it did not."""
+    trained = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
+                   & ~runs["control"].fillna(False).astype(bool)]
+    if trained.empty:
+        return []
+    lines = []
+    for (label, size), g in trained.groupby(["train_data", "train_size"]):
+        steps = sorted(set(g["steps"].dropna().astype(int)))
+        tokens = g["train_tokens"].dropna()
+        equal = (f"{', '.join(map(str, steps))} optimizer steps" + (" (differs by method!)" if len(steps) > 1 else "")
+                 + f", the same {int(size)} examples in the same seeded order")
+        if len(tokens) and tokens.nunique() == 1:
+            equal += f", {int(tokens.iloc[0]):,} answer and prompt tokens"
+        rate = ("the learning rate chosen by an equal sweep on validation rows" if summary is not None
+                and not summary.empty else "each method's own configured learning rate (not tuned)")
+        lines.append(f"Trained on **{label}** (n={int(size)}): held equal: {equal}; {rate}. Not held equal: "
+                     f"wall time ({g['train_wall_s'].min():.0f}-{g['train_wall_s'].max():.0f} s of training), "
+                     f"peak memory ({g['peak_rss_mb'].min():.0f}-{g['peak_rss_mb'].max():.0f} MiB), trainable "
+                     f"parameters ({int(g['trainable_params'].min()):,}-{int(g['trainable_params'].max()):,}).")
+    return lines

@@ -10,7 +10,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from ftstudy import evaluate, executors, methods, paths, results, train, tuning
+from ftstudy import evaluate, executors, methods, paths, results, tables, train, tuning
 from ftstudy.cell import describe, run_id, staleness, status_of
 from ftstudy.params import Params
 
@@ -20,8 +20,9 @@ def _model_cell(name: str, entry) -> dict:
 
 
 def _named(cell: dict) -> dict:
+    """Name a cell by its content; tracking is not content (it records, never changes a run)."""
     cell["model_name"] = cell["model"]["name"]
-    cell["run_id"] = run_id({k: v for k, v in cell.items() if k != "run_id"})
+    cell["run_id"] = run_id({k: v for k, v in cell.items() if k not in ("run_id", "tracking")})
     return cell
 
 
@@ -86,6 +87,8 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
                             cells.append(cell)
     for c in cells:
         _named(c)
+        if params.tracking.report_to:
+            c["tracking"] = {**params.tracking.model_dump(), "run_name": f"{params.study}: {describe(c)}"}
     ids = [c["run_id"] for c in cells]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate cells in the grid")
@@ -179,7 +182,7 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
         todo = [c for c in _todo(cells, states, retry_failed, rerun_stale) if c["run_id"] not in attempted]
     for c in waiting:
         log(f"not run: {describe(c)}: {c['waiting']}")
-    results.collect(outputs, cells)
+    tables.collect(outputs, cells)
     return states
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 def fit(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int = 0, *,
         model_entry: dict | None = None, distributed: dict | None = None,
-        evaluation: dict | None = None, data_dir=None) -> dict:
+        evaluation: dict | None = None, data_dir=None, tracking: dict | None = None) -> dict:
     """Train a cell's model with a resolved method `spec`; return the cost and learning curve.
 
     With `distributed` = {"processes": N > 1, ...} (and the cell's `model_entry`, to rebuild
     the model in each rank) training runs on N ranks and `model` receives the trained weights.
     With `evaluation` and `training.eval_every` > 0 (single process only), its log-likelihood
-    tasks are scored along training (ftstudy.curves).
+    tasks are scored along training (ftstudy.curves). `tracking`: see ftstudy.trackers.
     """
     from ftstudy import train
 
@@ -34,13 +34,13 @@ def fit(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
             raise ValueError("training.eval_every (curves) needs a single training process")
         if model_entry is None:
             raise ValueError("distributed training needs the cell's model entry to rebuild the model")
-        return launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed)
+        return launch(model, tokenizer, examples, spec, run_dir, seed, model_entry, distributed, tracking)
     curve = {"evaluation": evaluation, "data_dir": data_dir} if evaluation else None
-    return train.train(model, tokenizer, examples, spec, run_dir, seed, curve=curve)
+    return train.train(model, tokenizer, examples, spec, run_dir, seed, curve=curve, tracking=tracking)
 
 
 def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path, seed: int,
-           model_entry: dict, distributed: dict) -> dict:
+           model_entry: dict, distributed: dict, tracking: dict | None = None) -> dict:
     """Train `model` with `distributed["processes"]` ranks; update it in place; return the cost."""
     from safetensors.torch import load_file
 
@@ -50,7 +50,7 @@ def launch(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pa
     with open(folder / "examples.jsonl", "w") as f:
         for e in examples:
             f.write(json.dumps(e) + "\n")
-    job = dict(spec=spec, seed=seed, model=model_entry, distributed=distributed)
+    job = dict(spec=spec, seed=seed, model=model_entry, distributed=distributed, tracking=tracking)
     (folder / "job.json").write_text(json.dumps(job, indent=2, default=str))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
@@ -93,7 +93,8 @@ def _rank_main(job_file: str) -> None:
     strategy = job["distributed"].get("strategy", "ddp")
     backend = job["distributed"].get("backend") or ("nccl" if torch.cuda.is_available() else "gloo")
     cost, trainer = train.train(model, tokenizer, examples, spec, folder / f"rank{rank}", job["seed"],
-                                processes=world, strategy=strategy, backend=backend, return_trainer=True)
+                                processes=world, strategy=strategy, backend=backend, return_trainer=True,
+                                tracking=job.get("tracking") if rank == 0 else None)
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers FSDP shards
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     digest = (sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)

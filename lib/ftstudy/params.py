@@ -153,6 +153,14 @@ class Tuning(_Strict):
         return v
 
 
+class Tracking(_Strict):
+    """Opt-in experiment tracking through the Trainer's integrations (ftstudy.trackers):
+    TensorBoard event files in each run folder, MLflow to a local file store, W&B offline.
+    Credentials come from the environment only."""
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    experiment: str | None = None  # MLflow experiment / W&B project (default: "ftstudy")
+
+
 class SlurmOptions(_Strict):
     """submitit's Slurm parameters (one job per cell); `additional` goes to sbatch as is."""
     partition: str | None = None
@@ -205,6 +213,7 @@ class Params(_Strict):
     # Absent: each method trains at its one configured rate. Present: a sweep (see Tuning).
     tuning: Tuning | None = None
     evaluation: Evaluation
+    tracking: Tracking = Field(default_factory=Tracking)
     executor: Executor = Field(default_factory=Executor)
     distributed: Distributed = Field(default_factory=Distributed)
 

@@ -190,3 +190,64 @@ def answer_distribution(baselines: pd.DataFrame, method: str = "base"):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _palette(methods) -> dict:
+    return dict(zip(sorted(set(methods)), sns.color_palette("colorblind", 10)))
+
+
+def sensitivity(trials: pd.DataFrame):
+    """Validation score against learning rate (log axis), one line per method and one panel
+    per (model, training data, size); a star marks the chosen rate, an open circle the
+    method's default. Flat lines: the method is forgiving; sharp ones: its rate matters."""
+    groups = list(trials.groupby(["model", "train_data", "train_size"]).groups) if not trials.empty else []
+    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False, figsize=(5.2 * max(1, len(groups)), 3.8))
+    palette = _palette(trials["method"]) if not trials.empty else {}
+    for ax, key in zip(axes[0], groups):
+        g = trials[(trials["model"] == key[0]) & (trials["train_data"] == key[1]) & (trials["train_size"] == key[2])]
+        for method, m in g.groupby("method"):
+            curve = m.groupby("learning_rate")["validation_bpb"].mean().sort_index()
+            ax.plot(curve.index, curve.values, "-o", color=palette[method], label=method, markersize=4)
+            chosen = m[m["selected"].astype(bool)]
+            ax.plot(chosen["learning_rate"], chosen["validation_bpb"], "*", color=palette[method],
+                    markersize=14, markeredgecolor="black")
+            default = m[np.isclose(m["learning_rate"], m["default_rate"], rtol=1e-3)]
+            ax.plot(default["learning_rate"], default["validation_bpb"], "o", mfc="none",
+                    markeredgecolor="black", markersize=10)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("validation bits/byte (lower is better)")
+        ax.set_title(f"{key[0]}, trained on {key[1]} (n={int(key[2])})\nscored on {g['validation_task'].iloc[0]}",
+                     fontsize=10)
+        ax.legend(fontsize=7, loc="best", title="★ chosen  ○ default", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def learning_forgetting_curves(path: pd.DataFrame, matched: pd.DataFrame | None = None):
+    """Along training: learning (x, bits/byte gained on the target task since step 0) against
+    forgetting (y, bits/byte lost on another held-out task), one line per method from its
+    step 0 at the origin; the dotted line is the matched learning level. Best is bottom right."""
+    groups = list(path.groupby(["model", "train_data", "train_size", "forgetting_task"]).groups) if not path.empty else []
+    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False, figsize=(5.2 * max(1, len(groups)), 4.0))
+    palette = _palette(path["method"]) if not path.empty else {}
+    for ax, key in zip(axes[0], groups):
+        g = path[(path["model"] == key[0]) & (path["train_data"] == key[1]) & (path["train_size"] == key[2])
+                 & (path["forgetting_task"] == key[3])]
+        for method, m in g.groupby("method"):
+            m = m.groupby("step")[["learning", "forgetting"]].mean().sort_index()  # seeds averaged
+            ax.plot(m["learning"], m["forgetting"], "-o", color=palette[method], label=method, markersize=4)
+        if matched is not None and not matched.empty:
+            level = matched[(matched["train_data"] == key[1]) & (matched["forgetting_task"] == key[3])
+                            & (matched["model"] == key[0])]["matched_learning"]
+            if len(level) and level.iloc[0] > 0:
+                ax.axvline(level.iloc[0], color="grey", ls=":", lw=1, label="matched learning")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_xlabel("learning: bits/byte gained on the target since step 0")
+        ax.set_ylabel(f"forgetting: bits/byte lost on {key[3]}")
+        ax.set_title(f"{key[0]}, trained on {key[1]} (n={int(key[2])})", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

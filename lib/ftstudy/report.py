@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy import paths, results
+from ftstudy import paths, results, tables
 from ftstudy.methods import REFERENCES
 from ftstudy.params import Params
 
@@ -190,7 +190,7 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     gen = book_dir / "generated"
     gen.mkdir(parents=True, exist_ok=True)
     cells = grid.expand(params)
-    results.collect(outputs, cells)
+    tables.collect(outputs, cells)
     (gen / "methods.md").write_text(methods_page(params, cells))
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))

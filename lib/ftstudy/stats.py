@@ -101,21 +101,28 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict
     """
     _, x, y = item_differences(a, b, metric)
     diff = y - x
+    if not len(diff) or not is_binary(x, y):
+        return mean_difference(diff, seed)
+    out = mean_difference(diff, seed, test=False)
+    gained = int(((x == 0) & (y == 1)).sum())
+    lost = int(((x == 1) & (y == 0)).sum())
+    out.update(gained=gained, lost=lost, test="mcnemar",
+               p_value=float(sps.binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
+               if gained + lost else 1.0)
+    return out
+
+
+def mean_difference(diff: np.ndarray, seed: int = 0, test: bool = True) -> dict:
+    """Mean of per-item differences, its percentile bootstrap 95% CI (none when every item
+    changed alike) and, with `test`, a sign-flip permutation p-value of the mean."""
+    diff = np.asarray(diff, dtype=float)
     out = dict(n=len(diff), mean_diff=float(diff.mean()) if len(diff) else np.nan,
                ci_low=np.nan, ci_high=np.nan, p_value=np.nan, test=None)
     if len(diff) >= 2 and not _constant(diff):
         ci = sps.bootstrap((diff,), np.mean, n_resamples=N_RESAMPLES, method="percentile",
                            random_state=np.random.default_rng(seed)).confidence_interval
         out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
-    if not len(diff):
-        return out
-    if is_binary(x, y):
-        gained = int(((x == 0) & (y == 1)).sum())
-        lost = int(((x == 1) & (y == 0)).sum())
-        out.update(gained=gained, lost=lost, test="mcnemar",
-                   p_value=float(sps.binomtest(min(gained, lost), gained + lost, 0.5).pvalue)
-                   if gained + lost else 1.0)
-    else:
+    if test and len(diff):
         out.update(test="sign-flip", p_value=sign_flip_p(diff, seed))
     return out
 

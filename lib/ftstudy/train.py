@@ -128,12 +128,13 @@ def dir_size_bytes(path: str | Path) -> int:
 
 def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Path,
           seed: int = 0, *, processes: int = 1, strategy: str = "ddp", backend: str | None = None,
-          return_trainer: bool = False, curve: dict | None = None):
+          return_trainer: bool = False, curve: dict | None = None, tracking: dict | None = None):
     """Train in place, in this process, with a resolved method `spec`; return the cost and
     learning curve. Under torchrun (ftstudy.launch) each rank calls this with `processes`,
     `strategy` and `backend` set. With `curve` = {"evaluation": ..., "data_dir": ...} and
     `eval_every` > 0, the log-likelihood tasks are scored along training (ftstudy.curves);
-    their time is not counted as training time.
+    their time is not counted as training time. `tracking` (params' `tracking` section) logs
+    the run to TensorBoard, MLflow or W&B (ftstudy.trackers).
     """
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -158,6 +159,9 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     autocast_bf16 = bool(spec["load"].get("master_fp32")) and spec.get("compute_dtype") == "bfloat16"
     run_dir = Path(run_dir)
     on_gpu = torch.cuda.is_available()
+    from ftstudy import trackers
+
+    tracker_args, tracker_callbacks = trackers.trainer_options(tracking, run_dir)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=cfg["max_steps"],
@@ -172,7 +176,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         logging_nan_inf_filter=False,  # else transformers hides NaN/inf losses from the logs
         save_strategy="steps" if cfg["keep_checkpoints"] else "no",
         save_steps=max(1, cfg["max_steps"] // 2),
-        report_to=[],
+        **tracker_args,
         seed=seed,
         data_seed=seed,
         bf16=autocast_bf16,
@@ -183,15 +187,15 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         **parallel,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    callbacks, tracker = [_log_callback(run_dir)], None
+    callbacks, curve_callback = [_log_callback(run_dir), *tracker_callbacks], None
     if cfg["eval_every"] and curve is not None:
         from ftstudy import curves
 
         if processes > 1:
             raise ValueError("training.eval_every needs a single training process")
-        tracker = curves.callback(model, tokenizer, curve["evaluation"], run_dir,
+        curve_callback = curves.callback(model, tokenizer, curve["evaluation"], run_dir,
                                   curve.get("data_dir"), cfg["eval_every"])
-        callbacks.append(tracker)
+        callbacks.append(curve_callback)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
                       callbacks=callbacks)
     if on_gpu:
@@ -200,7 +204,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     with AnonPeak() as anon:
         out = trainer.train()
     wall = time.perf_counter() - start
-    curve_s = tracker.wall_s if tracker else 0.0
+    curve_s = curve_callback.wall_s if curve_callback else 0.0
     wall -= curve_s  # training's cost excludes the in-training evaluation
     if autocast_bf16:  # accelerate left bf16 autocast around the model's forward: evaluation
         from accelerate.utils import extract_model_from_parallel  # must see plain fp32 weights
