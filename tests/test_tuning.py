@@ -132,3 +132,47 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
         first = stats.item_logliks(tmp_path / "curve" / "curve" / "step_00000", task)
         assert final.index.equals(last.index) and float((final - last).abs().max()) <= 1e-4
         assert float((final - first).abs().max()) > 1e-3  # the curve moved: not a constant series
+
+
+def _fake_curve(outputs, run_id, method, target, other):
+    """A run whose curve has mean bits/byte `target[k]` (4 equal items) on gsm8k_nll and
+    per-item values `other[k]` on alpaca_nll at steps 0, 2, 4."""
+    folder = outputs / "runs" / run_id
+    points = []
+    for k, step in enumerate((0, 2, 4)):
+        for task, values in (("gsm8k_nll", [target[k]] * 4), ("alpaca_nll", other[k])):
+            lm = folder / "curve" / f"step_{step:05d}" / "lm_eval" / task
+            lm.mkdir(parents=True)
+            (lm / "samples.jsonl").write_text("".join(json.dumps(
+                {"doc_id": i, "filter": "none", "metrics": ["bits_per_byte"], "bits_per_byte": v}) + "\n"
+                for i, v in enumerate(values)))
+        points.append({"step": step, "metrics": [
+            {"task": "gsm8k_nll", "metric": "bits_per_byte", "value": target[k]},
+            {"task": "alpaca_nll", "metric": "bits_per_byte", "value": sum(other[k]) / 4}]})
+    (folder / "curve.json").write_text(json.dumps({"points": points}))
+    results.write_json(folder / "metrics.json", {"cell": {"target_nll": "gsm8k_nll", "replayed_nll": []}})
+    return dict(run_id=run_id, status="done", model="m", method=method, train_data="gsm8k",
+                train_size=8, seed=0)
+
+
+def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
+    import pandas as pd
+
+    from ftstudy import analysis
+
+    v0 = [1.0, 1.0, 1.0, 1.0]
+    runs = pd.DataFrame([
+        # a learns 0.08 then 0.16; its retention items lose +0.1/+0.2, then +0.5/+0.6
+        _fake_curve(tmp_path, "a", "lora", [2.0, 1.92, 1.84], [v0, [1.1, 1.2, 1.1, 1.2], [1.5, 1.6, 1.5, 1.6]]),
+        # b learns 0.05 then 0.10 (the level both reach) and loses 0.3 on every item at the end
+        _fake_curve(tmp_path, "b", "full", [2.0, 1.95, 1.90], [v0, [1.1] * 4, [1.3] * 4]),
+    ])
+    curve = analysis.curve_table(tmp_path, runs)
+    assert set(curve["role"]) == {"target", "other"}
+    m = analysis.matched_forgetting(tmp_path, curve).set_index("method")
+    assert m["matched_learning"].iloc[0] == pytest.approx(0.10)
+    # a reaches 0.10 a quarter of the way from step 2 to 4: items +0.2 and +0.3, mean 0.25
+    assert m.loc["lora", "at_step"] == pytest.approx(2.5) and m.loc["lora", "forgetting"] == pytest.approx(0.25)
+    assert m.loc["lora", "ci_low"] <= 0.25 <= m.loc["lora", "ci_high"]
+    assert m.loc["full", "at_step"] == pytest.approx(4.0) and m.loc["full", "forgetting"] == pytest.approx(0.3)
+    assert pd.isna(m.loc["full", "ci_low"])  # every item changed alike: no interval
