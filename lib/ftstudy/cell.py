@@ -88,6 +88,7 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
             extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if not (tmp / "metrics.json").is_file():
             raise RuntimeError(f"{nb.name} finished without writing metrics.json")
+        record_lock(tmp / "env.json")
         status["status"] = "done"
     except Exception as e:  # the grid goes on; the executed notebook keeps the traceback
         status.update(status="failed", error=_short_error(e), traceback=traceback.format_exc())
@@ -97,6 +98,16 @@ def run_cell(cell: dict, outputs: Path, data_dir) -> str:
         shutil.rmtree(final)
     os.replace(tmp, final)
     return status["status"]
+
+
+def record_lock(env_file: Path) -> None:
+    """Add to a run's env.json the sha256 of the lock file its environment was installed from
+    (`requirements.lock`; see `make setup`), so a run names the exact package set."""
+    lock = paths.project_root() / "requirements.lock"
+    if env_file.is_file() and lock.is_file():
+        env = results.read_json(env_file)
+        env["lock"] = {"file": lock.name, "sha256": fingerprint.file_sha256(lock)}
+        results.write_json(env_file, env)
 
 
 def _short_error(e: Exception) -> str:
