@@ -13,7 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="execute every pending cell of a params file")
     r.add_argument("params")
-    r.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the cells, which are done, and the estimated wall time of the rest")
+    r.add_argument("--calibrate", action="store_true",
+                   help="measure this machine first (a few minutes, cached), so that cells of a shape "
+                        "that never ran here get an estimate")
     r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     r.add_argument("--rerun-stale", action="store_true",
                    help="rerun finished cells whose fingerprint (data, packages, tasks, code) changed")
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         from ftstudy import executors, grid
         overrides = {k: v for k in ("partition", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb")
                      if (v := getattr(args, k)) is not None}
+        if args.calibrate:
+            from ftstudy import calibrate, paths
+            calibrate.measure(params, paths.data_dir(params.data_dir))
         try:
             states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run,
                               executor=args.executor, slurm_options=overrides,

@@ -106,11 +106,12 @@ def shape(cell: dict) -> str:
                       sort_keys=True, default=str)
 
 
-def estimate_seconds(cells: list[dict], outputs: Path) -> tuple[float, int]:
-    """(seconds, cells estimated): the pending `cells`' wall time on this machine, each the
-    median wall of finished cells of the same shape (any grid in `outputs`) run on a CPU of
-    the same kind. Cells with no finished twin are not counted."""
-    from ftstudy import precision
+def estimate_seconds(cells: list[dict], outputs: Path, params: Params | None = None) -> dict:
+    """Estimated wall seconds of each of `cells` on this machine: the median wall of finished
+    cells of the same shape (any grid in `outputs`) run on a CPU of the same kind, else this
+    machine's cached calibration of the cell's model (`ftstudy.calibrate`, with `params`).
+    Returns {"seconds": {run id or index: s}, "from_twins": n, "from_calibration": n, "unknown": n}."""
+    from ftstudy import calibrate, precision
 
     here = precision.cpu_capability()
     walls: dict[str, list[float]] = {}
@@ -123,8 +124,33 @@ def estimate_seconds(cells: list[dict], outputs: Path) -> tuple[float, int]:
         if st.get("status") == "done" and cpu.get("torch_cpu_capability") == here["torch_cpu_capability"] \
                 and cpu.get("native_bf16") == here["native_bf16"]:
             walls.setdefault(shape(results.read_json(cell_file)), []).append(st["wall_s"])
-    known = [statistics.median(walls[shape(c)]) for c in cells if shape(c) in walls]
-    return sum(known), len(known)
+    cals = {m: calibrate.load(params, m) for m in params.models} if params is not None else {}
+    out = {"seconds": {}, "from_twins": 0, "from_calibration": 0, "unknown": 0}
+    for i, c in enumerate(cells):
+        key = c.get("run_id") or i
+        if shape(c) in walls:
+            out["seconds"][key] = statistics.median(walls[shape(c)])
+            out["from_twins"] += 1
+        elif cals.get(c["model_name"]):
+            out["seconds"][key] = calibrate.estimate(c, cals[c["model_name"]])
+            out["from_calibration"] += 1
+        else:
+            out["unknown"] += 1
+    return out
+
+
+def _estimate_line(est: dict, n: int) -> str:
+    minutes = sum(est["seconds"].values()) / 60
+    parts = []
+    if est["from_twins"]:
+        parts.append(f"{est['from_twins']} from finished cells of the same shape on this kind of CPU")
+    if est["from_calibration"]:
+        parts.append(f"{est['from_calibration']} from this machine's calibration")
+    line = f"estimated {minutes:.1f} min for {n - est['unknown']} of the {n} cells to run ({'; '.join(parts) or 'none'})"
+    if est["unknown"]:
+        line += (f"; {est['unknown']} have no estimate yet: `ftstudy run <params> --dry-run --calibrate` "
+                 "measures this machine (a few minutes, cached)")
+    return line
 
 
 def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=print,
@@ -154,11 +180,7 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
             f"{len(todo) + len(waiting)} to run ({kind} executor)"
             + (f", {len(waiting)} of them once their learning-rate trials have finished" if waiting else ""))
         if todo or waiting:
-            seconds, known = estimate_seconds(todo + waiting, outputs)
-            n = len(todo) + len(waiting)
-            log(f"estimated {seconds / 60:.1f} min for {known} of the {n} cells to run, from "
-                "finished cells of the same shape on this kind of CPU" + (
-                    f"; {n - known} have no finished twin yet, so no estimate" if known < n else ""))
+            log(_estimate_line(estimate_seconds(todo + waiting, outputs, params), len(todo) + len(waiting)))
         return states
     if why_stale and not rerun_stale:
         log(f"{len(why_stale)} finished cell(s) are stale (inputs changed since they ran); "
@@ -175,6 +197,9 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
     attempted: set[str] = set()
     while todo:  # a second round runs the study cells whose trials the first one finished
         attempted |= {c["run_id"] for c in todo}
+        est = estimate_seconds(todo, outputs, params)
+        if not est["unknown"]:  # the progress bar's ETA follows the estimate
+            options = {**options, "estimates": est["seconds"]}
         states.update(runner.run_cells(todo, outputs, data_dir, options, log=log))
         cells, waiting = plan(params, outputs)
         new_states, _ = _states(cells, outputs, data_dir)

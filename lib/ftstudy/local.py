@@ -18,9 +18,15 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
     from tqdm.auto import tqdm
 
     states = {}
-    bar = tqdm(cells, desc="grid", unit="cell")
+    estimates = options.get("estimates") or {}
+    if all(c["run_id"] in estimates for c in cells):  # ETA from estimated seconds of work
+        bar = tqdm(total=round(sum(estimates[c["run_id"]] for c in cells)), desc=f"grid, {len(cells)} cells",
+                   unit="s", bar_format="{desc}: {percentage:3.0f}%|{bar}| est. {n_fmt}/{total_fmt} s of work "
+                                        "[{elapsed}<{remaining}{postfix}]")
+    else:
+        bar = tqdm(total=len(cells), desc="grid", unit="cell")
     with ThreadPoolExecutor(1) as pool:
-        for i, cell in enumerate(bar, 1):
+        for i, cell in enumerate(cells, 1):
             start = time.time()
             name = f"[{i}/{len(cells)}] {describe(cell)}"
             future = pool.submit(run_cell, cell, outputs, data_dir)
@@ -29,6 +35,8 @@ def run_cells(cells: list[dict], outputs: Path, data_dir, options: dict, log=pri
                            line=lambda text: bar.write(f"{name}: {text}"),
                            line_every_s=float(options.get("progress_line_s", 10)))
             states[cell["run_id"]] = future.result()
+            bar.update(round(estimates[cell["run_id"]]) if bar.unit == "s" else 1)
             (bar.write if log is print else log)(f"[{i}/{len(cells)}] {states[cell['run_id']]:6s} {cell['run_id']} {describe(cell)} "
                 f"({time.time() - start:.0f} s)")
+    bar.close()
     return states
