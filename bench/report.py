@@ -18,6 +18,9 @@ make bench                                  # every section below, then this fil
 .venv/bin/python bench/train_overhead.py    # 1. kit cell vs bare transformers + PEFT
 .venv/bin/python bench/memory.py            # 5. peak memory per method, 135M and 1B shape
 .venv/bin/python bench/gpu_check.py         # 6. on a GPU machine only
+.venv/bin/python bench/cell_profile.py      # 7. where a default cell's time goes
+.venv/bin/ftstudy run params/cpu-sweep.yaml && .venv/bin/python bench/sweep_profile.py   # 9.
+.venv/bin/python bench/estimate_check.py params/cpu-sweep.yaml  # 8. (after 9)
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
 
@@ -148,6 +151,57 @@ def gpu_section(r) -> list[str]:
     return out
 
 
+def profile_section(r) -> list[str]:
+    """Where one default cell's time goes, and what that means for the default grid."""
+    tasks = list(r["eval_lora"])
+    out = [f"One default-shape cell in one process (`bench/cell_profile.py`): SmolLM2-135M in {r['compute_dtype']}, "
+           f"LoRA trained {r['train_steps']} steps on GSM8K, then every task of `params/cpu.yaml` scored on "
+           "the trained model and on the 4-bit base.", "",
+           "| phase | seconds |", "|---|---|",
+           f"| imports (torch, transformers, PEFT, lm-eval) | {r['import_s']:.1f} |",
+           f"| model load (GGUF, cached conversion) | {r['load_s']:.1f} |",
+           f"| training, {r['train_steps']} steps | {r['train_s']:.1f} |"]
+    for label, key in (("", "eval_lora"), (" (4-bit base)", "eval_base_4bit")):
+        for t in tasks:
+            e = r[key][t]
+            out.append(f"| evaluate {t}{label}: {e['limit']} items (build {e['build_s']:.1f} s) | {e['evaluate_s']:.1f} |")
+    ev = sum(e["evaluate_s"] + e["build_s"] for e in r["eval_lora"].values())
+    ev4 = sum(e["evaluate_s"] + e["build_s"] for e in r["eval_base_4bit"].values())
+    out += ["", f"Evaluation takes {ev:.0f} s of a cell ({ev4:.0f} s on the 4-bit base), training "
+            f"{r['train_s']:.0f} s, imports and loading {r['import_s'] + r['load_s']:.0f} s. The default grid "
+            f"evaluates 20 cells (16 unquantised, 4 in 4-bit): evaluation alone is about "
+            f"{(16 * ev + 4 * ev4) / 60:.0f} minutes on this CPU, so the 20-minute target for `make study` "
+            f"is **{'met' if (16 * ev + 4 * ev4) <= 1200 else 'missed'}** here without cutting evaluated items; "
+            "every phase is compute-bound (a forward pass of the 135M model runs at the CPU's fp32 matmul "
+            "rate), not overhead. `--dry-run --calibrate` says how long the default will take before it runs."]
+    return out
+
+
+def estimate_section(r) -> list[str]:
+    out = ["`bench/estimate_check.py`: this machine calibrated as a fresh one would be (`--dry-run "
+           "--calibrate`), every cell of a finished grid estimated from that calibration alone, against "
+           "the wall times the grid recorded. Target: within a factor of 1.5.", "",
+           "| params | cells | real (sum of cell walls) | estimated | ratio | calibration took | target |",
+           "|---|---|---|---|---|---|---|"]
+    for path, g in r["grids"].items():
+        out.append(f"| {path} | {g['cells']} | {fmt_s(g['real_s'])} | {fmt_s(g['estimated_s'])} | "
+                   f"{g['ratio']:.2f} | {g['calibration_s']:.0f} s | {verdict(1 / 1.5 <= g['ratio'] <= 1.5)} |")
+    return out
+
+
+def sweep_section(r) -> list[str]:
+    out = [f"`params/cpu-sweep.yaml` from a clean output folder: {r['cells']} cells "
+           f"({r['trials']} learning-rate trials, {r['study_runs']} study runs at the chosen rates with "
+           f"curves, {r['references']} references). Wall time, first cell start to last cell end: "
+           f"**{fmt_s(r['wall_s'])}** (target: under an hour: {verdict(r['wall_s'] <= 3600)}). "
+           f"Cells that failed: {r['failed']}.", "",
+           "| method | trials, wall (s) | study run, wall (s) | chosen rate | default rate |", "|---|---|---|---|---|"]
+    for m in r["methods"]:
+        out.append(f"| {m['method']} | {m['trials_wall_s']:.0f} | {m['run_wall_s']:.0f} | {m['chosen_rate']:.3g} | "
+                   f"{m['default_rate']:.3g} |")
+    return out
+
+
 def figures(results: dict) -> dict:
     """PNG figures beside the JSON results: kit/bare ratios and peak memory per method."""
     import matplotlib
@@ -199,7 +253,10 @@ SECTIONS = [("study", "4. The study", study_section),
             ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
             ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
             ("notebook_overhead", "3. Notebook overhead per cell", notebook_section),
-            ("memory", "5. Memory per method", memory_section)]
+            ("memory", "5. Memory per method", memory_section),
+            ("profile", "7. Where a cell's time goes", profile_section),
+            ("estimate", "8. The dry-run estimate against the real run", estimate_section),
+            ("sweep", "9. The learning-rate sweep profile", sweep_section)]
 
 
 def cpu_label(r: dict) -> str:

@@ -190,17 +190,36 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     gen = book_dir / "generated"
     gen.mkdir(parents=True, exist_ok=True)
     cells = grid.expand(params)
+    print(f"report: collecting the tables of {len(cells)} cells", flush=True)
     tables.collect(outputs, cells)
     (gen / "methods.md").write_text(methods_page(params, cells))
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))
     executed = gen / "analysis.ipynb"
+    print("report: executing the analysis notebook", flush=True)
     papermill.execute_notebook(
         str(root / "notebooks" / "analysis.ipynb"), str(executed),
         parameters={"outputs_dir": str(outputs), "study": params.study},
-        cwd=str(root), progress_bar=False)
+        cwd=str(root), progress_bar={"desc": "report: analysis cells", "unit": "cell"},
+        extra_arguments=["--IPKernelApp.log_level=ERROR"])
     _hide_parameter_cells(executed)
     if book:
-        subprocess.run([_bin("jupyter-book"), "build", str(book_dir), "--quiet"], check=True)
+        _with_heartbeat([_bin("jupyter-book"), "build", str(book_dir), "--quiet"], "report: building the book")
         print(f"book: {book_dir / '_build' / 'html' / 'index.html'}")
     return book_dir
+
+
+def _with_heartbeat(cmd: list[str], what: str, every_s: float = 10.0) -> None:
+    """Run `cmd`, printing that it is still running every `every_s` seconds."""
+    import time
+
+    start = time.time()
+    proc = subprocess.Popen(cmd)
+    while True:
+        try:
+            proc.wait(timeout=every_s)
+            break
+        except subprocess.TimeoutExpired:
+            print(f"{what} ({time.time() - start:.0f} s)", flush=True)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)

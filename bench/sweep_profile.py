@@ -1,0 +1,55 @@
+"""Summarise a finished run of the learning-rate sweep profile (`params/cpu-sweep.yaml`):
+wall time from the first cell's start to the last cell's end, per-method trial and run
+walls, chosen rates. Run the grid first (`ftstudy run params/cpu-sweep.yaml` from a clean
+output folder), then:
+
+    python bench/sweep_profile.py [params/cpu-sweep.yaml]
+"""
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from common import ROOT, save
+
+import ftstudy  # noqa: F401
+from ftstudy import analysis, grid, methods, params, results, tables
+
+
+def main():
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "params" / "cpu-sweep.yaml")
+    p = params.load(path)
+    outputs = Path(p.output_dir).resolve()
+    cells, waiting = grid.plan(p, outputs)
+    if waiting:
+        raise SystemExit(f"{len(waiting)} study runs still wait for their trials: run the grid first")
+    spans, states = [], {}
+    for c in cells:
+        st = results.read_json(outputs / "runs" / c["run_id"] / "status.json")
+        start = datetime.strptime(st["started"], "%Y-%m-%dT%H:%M:%S").timestamp()
+        spans.append((start, start + st["wall_s"]))
+        states[c["run_id"]] = st
+    tables.collect(outputs, cells)
+    summary = analysis.tuning_summary(analysis.load_tuning(outputs))
+    rows = []
+    for method in p.methods:
+        trial_ids = [c["run_id"] for c in cells if c["method"] == method and c.get("trial")]
+        run_ids = [c["run_id"] for c in cells if c["method"] == method and not c.get("trial")]
+        s = summary[summary["method"] == method]
+        rows.append(dict(method=method, trials_wall_s=sum(states[i]["wall_s"] for i in trial_ids),
+                         run_wall_s=sum(states[i]["wall_s"] for i in run_ids),
+                         chosen_rate=float(s["chosen_rate"].iloc[0]) if len(s) else float("nan"),
+                         default_rate=methods.resolve(method)["training"]["learning_rate"]))
+    out = dict(params=str(path.relative_to(ROOT)), cells=len(cells),
+               trials=sum(bool(c.get("trial")) for c in cells),
+               references=sum(c["method"] in methods.REFERENCES for c in cells),
+               study_runs=sum(not c.get("trial") and c["method"] not in methods.REFERENCES for c in cells),
+               failed=sum(st["status"] != "done" for st in states.values()),
+               wall_s=max(e for _, e in spans) - min(s for s, _ in spans), methods=rows,
+               summarised=time.strftime("%Y-%m-%d %H:%M:%S"))
+    print(f"{out['cells']} cells, wall {out['wall_s'] / 60:.1f} min, failed {out['failed']}")
+    save("sweep", out)
+
+
+if __name__ == "__main__":
+    main()
