@@ -172,8 +172,9 @@ def profile_section(r) -> list[str]:
             f"evaluates 20 cells (16 unquantised, 4 in 4-bit): evaluation alone is about "
             f"{(16 * ev + 4 * ev4) / 60:.0f} minutes on this CPU, so the 20-minute target for `make study` "
             f"is **{'met' if (16 * ev + 4 * ev4) <= 1200 else 'missed'}** here without cutting evaluated items; "
-            "every phase is compute-bound (a forward pass of the 135M model runs at the CPU's fp32 matmul "
-            "rate), not overhead. `--dry-run --calibrate` says how long the default will take before it runs."]
+            "overhead is not where the time goes (imports and loading are the small rows above; the rest is "
+            "the model's forward and backward passes), so only fewer items or fewer cells would meet it. "
+            "`--dry-run --calibrate` says how long the default will take on a machine before it runs."]
     return out
 
 

@@ -176,3 +176,26 @@ def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
     assert m.loc["lora", "ci_low"] <= 0.25 <= m.loc["lora", "ci_high"]
     assert m.loc["full", "at_step"] == pytest.approx(4.0) and m.loc["full", "forgetting"] == pytest.approx(0.3)
     assert pd.isna(m.loc["full", "ci_low"])  # every item changed alike: no interval
+
+
+def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices():
+    import pandas as pd
+
+    from ftstudy import analysis, findings
+
+    rows = []
+    # at default rates lora (1.50) beats ia3 (1.60); at chosen rates ia3 (1.20) beats lora (1.40)
+    for method, default, scores in (("lora", 2e-4, {1e-4: 1.55, 2e-4: 1.50, 4e-4: 1.40}),
+                                    ("ia3", 3e-3, {1.5e-3: 1.70, 3e-3: 1.60, 6e-3: 1.20})):
+        for rate, score in scores.items():
+            rows.append(dict(model="m", method=method, train_data="gsm8k", train_size=8, seed=0,
+                             learning_rate=rate, validation_task="gsm8k_val_nll", validation_bpb=score,
+                             status="done", wall_s=10.0, selected=rate == min(scores, key=scores.get),
+                             default_rate=default))
+    summary = analysis.tuning_summary(pd.DataFrame(rows))
+    assert list(summary["edge"]) == ["largest", "largest"] and list(summary["sweep_wall_s"]) == [30.0, 30.0]
+    text = " ".join(findings.tuning(summary))
+    assert "at the default rates: lora < ia3" in text and "at the chosen rates: ia3 < lora" in text
+    assert "tuning changed the ranking" in text and "ia3 (largest)" in text
+    unchanged = summary.assign(validation_bpb_default=summary["method"].map({"ia3": 1.3, "lora": 1.5}))  # ia3 ahead at both
+    assert "tuning did not change the ranking" in " ".join(findings.tuning(unchanged))
