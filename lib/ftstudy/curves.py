@@ -29,11 +29,16 @@ def step_folder(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / FOLDER / f"step_{step:05d}"
 
 
-def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
+def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, compute_dtype: str):
     """A Trainer callback scoring the curve tasks at step 0, every `every` steps and at the
     last step. Random states are saved and restored around each evaluation (lm-eval reseeds
     them), so a run with a curve trains exactly as it would without one; `.wall_s` is the
-    time it spent."""
+    time it spent, and `.peak` (a `train.AnonPeak`, when set) is paused meanwhile, so the
+    training's peak memory does not include the evaluation's.
+
+    Curves are scored in the precision the model trains in; they must agree with the final
+    evaluation's, or methods would be scored along training with different roundings (e.g.
+    full fine-tuning's fp32 weights under bf16 autocast vs a LoRA adapter kept in fp32)."""
     import numpy as np
     import torch
     from lm_eval.tasks import TaskManager
@@ -42,6 +47,10 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     from ftstudy import evaluate
 
     ev = evaluate.resolve(evaluation)
+    if compute_dtype != ev["dtype"]:
+        raise ValueError(f"training.eval_every: curves are scored in the training precision "
+                         f"({compute_dtype}), the final evaluation in evaluation.dtype ({ev['dtype']}); "
+                         "set both alike (e.g. evaluation.dtype: bfloat16, or the model's dtype: float32)")
     ev["tasks"] = tasks_of(ev)
     chat = bool(getattr(tokenizer, "chat_template", None))
     run_dir = Path(run_dir)
@@ -52,6 +61,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
         def __init__(self):
             self.points: list[dict] = []
             self.wall_s = 0.0
+            self.peak = None
 
         def score(self, step: int) -> None:
             if not ev["tasks"] or any(p["step"] == step for p in self.points):
@@ -60,12 +70,16 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             states = random.getstate(), np.random.get_state(), torch.get_rng_state()
             was_training = model.training
             model.eval()
+            if self.peak is not None:
+                self.peak.paused = True
             try:
                 with torch.no_grad():
                     out, items = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
                                                     manager, chat, progress_dir=run_dir,
                                                     label=f"curve at step {step}:")
             finally:
+                if self.peak is not None:
+                    self.peak.paused = False
                 model.train(was_training)
                 random.setstate(states[0])
                 np.random.set_state(states[1])

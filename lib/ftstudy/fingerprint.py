@@ -97,9 +97,10 @@ def task_hashes(tasks) -> dict[str, str]:
 
 # Modules that plan, run, tabulate or report cells but never compute a cell's numbers: editing
 # them does not make a finished cell stale.
+# (`cell` is not among them: it maps a cell to the notebook's parameters.)
 REPORT_ONLY = {"analysis", "findings", "plots", "report", "stats", "tables", "grid", "executors",
-               "local", "slurm", "cli", "tuning", "cell", "progress", "params", "fingerprint", "calibrate",
-               "__main__"}
+               "local", "slurm", "cli", "tuning", "progress", "params", "fingerprint", "calibrate",
+               "trackers", "__main__"}
 
 
 def code_hash(notebook: Path) -> dict[str, str]:

@@ -94,7 +94,8 @@ def _rank_main(job_file: str) -> None:
     backend = job["distributed"].get("backend") or ("nccl" if torch.cuda.is_available() else "gloo")
     cost, trainer = train.train(model, tokenizer, examples, spec, folder / f"rank{rank}", job["seed"],
                                 processes=world, strategy=strategy, backend=backend, return_trainer=True,
-                                tracking=job.get("tracking") if rank == 0 else None)
+                                tracking={**job["tracking"], "run_dir": str(folder.parent)}
+                                if rank == 0 and job.get("tracking") else None)
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers FSDP shards
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     digest = (sum(float(p.detach().double().sum()) for p in model.parameters() if p.requires_grad)

@@ -388,6 +388,22 @@ def check_environment(params: Params, path: Path) -> None:
         for name, m in params.models.items():
             if m.dtype == "float16":
                 problems.append(f"models.{name}.dtype: float16 needs a GPU; on CPU use bfloat16 or float32")
+    import importlib.util
+
+    for name in params.tracking.report_to:
+        if importlib.util.find_spec(name) is None:
+            problems.append(f"tracking.report_to: {name} is not installed (pip install {name}); "
+                            "only tensorboard comes with ftstudy")
+    curves = params.training.eval_every or any(m.training.get("eval_every") for m in params.methods.values())
+    if curves:
+        from ftstudy import precision
+
+        for name, m in params.models.items():
+            dtype = precision.resolve_dtype(m.dtype)
+            if dtype != params.evaluation.dtype:
+                problems.append(f"training.eval_every: curves are scored in the training precision, which is "
+                                f"{dtype} for models.{name} on this machine, and the final evaluation in "
+                                f"evaluation.dtype {params.evaluation.dtype}; set both alike")
     out = Path(params.output_dir)
     probe = next((p for p in [out, *out.parents] if p.exists()), Path("."))
     try:

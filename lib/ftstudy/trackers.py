@@ -24,10 +24,12 @@ def _names(tracking: dict | None) -> list[str]:
 
 
 def trainer_options(tracking: dict | None, run_dir: str | Path) -> tuple[dict, list]:
-    """(TrainingArguments keywords, extra callbacks) for a run's trackers."""
+    """(TrainingArguments keywords, extra callbacks) for a run's trackers. `tracking["run_dir"]`,
+    when set (a torchrun rank), names the cell's folder instead of `run_dir`."""
     names = _names(tracking)
     if not names:
         return {"report_to": []}, []
+    run_dir = tracking.get("run_dir") or run_dir
     callbacks = []
     if "tensorboard" in names:  # our own writer: the event files belong in the run folder
         from torch.utils.tensorboard import SummaryWriter
@@ -65,10 +67,11 @@ def log_scores(tracking: dict | None, run_dir: str | Path, record: dict) -> None
 
         last = mlflow.last_active_run()
         with mlflow.start_run(run_id=last.info.run_id if last else None, run_name=tracking.get("run_name")):
-            mlflow.log_metrics({k.replace("/", ".").replace(",", "_"): v for k, v in scores.items()}, step=step)
+            mlflow.log_metrics(scores, step=step)
     if "wandb" in names:
         import wandb
 
         run = wandb.run or wandb.init(name=tracking.get("run_name"))
-        run.log(scores, step=step)
+        # no step=: W&B's own step is past the trainer's last one and would drop the scores
+        run.log({**scores, "train/global_step": step})
         run.finish()

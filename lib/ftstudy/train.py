@@ -81,10 +81,11 @@ def anon_rss_mb() -> float:
 
 class AnonPeak:
     """Samples `anon_rss_mb` in a background thread (every `every_s`) while a block runs;
-    `.peak_mb` is the highest value seen (Linux; NaN elsewhere)."""
+    `.peak_mb` is the highest value seen (Linux; NaN elsewhere). While `.paused` is set (an
+    in-training evaluation) samples are not taken."""
 
     def __init__(self, every_s: float = 0.02):
-        self.every_s, self.peak_mb = every_s, anon_rss_mb()
+        self.every_s, self.peak_mb, self.paused = every_s, anon_rss_mb(), False
 
     def __enter__(self):
         import threading
@@ -96,7 +97,8 @@ class AnonPeak:
 
     def _run(self):
         while not self._stop.wait(self.every_s):
-            self.peak_mb = max(self.peak_mb, anon_rss_mb())
+            if not self.paused:
+                self.peak_mb = max(self.peak_mb, anon_rss_mb())
 
     def __exit__(self, *exc):
         self._stop.set()
@@ -193,8 +195,8 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
 
         if processes > 1:
             raise ValueError("training.eval_every needs a single training process")
-        curve_callback = curves.callback(model, tokenizer, curve["evaluation"], run_dir,
-                                  curve.get("data_dir"), cfg["eval_every"])
+        curve_callback = curves.callback(model, tokenizer, curve["evaluation"], run_dir, curve.get("data_dir"),
+                                         cfg["eval_every"], spec.get("compute_dtype") or "float32")
         callbacks.append(curve_callback)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
                       callbacks=callbacks)
@@ -202,6 +204,8 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     with AnonPeak() as anon:
+        if curve_callback:
+            curve_callback.peak = anon
         out = trainer.train()
     wall = time.perf_counter() - start
     curve_s = curve_callback.wall_s if curve_callback else 0.0
