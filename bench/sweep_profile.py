@@ -13,7 +13,7 @@ from pathlib import Path
 from common import ROOT, save
 
 import ftstudy  # noqa: F401
-from ftstudy import analysis, grid, methods, params, results, tables
+from ftstudy import analysis, grid, methods, params, results, tables, tuning
 
 
 def main():
@@ -29,7 +29,7 @@ def main():
         start = datetime.strptime(st["started"], "%Y-%m-%dT%H:%M:%S").timestamp()
         spans.append((start, start + st["wall_s"]))
         states[c["run_id"]] = st
-    tables.collect(outputs, cells)
+    tables.collect(outputs, cells, tuning.configured_rates(p))
     summary = analysis.tuning_summary(analysis.load_tuning(outputs))
     rows = []
     for method in p.methods:
@@ -39,7 +39,7 @@ def main():
         rows.append(dict(method=method, trials_wall_s=sum(states[i]["wall_s"] for i in trial_ids),
                          run_wall_s=sum(states[i]["wall_s"] for i in run_ids),
                          chosen_rate=float(s["chosen_rate"].iloc[0]) if len(s) else float("nan"),
-                         default_rate=methods.resolve(method)["training"]["learning_rate"]))
+                         default_rate=tuning.configured_rates(p)[method]))
     out = dict(params=str(path.relative_to(ROOT)), cells=len(cells),
                trials=sum(bool(c.get("trial")) for c in cells),
                references=sum(c["method"] in methods.REFERENCES for c in cells),

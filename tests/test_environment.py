@@ -27,6 +27,12 @@ def test_installed_packages_match_the_lock():
     assert not wrong, f"installed packages differ from requirements.lock (locked, installed): {wrong}"
 
 
+def test_setup_installs_the_lock_with_hashes():
+    make = (ROOT / "Makefile").read_text()
+    setup = make.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    assert "--require-hashes" in setup and "-r requirements.lock" in setup and "requirements.txt" not in setup
+
+
 def test_every_direct_requirement_is_locked_at_its_pin():
     pins = locked()
     for line in (ROOT / "requirements.txt").read_text().splitlines():

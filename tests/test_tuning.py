@@ -17,6 +17,10 @@ def test_validation_training_and_test_items_are_disjoint(train_set, data_dir):
     test = {p for p, _ in data.heldout_pairs(spec["target_nll"], data_dir)}
     assert len(validation) == data.VALIDATION_ROWS and len(test) > 0 and len(training) > 4000
     assert not training & validation and not training & test and not validation & test
+    # the files lm-eval reads hold exactly those parts
+    for task, part in ((spec["validation_nll"], validation), (spec["target_nll"], test)):
+        scored = {json.loads(line)["prompt"] for line in data.heldout_jsonl(task, data_dir).read_text().splitlines()}
+        assert scored == part
     if train_set == "gsm8k_train":  # lm-eval's GSM8K task scores the test split: never trained on
         assert not training & {r["question"] for r in data.load_records("gsm8k", "test", data_dir)}
 
@@ -28,14 +32,15 @@ def test_selection_picks_the_lowest_validation_score_ties_to_the_smaller_rate():
     assert tuning.select({1e-3: None}) is None
 
 
-def _fake_trial(outputs, cell, score=None, status="done"):
+def _fake_trial(outputs, cell, score=None, status="done", error=None):
     folder = outputs / "runs" / cell["run_id"]
     folder.mkdir(parents=True)
     results.write_json(folder / "cell.json", cell)
-    results.write_json(folder / "status.json", {"status": status, "wall_s": 1.0})
-    task = tuning.validation_task(cell["mix"])
-    results.write_json(folder / "metrics.json", {"cell": cell, "metrics": [
-        {"task": task, "metric": "bits_per_byte", "value": score}] if score is not None else []})
+    results.write_json(folder / "status.json", {"run_id": cell["run_id"], "method": cell["method"], "status": status,
+                                                 "wall_s": 1.0, "error": error})
+    metrics = ([{"task": tuning.validation_task(cell["mix"]), "metric": "bits_per_byte", "value": score}]
+               if score is not None else [])
+    results.write_json(folder / "metrics.json", {"cell": cell, "metrics": metrics})
 
 
 def test_grid_runs_trials_first_then_the_study_run_at_the_chosen_rate(tmp_path, data_dir, tiny_model_dir):
@@ -55,8 +60,42 @@ def test_grid_runs_trials_first_then_the_study_run_at_the_chosen_rate(tmp_path, 
     chosen = {c["method"]: c["training"]["learning_rate"] for c in cells
               if not c.get("trial") and c["method"] not in methods.REFERENCES}
     assert not waiting and chosen == {"lora": 2e-4, "ia3": 3e-3}
-    table = tuning.table(tables.run_records(tmp_path / "out"))
+    table = tuning.table(tables.run_records(tmp_path / "out"), tuning.configured_rates(p))
     assert sorted(table[table["selected"]]["learning_rate"]) == [2e-4, 3e-3]
+    assert dict(zip(table["method"], table["default_rate"])) == {"lora": 2e-4, "ia3": 3e-3}
+
+
+def test_grid_run_trains_the_study_runs_in_a_second_round(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+    """An executor that records what it is asked and fakes each cell's outcome: round one gets
+    the references and every trial; round two the study runs, at the rates their trials chose."""
+    import sys
+    import types
+
+    from ftstudy import executors
+
+    rounds = []
+
+    def run_cells(cells, outputs, data_dir, options, log=print):
+        rounds.append([(c["method"], bool(c.get("trial")), c["training"]["learning_rate"] if c.get("training") else None)
+                       for c in cells])
+        for c in cells:
+            rate = (c.get("training") or {}).get("learning_rate") or 0
+            _fake_trial(outputs, c, score=abs(rate - 2e-4) if c.get("trial") else None)  # best: 2e-4
+        return {c["run_id"]: "done" for c in cells}
+
+    module = types.ModuleType("ftstudy_test_recorder")
+    module.check_available, module.run_cells = (lambda: None), run_cells
+    monkeypatch.setitem(sys.modules, "ftstudy_test_recorder", module)
+    monkeypatch.setitem(executors.REGISTRY, "recorder", "ftstudy_test_recorder")
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 tuning={"factors": [0.5, 1, 2]}, executor={"kind": "recorder"}))
+    lines = []
+    states = grid.run(p, log=lines.append)
+    assert rounds[0] == [("base", False, None), ("lora", True, 1e-4), ("lora", True, 2e-4), ("lora", True, 4e-4)]
+    assert rounds[1] == [("lora", False, 2e-4)] and len(rounds) == 2
+    assert len(states) == 5 and set(states.values()) == {"done"}
+    assert "(1 after their learning-rate trials)" in lines[0]
+    assert grid.run(p, log=lines.append) and len(rounds) == 2  # all done: nothing is run again
 
 
 def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_model_dir):
@@ -66,8 +105,15 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
     _fake_trial(tmp_path / "out", trials[0], 1.0)
     cells, waiting = grid.plan(p)
     assert len(waiting) == 1 and "1 of 2" in waiting[0]["waiting"]
-    _fake_trial(tmp_path / "out", trials[1], status="failed")
-    assert grid.plan(p)[1] == []  # a failed (diverged) trial loses; the other is chosen
+    _fake_trial(tmp_path / "out", trials[1], status="failed", error="OutOfMemoryError: ...")
+    assert "other than divergence" in grid.plan(p)[1][0]["waiting"]  # says nothing about the rate: wait
+    import shutil
+    shutil.rmtree(tmp_path / "out" / "runs" / trials[1]["run_id"])
+    _fake_trial(tmp_path / "out", trials[1], status="failed", error="NonFiniteLoss: loss became nan at step 2")
+    cells, waiting = grid.plan(p)
+    assert waiting == []  # a diverged trial loses; the other rate is chosen
+    assert next(c for c in cells if c["method"] == "lora" and not c.get("trial"))["training"]["learning_rate"] == \
+        trials[0]["training"]["learning_rate"]
 
 
 @pytest.mark.parametrize("mutate, expect", [
@@ -169,13 +215,17 @@ def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
     ])
     curve = analysis.curve_table(tmp_path, runs)
     assert set(curve["role"]) == {"target", "other"}
-    m = analysis.matched_forgetting(tmp_path, curve).set_index("method")
+    m, between = analysis.matched_forgetting(tmp_path, curve)
+    m = m.set_index("method")
     assert m["matched_learning"].iloc[0] == pytest.approx(0.10)
     # a reaches 0.10 a quarter of the way from step 2 to 4: items +0.2 and +0.3, mean 0.25
     assert m.loc["lora", "at_step"] == pytest.approx(2.5) and m.loc["lora", "forgetting"] == pytest.approx(0.25)
-    assert m.loc["lora", "ci_low"] <= 0.25 <= m.loc["lora", "ci_high"]
     assert m.loc["full", "at_step"] == pytest.approx(4.0) and m.loc["full", "forgetting"] == pytest.approx(0.3)
     assert pd.isna(m.loc["full", "ci_low"])  # every item changed alike: no interval
+    # between methods, item by item: full - lora = 0.3 - (0.2, 0.3, 0.2, 0.3)
+    [row] = between.to_dict("records")
+    assert (row["method"], row["other"]) == ("full", "lora") and row["difference"] == pytest.approx(0.05)
+    assert row["n"] == 4 and row["p_value"] == pytest.approx(0.5)  # two items of +0.1: 2 of 4 sign patterns as extreme
 
 
 def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices():
@@ -195,7 +245,14 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
     summary = analysis.tuning_summary(pd.DataFrame(rows))
     assert list(summary["edge"]) == ["largest", "largest"] and list(summary["sweep_wall_s"]) == [30.0, 30.0]
     text = " ".join(findings.tuning(summary))
-    assert "at the default rates: lora < ia3" in text and "at the chosen rates: ia3 < lora" in text
-    assert "tuning changed the ranking" in text and "ia3 (largest)" in text
+    assert "at the configured rates: lora < ia3; at the chosen rates: ia3 < lora" in text
+    assert "the order of point estimates changed" in text and "ia3 (largest)" in text
     unchanged = summary.assign(validation_bpb_default=summary["method"].map({"ia3": 1.3, "lora": 1.5}))  # ia3 ahead at both
-    assert "tuning did not change the ranking" in " ".join(findings.tuning(unchanged))
+    assert "the same order" in " ".join(findings.tuning(unchanged))
+    # a flip is claimed only where the paired test separates the pair at both rates, opposite signs
+    ident = dict(model="m", train_data="gsm8k", train_size=8, seed=0, method="ia3", other="lora")
+    pairs = pd.DataFrame([{**ident, "rates": "default", "difference": 0.1, "significant": True},
+                          {**ident, "rates": "chosen", "difference": -0.2, "significant": True}])
+    assert "lora ahead of ia3 at the configured rates, behind at the chosen ones" in " ".join(findings.tuning(summary, pairs))
+    noisy = pairs.assign(significant=[True, False])
+    assert "No pair of methods flipped order beyond the noise" in " ".join(findings.tuning(summary, noisy))

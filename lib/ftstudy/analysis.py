@@ -41,18 +41,30 @@ def cost_table(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> pd.Dat
         return done
     done["trainable_%"] = 100 * done["trainable_params"] / done["total_params"]
     done["artifact_MB"] = done["artifact_bytes"] / 1e6
+    done["peak_mb"] = peak_memory(done)
     cols = {"train_wall_s": "train time (s)", "tokens_per_s": "tokens/s",
-            "peak_rss_mb": "peak memory (MiB)", "trainable_params": "trainable params",
+            "peak_mb": "peak memory in training (MiB)", "trainable_params": "trainable params",
             "trainable_%": "trainable %", "artifact_MB": "artifact (MB)",
             "eval_wall_s": "eval time (s)"}
     table = done.groupby(["model", "method"])[list(cols)].mean().rename(columns=cols)
     if tuning is not None and not tuning.empty:
         sweep = tuning.groupby(["model", "method"])["sweep_wall_s"].mean()
-        table["one run, wall (s)"] = done.groupby(["model", "method"])["wall_s"].mean() if "wall_s" in done else np.nan
+        # a run's wall without its curve evaluation (trials have none): like for like with a trial
+        one = done["wall_s"] - done["curve_eval_wall_s"].fillna(0) if "wall_s" in done else np.nan
+        table["one run, wall (s)"] = done.assign(one=one).groupby(["model", "method"])["one"].mean()
         table["tuning sweep, wall (s)"] = sweep.reindex(table.index)
         table = table.round({"one run, wall (s)": 0, "tuning sweep, wall (s)": 0})
-    return table.round({"train time (s)": 1, "tokens/s": 0, "peak memory (MiB)": 0,
+    return table.round({"train time (s)": 1, "tokens/s": 0, "peak memory in training (MiB)": 0,
                         "trainable %": 3, "artifact (MB)": 2, "eval time (s)": 1})
+
+
+def peak_memory(runs: pd.DataFrame) -> pd.Series:
+    """Peak memory of each run's training, MiB: anonymous memory (what the process holds,
+    without file pages of memory-mapped weights, without in-training curve evaluation);
+    runs recorded before that was measured fall back to their peak RSS."""
+    if "peak_anon_mb" not in runs:
+        return runs["peak_rss_mb"]
+    return runs["peak_anon_mb"].fillna(runs["peak_rss_mb"])
 
 
 def failed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -213,13 +225,8 @@ TUNING_GROUP = ["model", "method", "train_data", "train_size", "seed"]
 
 
 def load_tuning(outputs: str | Path) -> pd.DataFrame:
-    """The learning-rate trials (`tuning.csv`), with each method's default rate in the kit."""
-    from ftstudy import methods
-
-    df = load_table(outputs, "tuning")
-    if not df.empty:
-        df["default_rate"] = df["method"].map(lambda m: methods.resolve(m)["training"]["learning_rate"])
-    return df
+    """The learning-rate trials (`tuning.csv`), each with its method's configured rate."""
+    return load_table(outputs, "tuning")
 
 
 def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
@@ -242,6 +249,37 @@ def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
                          if len(chosen) and len(rates) > 1 else "",
                          sweep_wall_s=g["wall_s"].sum()))
     return pd.DataFrame(rows)
+
+
+def tuning_pairs(outputs: str | Path, trials: pd.DataFrame) -> pd.DataFrame:
+    """Methods against each other on the validation items, item by item, once at their
+    configured rates and once at their chosen rates (same items in every trial): did tuning
+    flip an order that the noise cannot explain? Holm within each rate kind."""
+    outputs = Path(outputs)
+    rows = []
+    if trials.empty:
+        return pd.DataFrame()
+    for key, g in trials.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
+        picks = {}
+        for method, m in g.groupby("method"):
+            default = m[np.isclose(m["learning_rate"], m["default_rate"], rtol=1e-3)]
+            chosen = m[m["selected"].astype(bool)]
+            picks[method] = {"default": default["run_id"].iloc[0] if len(default) else None,
+                             "chosen": chosen["run_id"].iloc[0] if len(chosen) else None}
+        task = g["validation_task"].iloc[0]
+        names = sorted(picks)
+        for kind in ("default", "chosen"):
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    ra, rb = picks[a][kind], picks[b][kind]
+                    if ra is None or rb is None:
+                        continue
+                    sa = stats.load_samples(outputs / "runs" / ra, task)
+                    sb = stats.load_samples(outputs / "runs" / rb, task)
+                    rows.append(dict(zip(["model", "train_data", "train_size", "seed"], key), rates=kind,
+                                     method=a, other=b, **stats.paired(sb, sa, "bits_per_byte")))
+    df = pd.DataFrame(rows)
+    return stats.adjust(df, ["rates"]).rename(columns={"mean_diff": "difference"}) if not df.empty else df
 
 
 # ----------------------------------------------------------- curves along training
@@ -287,41 +325,102 @@ def learning_path(curve: pd.DataFrame) -> pd.DataFrame:
         [*TUNING_GROUP, "run_id", "step", "forgetting_task", "learning", "forgetting"]]
 
 
-def matched_forgetting(outputs: str | Path, curve: pd.DataFrame) -> pd.DataFrame:
-    """Forgetting at matched learning (Biderman et al., 2024): per (model, data, size, seed)
-    the learning level L* that every method's curve reaches (the smallest of their highest
-    levels); each method's curve is interpolated linearly to the step where it first reaches
-    L*, item by item, and its forgetting there (bits per byte lost since step 0 on each
-    `other` task) gets a paired bootstrap interval and a sign-flip test. A method whose
-    target never improved has no such level: the row says so."""
+MATCHED_GROUP = ["model", "train_data", "train_size", "seed", "forgetting_task"]
+
+
+def _crossing(learned: np.ndarray, level: float) -> tuple[int, float]:
+    """(k, w): the first curve point k with learning >= level, and the weight w that puts
+    `level` between points k-1 and k (learning is linear in between)."""
+    k = int(np.argmax(learned >= level))
+    if k == 0:
+        return 0, 1.0
+    return k, float((level - learned[k - 1]) / (learned[k] - learned[k - 1]))
+
+
+def _at_level(forget: np.ndarray, k: int, w: float) -> np.ndarray:
+    """Per-item forgetting interpolated at (k, w); `forget` is steps x items."""
+    return forget[k] if k == 0 else forget[k - 1] + w * (forget[k] - forget[k - 1])
+
+
+def matched_forgetting(outputs: str | Path, curve: pd.DataFrame, resamples: int = stats.N_RESAMPLES,
+                       seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Forgetting at matched learning (Biderman et al., 2024), per (model, data, size, seed,
+    retention task): the learning level L* every method's curve reaches (the smallest of
+    their highest levels); each method's curve is interpolated linearly to where it first
+    reaches L*, item by item, and its forgetting there is the bits per byte lost on the
+    retention items since its step 0.
+
+    Returns (per method, between methods). Intervals are percentile bootstraps of the whole
+    procedure: target and retention items are resampled, and L*, each crossing and each
+    forgetting recomputed, so the uncertainty of the level itself is included. p-values are
+    sign-flip tests on the per-item values at the point estimate's crossings (given L*), Holm-
+    adjusted within each table and retention task. A matched level far below the others'
+    highest learning is flagged: the comparison then covers only the start of training.
+    """
     from ftstudy import curves
 
     outputs = Path(outputs)
-    path = learning_path(curve)
-    rows = []
-    for key, g in path.groupby(["model", "train_data", "train_size", "seed", "forgetting_task"], dropna=False):
-        best = g.groupby("method")["learning"].max()
-        level = float(best.min())
+    per_method, between = [], []
+    rng = np.random.default_rng(seed)
+    for key, g in learning_path(curve).groupby(MATCHED_GROUP, dropna=False):
+        ident = dict(zip(MATCHED_GROUP, key))
+        learn, forget, run_of = {}, {}, {}
         for method, m in g.groupby("method"):
-            m = m.sort_values("step")
-            row = dict(zip(["model", "train_data", "train_size", "seed", "forgetting_task"], key),
-                       method=method, matched_learning=level, run_id=m["run_id"].iloc[0])
-            if level <= 0:
-                row["note"] = f"not matched: {best.idxmin()} never improved its target"
-                rows.append(row)
+            run_id = m["run_id"].iloc[0]
+            folder = outputs / "runs" / run_id
+            steps = sorted(m["step"])
+            target = curve[(curve["run_id"] == run_id) & (curve["role"] == "target")]["task"].iloc[0]
+            t = pd.concat([curves.item_values(folder, s, target) for s in steps], axis=1).dropna().to_numpy().T
+            r = pd.concat([curves.item_values(folder, s, key[-1]) for s in steps], axis=1).dropna().to_numpy().T
+            learn[method], forget[method], run_of[method] = t[0] - t, r - r[0], run_id
+        methods_ = sorted(learn)
+        best = {mm: float(learn[mm].mean(axis=1).max()) for mm in methods_}
+        level = min(best.values())
+        others = [v for mm, v in best.items() if v != level] or [level]
+        flag = (f"matched level set by {min(best, key=best.get)}, which learned {level:.4f} against a median "
+                f"{np.median(others):.4f} for the others: only the start of training is compared"
+                if level < 0.25 * np.median(others) else "")
+        if level <= 0:
+            for mm in methods_:
+                per_method.append({**ident, "method": mm, "run_id": run_of[mm], "matched_learning": level,
+                                   "note": f"not matched: {min(best, key=best.get)} never improved its target"})
+            continue
+        point = {}
+        for mm in methods_:
+            k, w = _crossing(learn[mm].mean(axis=1), level)
+            point[mm] = _at_level(forget[mm], k, w)
+            steps = sorted(g[g["method"] == mm]["step"])
+            at = steps[k] if k == 0 else steps[k - 1] + w * (steps[k] - steps[k - 1])
+            per_method.append({**ident, "method": mm, "run_id": run_of[mm], "matched_learning": level,
+                               "at_step": at, "note": flag, **stats.mean_difference(point[mm], seed)})
+        # the whole procedure, resampled: items of the target and of the retention task
+        n_t, n_r = learn[methods_[0]].shape[1], forget[methods_[0]].shape[1]
+        boot = np.full((resamples, len(methods_)), np.nan)
+        for b in range(resamples):
+            it, ir = rng.integers(0, n_t, n_t), rng.integers(0, n_r, n_r)
+            curves_b = {mm: learn[mm][:, it].mean(axis=1) for mm in methods_}
+            level_b = min(c.max() for c in curves_b.values())
+            if level_b <= 0:
                 continue
-            k = int(np.argmax(m["learning"].to_numpy() >= level))
-            steps, learned = m["step"].to_numpy(), m["learning"].to_numpy()
-            w = 1.0 if k == 0 else (level - learned[k - 1]) / (learned[k] - learned[k - 1])
-            s0, s1 = steps[max(k - 1, 0)], steps[k]
-            folder = outputs / "runs" / row["run_id"]
-            task = key[-1]
-            v0, va, vb = (curves.item_values(folder, s, task) for s in (0, s0, s1))
-            diff = (va + w * (vb - va) - v0).dropna()
-            row.update(at_step=float(s0 + w * (s1 - s0)), note="",
-                       **{k2: v for k2, v in stats.mean_difference(diff.to_numpy()).items()})
-            rows.append(row)
-    out = pd.DataFrame(rows)
+            for j, mm in enumerate(methods_):
+                k, w = _crossing(curves_b[mm], level_b)
+                boot[b, j] = _at_level(forget[mm][:, ir], k, w).mean()
+        for j, mm in enumerate(methods_):
+            row = next(r for r in per_method if r["method"] == mm and all(r[c] == ident[c] for c in MATCHED_GROUP))
+            if not np.isnan(row.get("ci_low", 0.0)):
+                row["ci_low"], row["ci_high"] = np.nanpercentile(boot[:, j], [2.5, 97.5])
+        for i, a in enumerate(methods_):
+            for j in range(i + 1, len(methods_)):
+                b_ = methods_[j]
+                diff = point[a] - point[b_]
+                row = {**ident, "method": a, "other": b_, "matched_learning": level, "note": flag,
+                       **stats.mean_difference(diff, seed)}
+                if not np.isnan(row["ci_low"]):
+                    row["ci_low"], row["ci_high"] = np.nanpercentile(boot[:, i] - boot[:, j], [2.5, 97.5])
+                between.append(row)
+    out, vs = pd.DataFrame(per_method), pd.DataFrame(between)
     if not out.empty and "p_value" in out:
         out = stats.adjust(out, ["forgetting_task"])
-    return out.rename(columns={"mean_diff": "forgetting"})
+    if not vs.empty:
+        vs = stats.adjust(vs, ["forgetting_task"])
+    return out.rename(columns={"mean_diff": "forgetting"}), vs.rename(columns={"mean_diff": "difference"})

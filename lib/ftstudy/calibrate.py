@@ -33,7 +33,8 @@ def _key(params, model_name: str) -> dict:
     entry = params.models[model_name]
     return {"cpu": precision.cpu_capability(), "model": entry.source(), "dtype": entry.dtype,
             "evaluation": params.evaluation.model_dump(), "training": params.training.model_dump(),
-            "methods": {m: e.model_dump() for m, e in params.methods.items()}}
+            "methods": {m: e.model_dump() for m, e in params.methods.items()},
+            "train_data": params.train_data, "data_dir": str(paths.data_dir(params.data_dir))}
 
 
 def cache_file(params, model_name: str) -> Path:
@@ -54,17 +55,22 @@ def _startup_s() -> float:
     return time.perf_counter() - start
 
 
-def _seconds_per_item(model, tok, evaluation: dict, tasks: dict, out: Path, data_dir) -> dict:
+def _seconds_per_item(model, tok, evaluation: dict, tasks: dict, out: Path, data_dir) -> tuple[dict, dict]:
+    """({task: seconds per item}, {task: items it has}) from a few items of each task."""
+    from lm_eval.tasks import TaskManager
+
     from ftstudy import evaluate
 
-    per_item = {}
+    per_item, docs = {}, {}
     for task, settings in tasks.items():
         n = EVAL_ITEMS.get(task, DEFAULT_ITEMS)
         one = {**evaluation, "tasks": {task: {**(settings or {}), "limit": n}}}
         start = time.perf_counter()
         evaluate.evaluate(model, tok, one, out / task, data_dir)
         per_item[task] = (time.perf_counter() - start) / n
-    return per_item
+        manager = TaskManager(include_path=str(out / task / "tasks"), include_defaults=False)
+        docs[task] = evaluate.count_docs(task, manager)
+    return per_item, docs
 
 
 def tokens_per_example(tok, mix: dict, max_length: int, data_dir, n: int = 32) -> float:
@@ -97,12 +103,12 @@ def measure(params, data_dir=None, log=print) -> dict[str, dict]:
             tok, base = methods.load_model(spec, model)
             cal["load_s"] = time.perf_counter() - start
             log(f"calibrating {name}: a few items of each task")
-            cal["s_per_item"] = _seconds_per_item(base, tok, evaluation, tasks, tmp / "eval", data_dir)
+            cal["s_per_item"], cal["docs"] = _seconds_per_item(base, tok, evaluation, tasks, tmp / "eval", data_dir)
             del base
             if any(methods.resolve(m, load=e.load)["load"].get("quantize_4bit") for m, e in params.methods.items()):
                 log(f"calibrating {name}: the same in 4-bit")
                 tok4, base4 = methods.load_model(methods.resolve("base_4bit"), model)
-                cal["s_per_item_4bit"] = _seconds_per_item(base4, tok4, evaluation, tasks, tmp / "eval4", data_dir)
+                cal["s_per_item_4bit"], _ = _seconds_per_item(base4, tok4, evaluation, tasks, tmp / "eval4", data_dir)
                 del base4
             first_mix = next(iter(params.train_data.values()))
             cal["s_per_token"], cal["tokens_per_example"] = {}, {}
@@ -136,10 +142,12 @@ def estimate(cell: dict, cal: dict) -> float:
     seconds = cal["startup_s"] + cal["load_s"]
     tasks = cell["evaluation"]["tasks"]
 
-    def items(task, settings):
-        return (settings or {}).get("limit") or 100  # no limit: whole task, rarely on CPU
+    def cost(task, settings):  # a limit's items, else every item the task has
+        scored = TWIN.get(task, task)
+        items = (settings or {}).get("limit") or cal.get("docs", {}).get(scored, 0)
+        return per_item.get(scored, 0.0) * items
 
-    seconds += sum(per_item.get(TWIN.get(t, t), 0.0) * items(t, s) for t, s in tasks.items())
+    seconds += sum(cost(t, s) for t, s in tasks.items())
     if cell["method"] in methods.REFERENCES or cell.get("control"):
         return seconds
     cfg = train.resolve(cell.get("training"))
@@ -150,5 +158,5 @@ def estimate(cell: dict, cal: dict) -> float:
     if cfg.get("eval_every"):
         points = 1 + steps // cfg["eval_every"] + (1 if steps % cfg["eval_every"] else 0)
         curve_tasks = curves.tasks_of(cell["evaluation"])
-        seconds += points * sum(per_item.get(t, 0.0) * items(t, s) for t, s in curve_tasks.items())
+        seconds += points * sum(cost(t, s) for t, s in curve_tasks.items())
     return seconds

@@ -193,16 +193,19 @@ def warnings(baselines: pd.DataFrame, threshold: float = 0.6) -> list[str]:
     return out
 
 
-def tuning(summary: pd.DataFrame) -> list[str]:
-    """What the learning-rate sweep chose and whether tuning changed the ranking on the
-    validation rows (default rate vs chosen rate, same trials, same budget)."""
+def tuning(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[str]:
+    """What the learning-rate sweep chose, and whether tuning changed the order of methods on
+    the validation rows: an order is said to flip only where a pair's paired difference is
+    outside the noise at both the configured and the chosen rates, with opposite signs."""
     if summary.empty:
         return ["Each method trained at one configured learning rate (no `tuning` section): the "
                 "ranking may reflect those rates as much as the methods."]
     lines = []
+    models = summary["model"].nunique()
     for (model, label, size, seed), g in summary.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
-        head = f"Trained on **{label}** (n={int(size)}, seed {seed}), {int(g['trials'].iloc[0])} trials per method"
-        chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (default {r['default_rate']:.3g})"
+        head = ((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}, seed {_seed(seed)}), "
+                f"{int(g['trials'].iloc[0])} trials per method")
+        chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (configured {r['default_rate']:.3g})"
                            if not np.isclose(r["chosen_rate"], r["default_rate"], rtol=1e-3) else " (its default)")
                            for _, r in g.iterrows())
         lines.append(f"{head}: chosen rates {chosen}.")
@@ -214,37 +217,78 @@ def tuning(summary: pd.DataFrame) -> list[str]:
         if len(both) >= 2:
             before = " < ".join(both.sort_values("validation_bpb_default")["method"])
             after = " < ".join(both.sort_values("validation_bpb")["method"])
-            same = before == after
-            lines.append(f"Validation bits/byte order (best first) at the default rates: {before}; at the chosen "
-                         f"rates: {after}: " + ("tuning did not change the ranking." if same else
-                                                "**tuning changed the ranking**.")
-                         + " One validation draw per trial: no interval on this order.")
+            line = (f"Validation bits/byte, best first, at the configured rates: {before}; at the chosen rates: "
+                    f"{after} (" + ("the same order" if before == after else "the order of point estimates changed")
+                    + "; a chosen rate's score is the best of its trials on the items that chose it, so it is "
+                    "optimistic).")
+            flips = _flips(pairs, model, label, size, seed)
+            if pairs is not None and not pairs.empty:
+                line += (" Orders that tuning flipped beyond the noise (paired sign-flip test on the validation "
+                         "items, Holm): " + "; ".join(flips) + "." if flips else
+                         " No pair of methods flipped order beyond the noise (paired sign-flip test on the "
+                         "validation items, Holm).")
+            lines.append(line)
         if (g["failed"] > 0).any():
             lines.append("Failed trials (a diverged rate loses): " + ", ".join(
                 f"{r['method']} {int(r['failed'])}" for _, r in g[g["failed"] > 0].iterrows()) + ".")
     return lines
 
 
-def matched_forgetting(matched: pd.DataFrame) -> list[str]:
-    """Forgetting at matched learning, per training set and retention task."""
+def _seed(seed) -> str:
+    return str(int(seed)) if pd.notna(seed) else "-"
+
+
+def _flips(pairs, model, label, size, seed) -> list[str]:
+    """Pairs whose paired validation difference is outside the noise at both the configured
+    and the chosen rates, with opposite signs."""
+    if pairs is None or pairs.empty:
+        return []
+    p = pairs[(pairs["model"] == model) & (pairs["train_data"] == label) & (pairs["train_size"] == size)
+              & (pairs["seed"] == seed)]
+    out = []
+    for (a, b), g in p.groupby(["method", "other"]):
+        d, c = g[g["rates"] == "default"], g[g["rates"] == "chosen"]
+        if len(d) and len(c) and bool(d["significant"].iloc[0]) and bool(c["significant"].iloc[0]) \
+                and np.sign(d["difference"].iloc[0]) != np.sign(c["difference"].iloc[0]):
+            first, second = (a, b) if d["difference"].iloc[0] < 0 else (b, a)
+            out.append(f"{first} ahead of {second} at the configured rates, behind at the chosen ones")
+    return out
+
+
+def matched_forgetting(matched: pd.DataFrame, between: pd.DataFrame | None = None) -> list[str]:
+    """Forgetting at matched learning per training set, seed and retention task; a method is
+    said to forget less than another only where their paired difference is outside the noise."""
     if matched.empty:
         return ["No run kept a learning-forgetting curve (`training.eval_every` is 0)."]
     lines = []
-    for (model, label, size, task), g in matched.groupby(["model", "train_data", "train_size", "forgetting_task"]):
+    keys = ["model", "train_data", "train_size", "seed", "forgetting_task"]
+    models = matched["model"].nunique()
+    for (model, label, size, seed, task), g in matched.groupby(keys, dropna=False):
+        head = (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}, seed {_seed(seed)})"
         level = g["matched_learning"].iloc[0]
         if level <= 0:
-            lines.append(f"Trained on **{label}** (n={int(size)}): {g['note'].iloc[0]}, so forgetting "
-                         f"on {task} cannot be compared at matched learning.")
+            lines.append(f"{head}: {g['note'].iloc[0]}, so forgetting on {task} cannot be compared at matched learning.")
             continue
         parts = []
-        for _, r in g.sort_values("forgetting").iterrows():
-            ci = (f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if pd.notna(r.get("ci_low")) else "")
-            verdict = "outside the noise" if r.get("significant") else "inside the noise"
-            parts.append(f"{r['method']} {r['forgetting']:+.4f}{ci} ({verdict})")
-        lines.append(f"Trained on **{label}** (n={int(size)}), at the learning level every method reaches "
-                     f"({level:.4f} bits/byte gained on the target), forgetting on {task} in bits/byte "
-                     f"(positive: worse; 95% paired interval over {int(g['n'].max())} items; Holm-adjusted "
-                     f"sign-flip test): " + "; ".join(parts) + ".")
+        for _, r in g.sort_values("method").iterrows():
+            ci = f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if pd.notna(r.get("ci_low")) else " (no interval: every item alike)"
+            parts.append(f"{r['method']} {r['forgetting']:+.4f}{ci}" + (" (outside the noise)" if r.get("significant") else ""))
+        line = (f"{head}, at the learning level every method reaches ({level:.4f} bits/byte gained on the target), "
+                f"bits/byte lost on {task} since step 0 (95% interval of the whole procedure, items resampled; "
+                f"sign-flip test, Holm): " + "; ".join(parts) + ".")
+        if between is not None and not between.empty:
+            b = between[(between["model"] == model) & (between["train_data"] == label) & (between["train_size"] == size)
+                        & (between["seed"] == seed) & (between["forgetting_task"] == task)]
+            sep = b[b["significant"].astype(bool)]
+            line += (" Between methods: " + "; ".join(
+                f"{r['method'] if r['difference'] < 0 else r['other']} forgets less than "
+                f"{r['other'] if r['difference'] < 0 else r['method']} ({abs(r['difference']):.4f} bits/byte, "
+                f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] for {r['method']} - {r['other']})"
+                for _, r in sep.iterrows()) + "." if len(sep) else
+                     " No pair of methods differs in forgetting at this level beyond the noise.")
+        if g["note"].iloc[0]:
+            line += f" Note: {g['note'].iloc[0]}."
+        lines.append(line)
     return lines
 
 
@@ -255,17 +299,19 @@ def budget(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]
     if trained.empty:
         return []
     lines = []
-    for (label, size), g in trained.groupby(["train_data", "train_size"]):
+    models = trained["model"].nunique()
+    for (model, label, size), g in trained.groupby(["model", "train_data", "train_size"]):
         steps = sorted(set(g["steps"].dropna().astype(int)))
-        tokens = g["train_tokens"].dropna()
         equal = (f"{', '.join(map(str, steps))} optimizer steps" + (" (differs by method!)" if len(steps) > 1 else "")
-                 + f", the same {int(size)} examples in the same seeded order")
-        if len(tokens) and tokens.nunique() == 1:
-            equal += f", {int(tokens.iloc[0]):,} answer and prompt tokens"
+                 + f", the same {int(size)} examples in the same seeded order per seed")
+        tokens = g.groupby("seed", dropna=False)["train_tokens"].nunique()
+        same_tokens = bool(len(tokens)) and bool((tokens <= 1).all())
+        equal += (", the same prompt and answer tokens" if same_tokens else
+                  "; tokens seen differ between methods (see runs.csv)")
         rate = ("the learning rate chosen by an equal sweep on validation rows" if summary is not None
                 and not summary.empty else "each method's own configured learning rate (not tuned)")
-        lines.append(f"Trained on **{label}** (n={int(size)}): held equal: {equal}; {rate}. Not held equal: "
+        lines.append((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}): held equal: {equal}; {rate}. Not held equal: "
                      f"wall time ({g['train_wall_s'].min():.0f}-{g['train_wall_s'].max():.0f} s of training), "
-                     f"peak memory ({g['peak_rss_mb'].min():.0f}-{g['peak_rss_mb'].max():.0f} MiB), trainable "
+                     f"peak memory in training ({analysis.peak_memory(g).min():.0f}-{analysis.peak_memory(g).max():.0f} MiB), trainable "
                      f"parameters ({int(g['trainable_params'].min()):,}-{int(g['trainable_params'].max()):,}).")
     return lines

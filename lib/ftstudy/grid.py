@@ -38,7 +38,7 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     trials (no run id yet: their rate is not chosen). Trial results are read from `outputs`
     (default: the params file's `output_dir`)."""
     outputs = Path(outputs or params.output_dir).resolve()
-    rates = tuning.rates(params.tuning, params) if params.tuning else None
+    rates = tuning.rates(params) if params.tuning else None
     evaluation = evaluate.resolve(params.evaluation.model_dump(exclude_none=True))
     # lm-eval settings of each task as resolved; limits None mean "all items".
     evaluation["tasks"] = {t: {k: v for k, v in (s or {}).items() if v is not None}
@@ -207,7 +207,7 @@ def run(params: Params, retry_failed: bool = False, dry_run: bool = False, log=p
         todo = [c for c in _todo(cells, states, retry_failed, rerun_stale) if c["run_id"] not in attempted]
     for c in waiting:
         log(f"not run: {describe(c)}: {c['waiting']}")
-    tables.collect(outputs, cells)
+    tables.collect(outputs, cells, tuning.configured_rates(params))
     return states
 
 

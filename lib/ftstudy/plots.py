@@ -81,7 +81,8 @@ def cost(runs: pd.DataFrame):
     """Train time, peak memory and trainable parameters per method, side by side."""
     done = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
                 & ~runs["control"].fillna(False).astype(bool)]
-    metrics = [("train_wall_s", "train time (s)"), ("peak_rss_mb", "peak memory (MiB)"),
+    done = done.assign(peak_mb=analysis.peak_memory(done))
+    metrics = [("train_wall_s", "train time (s)"), ("peak_mb", "peak memory in training (MiB)"),
                ("trainable_params", "trainable parameters")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
     for ax, (col, label) in zip(axes, metrics):

@@ -191,7 +191,9 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None)
     gen.mkdir(parents=True, exist_ok=True)
     cells = grid.expand(params)
     print(f"report: collecting the tables of {len(cells)} cells", flush=True)
-    tables.collect(outputs, cells)
+    from ftstudy import tuning
+
+    tables.collect(outputs, cells, tuning.configured_rates(params))
     (gen / "methods.md").write_text(methods_page(params, cells))
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))

@@ -173,10 +173,11 @@ def baselines_table(outputs: Path, records: list[dict]):
     return pd.DataFrame(rows)
 
 
-def collect(outputs: str | Path, cells: list[dict] | None = None):
+def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rates: dict | None = None):
     """Build and write the study tables of a grid: `results.csv`, `runs.csv`, `paired.csv`,
     `aggregated.csv`, `refused.csv`, `baselines.csv`, `tuning.csv` (learning-rate trials,
-    kept apart from the study's runs); returns (results, runs) DataFrames.
+    kept apart from the study's runs, beside each method's `configured_rates`); returns
+    (results, runs) DataFrames.
 
     With `cells` (a grid's expansion) exactly those runs are used; other run folders in
     `outputs/runs` (another params file, an older setting) are listed in
@@ -190,7 +191,7 @@ def collect(outputs: str | Path, cells: list[dict] | None = None):
     rows, runs = [], []
     ids = None if cells is None else {c["run_id"] for c in cells}
     records = run_records(outputs, ids)
-    trials = tuning.table(records)
+    trials = tuning.table(records, configured_rates)
     records = [r for r in records if not (r.get("grid_cell") or {}).get("trial")]
     outside = [] if ids is None else [
         {k: r.get(k) for k in ("run_id", "method", "model", "status")}

@@ -22,19 +22,22 @@ METRIC = "bits_per_byte"
 TIE = 1e-9
 
 
-def rates(tuning, params) -> dict[str, list[float]]:
-    """Per method of a study, the learning rates its trials train at: explicit
-    `learning_rates`, else `factors` times the method's own rate (after the params deltas)."""
+def configured_rates(params) -> dict[str, float]:
+    """Per method, the rate it would train at without a sweep (its default, after the params
+    file's deltas): the baseline a sweep is compared with."""
     shared = params.training.model_dump(exclude_unset=True)
-    out = {}
-    for method, entry in params.methods.items():
-        if method in tuning.learning_rates:
-            out[method] = sorted(tuning.learning_rates[method])
-        else:
-            own = methods.resolve(method, entry.adapter, {**shared, **entry.training},
-                                  entry.load)["training"]["learning_rate"]
-            out[method] = sorted(float(f"{own * f:.4g}") for f in tuning.factors)
-    return out
+    return {method: methods.resolve(method, entry.adapter, {**shared, **entry.training},
+                                    entry.load)["training"]["learning_rate"]
+            for method, entry in params.methods.items()}
+
+
+def rates(params) -> dict[str, list[float]]:
+    """Per method of a study, the learning rates its trials train at: explicit
+    `tuning.learning_rates`, else `tuning.factors` times its configured rate."""
+    own = configured_rates(params)
+    explicit = params.tuning.learning_rates
+    return {m: sorted(explicit[m]) if m in explicit else sorted(float(f"{own[m] * f:.4g}") for f in params.tuning.factors)
+            for m in params.methods}
 
 
 def validation_task(mix: dict) -> str:
@@ -63,55 +66,70 @@ def select(scores: dict[float, float | None]) -> float | None:
     return min(r for r, s in scored.items() if s <= best + TIE)
 
 
-def trial_score(run_dir: Path) -> tuple[str, float | None]:
-    """(status, validation score) of a trial's run folder: `pending`, `failed` or `done`."""
+# A trial that failed this way lost (its rate diverged); any other failure (out of memory, a
+# killed job) says nothing about the rate, and its study run waits for a retry.
+DIVERGED = "NonFiniteLoss"
+
+
+def score(record: dict) -> float | None:
+    """A finished trial's validation score (bits per byte on its validation task)."""
+    task = validation_task(record["cell"]["mix"])
+    return next((m["value"] for m in record.get("metrics", [])
+                 if m["task"] == task and m["metric"] == METRIC), None)
+
+
+def trial_state(run_dir: Path) -> tuple[str, float | None]:
+    """(state, validation score) of a trial's run folder; state is `pending`, `done`,
+    `diverged` (a non-finite loss: the rate loses) or `failed` (anything else)."""
     from ftstudy import results
 
     status_file = run_dir / "status.json"
     if not status_file.is_file():
         return "pending", None
-    status = results.read_json(status_file)["status"]
-    if status != "done":
-        return status, None
-    record = results.read_json(run_dir / "metrics.json")
-    task = validation_task(record["cell"]["mix"])
-    values = [m["value"] for m in record["metrics"] if m["task"] == task and m["metric"] == METRIC]
-    return status, (values[0] if values else None)
+    status = results.read_json(status_file)
+    if status["status"] != "done":
+        return ("diverged" if str(status.get("error", "")).startswith(DIVERGED) else "failed"), None
+    return "done", score(results.read_json(run_dir / "metrics.json"))
 
 
 def choose(trials: list[dict], outputs: Path) -> tuple[float | None, str]:
     """(chosen rate, why not) for one group of trials: a rate once every trial has finished
-    and one has a score; else None and what it waits for."""
-    found = {t["training"]["learning_rate"]: trial_score(outputs / "runs" / t["run_id"]) for t in trials}
-    pending = [r for r, (status, _) in found.items() if status == "pending"]
+    or diverged and one has a score; else None and what it waits for."""
+    found = {t["training"]["learning_rate"]: trial_state(outputs / "runs" / t["run_id"]) for t in trials}
+    pending = [r for r, (state, _) in found.items() if state == "pending"]
+    failed = [r for r, (state, _) in found.items() if state == "failed"]
     if pending:
         return None, f"waits for {len(pending)} of {len(trials)} learning-rate trials"
-    chosen = select({r: score for r, (_, score) in found.items()})
-    return chosen, "" if chosen is not None else "no learning-rate trial finished (all failed)"
+    if failed:
+        return None, (f"{len(failed)} learning-rate trial(s) failed for a reason other than divergence "
+                      "(see their status.json; rerun with --retry-failed)")
+    chosen = select({r: s for r, (_, s) in found.items()})
+    return chosen, "" if chosen is not None else "every learning-rate trial diverged"
 
 
-def table(records: list[dict]) -> pd.DataFrame:
-    """One row per trial: its group, rate, validation score, status and wall time, and
-    whether the selection rule chose it."""
+GROUP = ["model", "method", "train_data", "train_size", "seed"]
+
+
+def table(records: list[dict], configured: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per trial: its group, rate, the method's configured rate (`configured_rates`),
+    validation score, status and wall time, and whether the selection rule chose it."""
     rows = []
     for r in records:
         cell = r.get("grid_cell") or {}
         if not cell.get("trial"):
             continue
-        task = validation_task(cell["mix"])
-        score = next((m["value"] for m in r.get("metrics", [])
-                      if m["task"] == task and m["metric"] == METRIC), None)
         rows.append(dict(run_id=cell["run_id"], model=cell["model_name"], method=cell["method"],
                          train_data=cell["train_data"], train_size=cell["train_size"], seed=cell["seed"],
-                         learning_rate=cell["training"]["learning_rate"], validation_task=task,
-                         validation_bpb=score, status=r["status"], wall_s=r.get("wall_s"),
-                         train_wall_s=r.get("train_wall_s")))
-    columns = ["run_id", "model", "method", "train_data", "train_size", "seed", "learning_rate",
-               "validation_task", "validation_bpb", "status", "wall_s", "train_wall_s", "selected"]
+                         learning_rate=cell["training"]["learning_rate"],
+                         default_rate=(configured or {}).get(cell["method"]),
+                         validation_task=validation_task(cell["mix"]),
+                         validation_bpb=score(r) if r["status"] == "done" else None, status=r["status"],
+                         wall_s=r.get("wall_s"), train_wall_s=r.get("train_wall_s")))
+    columns = ["run_id", *GROUP, "learning_rate", "default_rate", "validation_task",
+               "validation_bpb", "status", "wall_s", "train_wall_s", "selected"]
     df = pd.DataFrame(rows, columns=columns[:-1])
-    group = ["model", "method", "train_data", "train_size", "seed"]
     df["selected"] = False
-    for _, g in df.groupby(group, dropna=False):
+    for _, g in df.groupby(GROUP, dropna=False):
         chosen = select(dict(zip(g["learning_rate"], g["validation_bpb"].where(g["validation_bpb"].notna(), None))))
         df.loc[g.index, "selected"] = g["learning_rate"] == chosen
     return df[columns]
