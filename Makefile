@@ -69,6 +69,7 @@ bench: setup
 	$(PY) bench/eval_vs_cli.py
 	$(PY) bench/train_overhead.py
 	$(PY) bench/memory.py
+	$(PY) bench/cell_profile.py
 	$(PY) bench/report.py
 
 lab: setup
