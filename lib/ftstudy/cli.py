@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("report", help="collect results, execute the analysis, build the book")
     b.add_argument("params")
     b.add_argument("--no-book", action="store_true", help="tables and analysis only")
+    b.add_argument("--results", help="read the runs from this folder (e.g. committed results/<study>) "
+                                     "instead of the params file's output_dir")
+    e = sub.add_parser("export", help="copy a finished grid's records (no weights) into a folder to commit")
+    e.add_argument("params")
+    e.add_argument("--to", required=True, help="destination folder, e.g. results/<study>")
     v = sub.add_parser("validate", help="check params files without computing anything")
     v.add_argument("params", nargs="+")
     args = ap.parse_args(argv)
@@ -70,7 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         from ftstudy import report
-        report.build(params, book=not args.no_book)
+        report.build(params, book=not args.no_book, results_dir=args.results)
+        return 0
+    if args.command == "export":
+        from pathlib import Path
+
+        from ftstudy import export, grid
+        outputs = Path(params.output_dir).resolve()
+        cells, waiting = grid.plan(params, outputs)
+        if waiting:
+            print(f"{args.params}: {len(waiting)} study run(s) still wait for their learning-rate trials", file=sys.stderr)
+            return 2
+        try:
+            done = export.export(outputs, cells, args.to, args.params)
+        except ValueError as err:
+            print(f"{args.params}: {err}", file=sys.stderr)
+            return 2
+        print(f"exported {done['runs']} runs to {args.to} ({done['bytes'] / 1e6:.1f} MB)")
         return 0
     return 2
 

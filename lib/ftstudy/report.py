@@ -44,9 +44,10 @@ def methods_page(params: Params, cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str]) -> str:
-    """Per run of the grid: status, parameters, versions, data hashes, fingerprint, and its
-    executed notebook."""
+def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dict | None = None) -> str:
+    """Per run of the grid: status, parameters, versions, data hashes, fingerprint (and
+    whether it still matches today's code and data: `stale`, {run id: parts that changed}),
+    and its executed notebook."""
     runs_dir = book_dir / "generated" / "runs"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir(parents=True)
@@ -67,6 +68,12 @@ def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str]) -> str:
             lines += [f"Executed notebook: {{download}}`{run.name}.ipynb <runs/{run.name}.ipynb>`", ""]
         if status.get("error"):
             lines += ["Error:", "", "```text", status["error"], "```", ""]
+        if stale is None:
+            lines += ["Fingerprint against today's code and data: not checked (no data mirror to hash).", ""]
+        elif stale.get(run.name):
+            lines += [f"**Stale**: since this run, these changed: {'; '.join(stale[run.name])}.", ""]
+        else:
+            lines += ["Fingerprint: matches today's code, packages and data.", ""]
         fp = run / "fingerprint.json"
         shown = {"cell": {k: v for k, v in cell.items() if k != "evaluation"},
                  "fingerprint": results.read_json(fp) if fp.is_file() else "not recorded",
@@ -178,24 +185,31 @@ def _hide_parameter_cells(notebook: Path) -> None:
     nbformat.write(nb, notebook)
 
 
-def build(params: Params, book: bool = True, book_dir: str | Path | None = None) -> Path:
-    """Collect results, execute the analysis notebook, write the generated pages, build."""
+def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
+          results_dir: str | Path | None = None) -> Path:
+    """Collect results, execute the analysis notebook, write the generated pages, build.
+    `results_dir`: read the runs from there (e.g. committed results) instead of the params
+    file's output_dir; nothing is trained or evaluated either way."""
     import papermill
 
+    from ftstudy import cell as cell_mod
     from ftstudy import grid
 
     root = paths.project_root()
-    outputs = Path(params.output_dir).resolve()
+    outputs = Path(results_dir or params.output_dir).resolve()
     book_dir = Path(book_dir) if book_dir else root / "book"
     gen = book_dir / "generated"
     gen.mkdir(parents=True, exist_ok=True)
-    cells = grid.expand(params)
+    cells = grid.expand(params, outputs)
     print(f"report: collecting the tables of {len(cells)} cells", flush=True)
     from ftstudy import tuning
 
     tables.collect(outputs, cells, tuning.configured_rates(params))
     (gen / "methods.md").write_text(methods_page(params, cells))
-    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}))
+    data_dir = paths.data_dir(params.data_dir)
+    stale = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
+              if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
+    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}, stale))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))
     executed = gen / "analysis.ipynb"
     print("report: executing the analysis notebook", flush=True)

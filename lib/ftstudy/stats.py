@@ -6,6 +6,7 @@ McNemar test (a binomial test on the discordant items). scipy does the statistic
 """
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,27 +22,36 @@ SIGN_FLIPS = 100_000
 LOWER_IS_BETTER = {"bits_per_byte", "nll"}
 
 
+def sample_lines(run_dir: str | Path, task: str):
+    """The per-sample log lines lm-eval wrote for a task (`samples.jsonl`, or gzipped as in
+    exported results); nothing when the run has none."""
+    folder = Path(run_dir) / "lm_eval" / task
+    if (folder / "samples.jsonl").is_file():
+        with open(folder / "samples.jsonl", encoding="utf-8") as f:
+            yield from f
+    elif (folder / "samples.jsonl.gz").is_file():
+        with gzip.open(folder / "samples.jsonl.gz", "rt", encoding="utf-8") as f:
+            yield from f
+
+
 def load_samples(run_dir: str | Path, task: str) -> pd.DataFrame:
     """One row per (item, filter): doc_id, metric name as in results.csv, value, and for
-    multiple-choice tasks the predicted and gold choice."""
-    path = Path(run_dir) / "lm_eval" / task / "samples.jsonl"
+    multiple-choice tasks the predicted and gold choice (empty for a run made before the
+    task was added: nothing to pair)."""
     columns = ["doc_id", "metric", "value", "pred", "target", "n_choices"]
-    if not path.is_file():  # a run made before the task was added: nothing to pair
-        return pd.DataFrame(columns=columns)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            s = json.loads(line)
-            filt = s.get("filter", "none")
-            pred = None
-            resps = s.get("filtered_resps")
-            if resps and isinstance(resps[0], list) and len(resps) > 1:  # multiple choice
-                pred = int(np.argmax([r[0] for r in resps]))
-            for metric in s.get("metrics", []):
-                if metric in s:
-                    rows.append(dict(doc_id=s["doc_id"], metric=metric if filt == "none" else f"{metric}_{filt}",
-                                     value=float(s[metric]), pred=pred, target=s.get("target"),
-                                     n_choices=len(resps) if pred is not None else None))
+    for line in sample_lines(run_dir, task):
+        s = json.loads(line)
+        filt = s.get("filter", "none")
+        pred = None
+        resps = s.get("filtered_resps")
+        if resps and isinstance(resps[0], list) and len(resps) > 1:  # multiple choice
+            pred = int(np.argmax([r[0] for r in resps]))
+        for metric in s.get("metrics", []):
+            if metric in s:
+                rows.append(dict(doc_id=s["doc_id"], metric=metric if filt == "none" else f"{metric}_{filt}",
+                                 value=float(s[metric]), pred=pred, target=s.get("target"),
+                                 n_choices=len(resps) if pred is not None else None))
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -49,15 +59,12 @@ def item_logliks(run_dir: str | Path, task: str) -> pd.Series:
     """Per-item log-likelihoods a run scored on a log-likelihood task, indexed by (doc_id,
     choice): each choice of a multiple-choice item, or the one reference answer. Empty for
     generation tasks. Controls compare these, not the rounded metrics."""
-    path = Path(run_dir) / "lm_eval" / task / "samples.jsonl"
     values: dict = {}
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                s = json.loads(line)
-                for k, r in enumerate(s.get("filtered_resps") or []):
-                    if isinstance(r, list) and r and isinstance(r[0], (int, float)):
-                        values[(s["doc_id"], k)] = float(r[0])
+    for line in sample_lines(run_dir, task):
+        s = json.loads(line)
+        for k, r in enumerate(s.get("filtered_resps") or []):
+            if isinstance(r, list) and r and isinstance(r[0], (int, float)):
+                values[(s["doc_id"], k)] = float(r[0])
     index = pd.MultiIndex.from_tuples(list(values), names=["doc_id", "choice"]) if values else None
     return pd.Series(list(values.values()), index=index, dtype=float)
 

@@ -1,0 +1,89 @@
+"""Results anyone can read without compute: a finished grid's run records, copied into a
+folder that is small enough to commit (`results/<study>/`), from which `ftstudy report
+<params> --results <folder>` rebuilds the book.
+
+Kept per run: its cell, status, metrics, environment, fingerprint, curve, executed notebook,
+lm-eval's results and per-sample logs (gzipped: the paired statistics need them). Left out:
+weights (`artifact/`), checkpoints, tracking logs, lm-eval's task YAMLs (rebuilt from the code).
+"""
+from __future__ import annotations
+
+import gzip
+import shutil
+import time
+from pathlib import Path
+
+from ftstudy import results
+
+RECORDS = ("cell.json", "status.json", "metrics.json", "env.json", "fingerprint.json", "curve.json")
+
+
+def _copy_lm_eval(src: Path, dst: Path) -> None:
+    for task_dir in sorted((src / "lm_eval").glob("*")):
+        out = dst / "lm_eval" / task_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        if (task_dir / "results.json").is_file():
+            shutil.copy(task_dir / "results.json", out / "results.json")
+        if (task_dir / "samples.jsonl").is_file():
+            with open(task_dir / "samples.jsonl", "rb") as f, open(out / "samples.jsonl.gz", "wb") as raw, \
+                    gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as g:  # mtime 0: same bytes each export
+                shutil.copyfileobj(f, g)
+
+
+def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file: str | Path) -> dict:
+    """Copy the records of `cells` (a grid's expansion) from `outputs` into `dest`, with a
+    README saying how they were produced; returns {"runs": n, "bytes": total}."""
+    outputs, dest = Path(outputs), Path(dest)
+    missing = [c["run_id"] for c in cells if not (outputs / "runs" / c["run_id"] / "status.json").is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} cell(s) of the grid have not run in {outputs}: {', '.join(missing[:5])}")
+    shutil.rmtree(dest / "runs", ignore_errors=True)
+    walls, envs, starts = [], [], []
+    for c in cells:
+        src, dst = outputs / "runs" / c["run_id"], dest / "runs" / c["run_id"]
+        dst.mkdir(parents=True)
+        for name in RECORDS:
+            if (src / name).is_file():
+                shutil.copy(src / name, dst / name)
+        status = results.read_json(src / "status.json")
+        if status.get("notebook") and (src / status["notebook"]).is_file():
+            shutil.copy(src / status["notebook"], dst / status["notebook"])
+        _copy_lm_eval(src, dst)
+        for step in sorted((src / "curve").glob("step_*")):
+            _copy_lm_eval(step, dst / "curve" / step.name)
+        walls.append(status.get("wall_s", 0.0))
+        starts.append((status.get("started"), status.get("wall_s", 0.0)))
+        if (src / "env.json").is_file():
+            envs.append(results.read_json(src / "env.json"))
+    total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    (dest / "README.md").write_text(_readme(params_file, cells, envs, walls, starts, total))
+    return {"runs": len(cells), "bytes": total}
+
+
+def _readme(params_file, cells, envs, walls, starts, total) -> str:
+    from datetime import datetime
+
+    env = envs[0] if envs else {}
+    hardware = env.get("hardware") or {}
+    cpu = hardware.get("cpu") or {}
+    commits = sorted({((e.get("git") or {}).get("commit") or "unknown")[:10]
+                      + (" (with uncommitted changes)" if (e.get("git") or {}).get("dirty") else "") for e in envs})
+    spans = [(datetime.strptime(s, "%Y-%m-%dT%H:%M:%S").timestamp(), w) for s, w in starts if s]
+    wall = (max(a + w for a, w in spans) - min(a for a, _ in spans)) if spans else sum(walls)
+    return "\n".join([
+        f"# Results of `{params_file}`", "",
+        f"{len(cells)} runs, exported {time.strftime('%Y-%m-%d %H:%M:%S')} by `ftstudy export`; "
+        f"{total / 1e6:.1f} MB, no weights. Rebuild the book from these files alone (no training, no "
+        f"evaluation):", "", "```bash", f"ftstudy report {params_file} --results <this folder>", "```", "",
+        "## How they were produced", "",
+        f"- code: git commit(s) {', '.join(commits)} (each run's `env.json` and `fingerprint.json` say which)",
+        f"- machine: {hardware.get('machine', '?')}, {hardware.get('cpus', '?')} CPUs, "
+        f"{'GPU ' + str(hardware['gpu']) if hardware.get('gpu') else 'no GPU'}; torch CPU capability "
+        f"{cpu.get('torch_cpu_capability', 'unknown')}, native bf16: {cpu.get('native_bf16', 'unknown')}; "
+        f"compute dtype {env.get('compute_dtype', 'unknown')}",
+        f"- wall time: {wall / 60:.1f} min from the first cell's start to the last cell's end "
+        f"(sum of cell walls {sum(walls) / 60:.1f} min)",
+        "- per run: `cell.json` (parameters), `status.json`, `metrics.json` (cost, scores), `env.json` "
+        "(versions, hardware, data hashes, lock), `fingerprint.json`, `curve.json` and its per-sample logs "
+        "when the run kept a curve, the executed notebook, and lm-eval's results and per-sample logs "
+        "(`lm_eval/<task>/samples.jsonl.gz`)", ""])
