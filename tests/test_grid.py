@@ -232,3 +232,27 @@ def test_book_in_headless_chromium(built_book):
     assert not failed, failed
     assert not errors, errors
     assert (artifacts / "results-page.png").stat().st_size > 10_000
+
+
+def test_exported_results_rebuild_the_report_without_compute(tiny_study, tmp_path):
+    """`ftstudy export` then `ftstudy report --results`: the same tables from the exported
+    records alone (no weights; per-sample logs gzipped), and each run's fingerprint checked."""
+    import shutil
+
+    path, outputs, _ = tiny_study
+    exported = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "ftstudy", "export", str(path), "--to", str(exported)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(exported.rglob("*.safetensors")) and list(exported.rglob("samples.jsonl.gz"))
+    assert not list(exported.rglob("samples.jsonl"))
+    assert "ftstudy report" in (exported / "README.md").read_text()
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
+    report.build(params.load(path), book=False, book_dir=book, results_dir=exported)
+    for table in ("results", "paired", "aggregated"):
+        mine, theirs = pd.read_csv(exported / f"{table}.csv"), pd.read_csv(outputs / f"{table}.csv")
+        pd.testing.assert_frame_equal(mine, theirs)
+    prov = (book / "generated" / "provenance.md").read_text()
+    cells = grid.expand(params.load(path))
+    assert prov.count("Fingerprint: matches today's code, packages and data.") == len(cells)
