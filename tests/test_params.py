@@ -132,7 +132,7 @@ def test_sizes_are_checked_against_the_hub_too(tmp_path, tiny_model_dir, monkeyp
     monkeypatch.delenv("FTSTUDY_DATA_DIR", raising=False)
     path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", train_sizes=[1_000_000_000])
     with pytest.raises(params.ParamsError, match=r"train_sizes: 1000000000 asks 1000000000 examples of "
-                                                 r"gsm8k_train \(train_data.gsm8k\), which has 7473"):
+                                                 r"gsm8k_train \(train_data.gsm8k\), which has 7273"):  # 7,473 less 200 validation rows
         params.load(path)
     ok = write_params(tmp_path / "ok.yaml", tiny_model_dir, tmp_path / "out", train_sizes=[7000])
     assert params.load(ok).train_sizes == [7000]

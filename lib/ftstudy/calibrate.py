@@ -85,10 +85,10 @@ def measure(params, data_dir=None, log=print) -> dict[str, dict]:
     """Calibrate every model entry of `params` (writes the cache); {model name: calibration}."""
     import tempfile
 
-    from ftstudy import data, grid, methods, precision, train
+    from ftstudy import data, methods, precision, train
 
     shared = params.training.model_dump(exclude_unset=True)
-    evaluation = grid.expand(params)[0]["evaluation"]
+    evaluation = params.resolved_evaluation()
     tasks = dict(evaluation["tasks"])
     out = {}
     for name, entry in params.models.items():

@@ -10,7 +10,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from ftstudy import evaluate, executors, methods, paths, results, tables, train, tuning
+from ftstudy import executors, methods, paths, results, tables, train, tuning
 from ftstudy.cell import describe, run_id, staleness, status_of
 from ftstudy.params import Params
 
@@ -39,10 +39,7 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     (default: the params file's `output_dir`)."""
     outputs = Path(outputs or params.output_dir).resolve()
     rates = tuning.rates(params) if params.tuning else None
-    evaluation = evaluate.resolve(params.evaluation.model_dump(exclude_none=True))
-    # lm-eval settings of each task as resolved; limits None mean "all items".
-    evaluation["tasks"] = {t: {k: v for k, v in (s or {}).items() if v is not None}
-                           for t, s in evaluation["tasks"].items()}
+    evaluation = params.resolved_evaluation()
     # Precedence: train.DEFAULTS < method defaults < params `training` < the method's own delta.
     shared_training = params.training.model_dump(exclude_unset=True)
     cells, waiting = [], []

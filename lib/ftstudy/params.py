@@ -217,6 +217,13 @@ class Params(_Strict):
     executor: Executor = Field(default_factory=Executor)
     distributed: Distributed = Field(default_factory=Distributed)
 
+    def resolved_evaluation(self) -> dict:
+        """The evaluation settings every cell gets: lm-eval settings of each task as resolved
+        (limits None mean "all items")."""
+        ev = evaluate.resolve(self.evaluation.model_dump(exclude_none=True))
+        ev["tasks"] = {t: {k: v for k, v in (s or {}).items() if v is not None} for t, s in ev["tasks"].items()}
+        return ev
+
     @model_validator(mode="after")
     def _batch_splits_over_processes(self):
         n = self.distributed.processes
