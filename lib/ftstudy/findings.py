@@ -220,7 +220,8 @@ def tuning(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[str
             line = (f"Validation bits/byte, best first, at the configured rates: {before}; at the chosen rates: "
                     f"{after} (" + ("the same order" if before == after else "the order of point estimates changed")
                     + "; a chosen rate's score is the best of its trials on the items that chose it, so it is "
-                    "optimistic).")
+                    "optimistic; these are absolute scores, not changes against each method's own reference, "
+                    "which for QLoRA is the 4-bit base).")
             flips = _flips(pairs, model, label, size, seed)
             if pairs is not None and not pairs.empty:
                 line += (" Orders that tuning flipped beyond the noise (paired sign-flip test on the validation "
