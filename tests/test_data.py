@@ -23,8 +23,8 @@ def test_mmlu_and_gsm8k_mirror(data_dir):
 
 
 def test_alpaca_drops_empty_output(data_dir):
-    # 5000 rows, 500 held out for the log-likelihood task, 1 empty output dropped
-    assert len(data.pairs("alpaca", data_dir)) == 4499
+    # 5000 rows, 500 held out for the log-likelihood task, 200 for validation, 1 empty output dropped
+    assert len(data.pairs("alpaca", data_dir)) == 4299
 
 
 def test_mix_counts_sum_and_proportions():
