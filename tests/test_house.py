@@ -115,3 +115,11 @@ def test_the_local_executor_says_what_a_running_cell_is_doing(tmp_path, monkeypa
     assert states == {"abc": "done"} and lines[-1].startswith("[1/1] done")
     assert "[1/1] m lora gsm8k n=8 seed=0: training step" in shown and "(loss " in shown
     assert "evaluating hellaswag, task 1/2" in shown
+
+
+def test_every_module_is_either_part_of_a_cells_fingerprint_or_report_only():
+    from ftstudy import fingerprint
+
+    modules = {p.stem for p in (ROOT / "lib" / "ftstudy").glob("*.py")}
+    assert not fingerprint.COMPUTES & fingerprint.REPORT_ONLY
+    assert modules == fingerprint.COMPUTES | fingerprint.REPORT_ONLY, modules ^ (fingerprint.COMPUTES | fingerprint.REPORT_ONLY)

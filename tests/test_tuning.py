@@ -256,3 +256,13 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
     assert "lora ahead of ia3 at the configured rates, behind at the chosen ones" in " ".join(findings.tuning(summary, pairs))
     noisy = pairs.assign(significant=[True, False])
     assert "No pair of methods flipped order beyond the noise" in " ".join(findings.tuning(summary, noisy))
+
+
+def test_export_refuses_a_destination_overlapping_the_outputs(tmp_path):
+    from ftstudy import export
+
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    for dest in (tmp_path / "out", tmp_path / "out" / "results", tmp_path):
+        with pytest.raises(ValueError, match="overlaps the outputs folder"):
+            export.export(tmp_path / "out", [], dest, "p.yaml")
+    assert (tmp_path / "out" / "runs").is_dir()  # nothing deleted

@@ -33,7 +33,9 @@ def _copy_lm_eval(src: Path, dst: Path) -> None:
 def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file: str | Path) -> dict:
     """Copy the records of `cells` (a grid's expansion) from `outputs` into `dest`, with a
     README saying how they were produced; returns {"runs": n, "bytes": total}."""
-    outputs, dest = Path(outputs), Path(dest)
+    outputs, dest = Path(outputs).resolve(), Path(dest).resolve()
+    if dest == outputs or outputs in dest.parents or dest in outputs.parents:
+        raise ValueError(f"export destination {dest} overlaps the outputs folder {outputs}: choose another folder")
     missing = [c["run_id"] for c in cells if not (outputs / "runs" / c["run_id"] / "status.json").is_file()]
     if missing:
         raise ValueError(f"{len(missing)} cell(s) of the grid have not run in {outputs}: {', '.join(missing[:5])}")

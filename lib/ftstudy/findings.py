@@ -281,12 +281,17 @@ def matched_forgetting(matched: pd.DataFrame, between: pd.DataFrame | None = Non
             b = between[(between["model"] == model) & (between["train_data"] == label) & (between["train_size"] == size)
                         & (between["seed"] == seed) & (between["forgetting_task"] == task)]
             sep = b[b["significant"].astype(bool)]
+            hint = b[~b["significant"].astype(bool) & ((b["ci_low"] > 0) | (b["ci_high"] < 0))]
             line += (" Between methods: " + "; ".join(
                 f"{r['method'] if r['difference'] < 0 else r['other']} forgets less than "
                 f"{r['other'] if r['difference'] < 0 else r['method']} ({abs(r['difference']):.4f} bits/byte, "
                 f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] for {r['method']} - {r['other']})"
                 for _, r in sep.iterrows()) + "." if len(sep) else
                      " No pair of methods differs in forgetting at this level beyond the noise.")
+            if len(hint):
+                line += (" Intervals that exclude zero although the Holm-adjusted test does not separate the pair: "
+                         + "; ".join(f"{r['method']} - {r['other']} {r['difference']:+.4f} [{r['ci_low']:+.4f}, "
+                                     f"{r['ci_high']:+.4f}], adjusted p={r['p_adjusted']:.2g}" for _, r in hint.iterrows()) + ".")
         if g["note"].iloc[0]:
             line += f" Note: {g['note'].iloc[0]}."
         lines.append(line)
