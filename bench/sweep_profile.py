@@ -7,13 +7,12 @@ output folder), then:
 """
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from common import ROOT, save
 
 import ftstudy  # noqa: F401
-from ftstudy import analysis, grid, methods, params, results, tables, tuning
+from ftstudy import analysis, export, grid, methods, params, results, tables, tuning
 
 
 def main():
@@ -23,12 +22,7 @@ def main():
     cells, waiting = grid.plan(p, outputs)
     if waiting:
         raise SystemExit(f"{len(waiting)} study runs still wait for their trials: run the grid first")
-    spans, states = [], {}
-    for c in cells:
-        st = results.read_json(outputs / "runs" / c["run_id"] / "status.json")
-        start = datetime.strptime(st["started"], "%Y-%m-%dT%H:%M:%S").timestamp()
-        spans.append((start, start + st["wall_s"]))
-        states[c["run_id"]] = st
+    states = {c["run_id"]: results.read_json(outputs / "runs" / c["run_id"] / "status.json") for c in cells}
     tables.collect(outputs, cells, tuning.configured_rates(p))
     summary = analysis.tuning_summary(analysis.load_tuning(outputs))
     rows = []
@@ -45,7 +39,7 @@ def main():
                references=sum(c["method"] in methods.REFERENCES for c in cells),
                study_runs=sum(not c.get("trial") and c["method"] not in methods.REFERENCES for c in cells),
                failed=sum(st["status"] != "done" for st in states.values()),
-               wall_s=max(e for _, e in spans) - min(s for s, _ in spans), methods=rows,
+               wall_s=export.wall_span_s(list(states.values())), methods=rows,
                summarised=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"{out['cells']} cells, wall {out['wall_s'] / 60:.1f} min, failed {out['failed']}")
     save("sweep", out)

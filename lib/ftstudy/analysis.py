@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftstudy import stats
+from ftstudy import stats, tuning
 from ftstudy.evaluate import HEADLINE, headline_metric
 from ftstudy.methods import REFERENCES
 from ftstudy.stats import LOWER_IS_BETTER
@@ -221,7 +221,12 @@ def seed_spread(results: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------- learning-rate tuning
 
-TUNING_GROUP = ["model", "method", "train_data", "train_size", "seed"]
+TUNING_GROUP = tuning.GROUP
+
+
+def at_configured_rate(trials: pd.DataFrame) -> pd.Series:
+    """Which trials ran at their method's configured rate (the untuned baseline)."""
+    return pd.Series(np.isclose(trials["learning_rate"], trials["default_rate"], rtol=1e-3), index=trials.index)
 
 
 def load_tuning(outputs: str | Path) -> pd.DataFrame:
@@ -237,7 +242,7 @@ def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
     for key, g in trials.groupby(TUNING_GROUP, dropna=False):
         g = g.sort_values("learning_rate")
         chosen = g[g["selected"].astype(bool)]
-        default = g[np.isclose(g["learning_rate"], g["default_rate"], rtol=1e-3)]
+        default = g[at_configured_rate(g)]
         rate = chosen["learning_rate"].iloc[0] if len(chosen) else np.nan
         rates = g["learning_rate"].tolist()
         rows.append(dict(zip(TUNING_GROUP, key), trials=len(g), rates=", ".join(f"{r:.3g}" for r in rates),
@@ -262,7 +267,7 @@ def tuning_pairs(outputs: str | Path, trials: pd.DataFrame) -> pd.DataFrame:
     for key, g in trials.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
         picks = {}
         for method, m in g.groupby("method"):
-            default = m[np.isclose(m["learning_rate"], m["default_rate"], rtol=1e-3)]
+            default = m[at_configured_rate(m)]
             chosen = m[m["selected"].astype(bool)]
             picks[method] = {"default": default["run_id"].iloc[0] if len(default) else None,
                              "chosen": chosen["run_id"].iloc[0] if len(chosen) else None}

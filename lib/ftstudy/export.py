@@ -40,7 +40,7 @@ def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file
     if missing:
         raise ValueError(f"{len(missing)} cell(s) of the grid have not run in {outputs}: {', '.join(missing[:5])}")
     shutil.rmtree(dest / "runs", ignore_errors=True)
-    walls, envs, starts = [], [], []
+    envs, statuses = [], []
     for c in cells:
         src, dst = outputs / "runs" / c["run_id"], dest / "runs" / c["run_id"]
         dst.mkdir(parents=True)
@@ -53,25 +53,33 @@ def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file
         _copy_lm_eval(src, dst)
         for step in sorted((src / "curve").glob("step_*")):
             _copy_lm_eval(step, dst / "curve" / step.name)
-        walls.append(status.get("wall_s", 0.0))
-        starts.append((status.get("started"), status.get("wall_s", 0.0)))
+        statuses.append(status)
         if (src / "env.json").is_file():
             envs.append(results.read_json(src / "env.json"))
     total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    (dest / "README.md").write_text(_readme(params_file, cells, envs, walls, starts, total))
+    (dest / "README.md").write_text(_readme(params_file, cells, envs, statuses, total))
     return {"runs": len(cells), "bytes": total}
 
 
-def _readme(params_file, cells, envs, walls, starts, total) -> str:
+def wall_span_s(statuses: list[dict]) -> float:
+    """A grid's wall time from its runs' status.json: first cell's start to last cell's end
+    (the sum of cell walls when start times are not recorded)."""
     from datetime import datetime
 
+    spans = [(datetime.strptime(s["started"], "%Y-%m-%dT%H:%M:%S").timestamp(), s.get("wall_s", 0.0))
+             for s in statuses if s.get("started")]
+    if not spans:
+        return sum(s.get("wall_s", 0.0) for s in statuses)
+    return max(a + w for a, w in spans) - min(a for a, _ in spans)
+
+
+def _readme(params_file, cells, envs, statuses, total) -> str:
     env = envs[0] if envs else {}
     hardware = env.get("hardware") or {}
     cpu = hardware.get("cpu") or {}
     commits = sorted({((e.get("git") or {}).get("commit") or "unknown")[:10]
                       + (" (with uncommitted changes)" if (e.get("git") or {}).get("dirty") else "") for e in envs})
-    spans = [(datetime.strptime(s, "%Y-%m-%dT%H:%M:%S").timestamp(), w) for s, w in starts if s]
-    wall = (max(a + w for a, w in spans) - min(a for a, _ in spans)) if spans else sum(walls)
+    wall, walls = wall_span_s(statuses), [s.get("wall_s", 0.0) for s in statuses]
     return "\n".join([
         f"# Results of `{params_file}`", "",
         f"{len(cells)} runs, exported {time.strftime('%Y-%m-%d %H:%M:%S')} by `ftstudy export`; "

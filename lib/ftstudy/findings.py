@@ -71,7 +71,7 @@ def method_effects(paired: pd.DataFrame) -> list[str]:
         worse = g[g["significant"] & (g["gain"] < 0)]["method"].tolist()
         metric = g["metric"].iloc[0]
         direction = "lower is better" if metric in analysis.LOWER_IS_BETTER else "higher is better"
-        head = ((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}), on **{task}** ({metric}, {direction}, "
+        head = (_trained_on(model, models, label, size) + f"), on **{task}** ({metric}, {direction}, "
                 f"{int(g['n'].max())} items; {_coverage(g)}): ")
         if better or worse:
             verdict = []
@@ -105,7 +105,7 @@ def tradeoffs(lf: pd.DataFrame, axes: str, paired: pd.DataFrame | None = None) -
         front = ", ".join(g[g["pareto"]]["method"])
         learned = g[g["learned"]]["method"].tolist()
         forgot = [f"{r['method']} (on {r['forgot_on']})" for _, r in g[g["forgot_on"] != ""].iterrows()]
-        head = (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}; target "
+        head = _trained_on(model, models, label, size) + "; target "
         head += f"{g['target'].iloc[0]}, retention {g['retention_tasks'].iloc[0]}"
         if g["replayed"].any():
             head += f"; the mix replays {', '.join(sorted(set(g['replayed']) - {''}))}"
@@ -203,7 +203,7 @@ def tuning(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[str
     lines = []
     models = summary["model"].nunique()
     for (model, label, size, seed), g in summary.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
-        head = ((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}, seed {_seed(seed)}), "
+        head = (_trained_on(model, models, label, size) + f", seed {_seed(seed)}), "
                 f"{int(g['trials'].iloc[0])} trials per method")
         chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (configured {r['default_rate']:.3g})"
                            if not np.isclose(r["chosen_rate"], r["default_rate"], rtol=1e-3) else " (its default)")
@@ -233,6 +233,11 @@ def tuning(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[str
             lines.append("Failed trials (a diverged rate loses): " + ", ".join(
                 f"{r['method']} {int(r['failed'])}" for _, r in g[g["failed"] > 0].iterrows()) + ".")
     return lines
+
+
+def _trained_on(model, models: int, label, size) -> str:
+    """'Trained on **gsm8k** (n=24' (the model named first when the grid has several)."""
+    return (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}"
 
 
 def _seed(seed) -> str:
@@ -265,7 +270,7 @@ def matched_forgetting(matched: pd.DataFrame, between: pd.DataFrame | None = Non
     keys = ["model", "train_data", "train_size", "seed", "forgetting_task"]
     models = matched["model"].nunique()
     for (model, label, size, seed, task), g in matched.groupby(keys, dropna=False):
-        head = (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}, seed {_seed(seed)})"
+        head = _trained_on(model, models, label, size) + f", seed {_seed(seed)})"
         level = g["matched_learning"].iloc[0]
         if level <= 0:
             lines.append(f"{head}: {g['note'].iloc[0]}, so forgetting on {task} cannot be compared at matched learning.")
@@ -316,7 +321,7 @@ def budget(runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[str]
                   "; tokens seen differ between methods (see runs.csv)")
         rate = ("the learning rate chosen by an equal sweep on validation rows" if summary is not None
                 and not summary.empty else "each method's own configured learning rate (not tuned)")
-        lines.append((f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}): held equal: {equal}; {rate}. Not held equal: "
+        lines.append(_trained_on(model, models, label, size) + f"): held equal: {equal}; {rate}. Not held equal: "
                      f"wall time ({g['train_wall_s'].min():.0f}-{g['train_wall_s'].max():.0f} s of training), "
                      f"peak memory in training ({analysis.peak_memory(g).min():.0f}-{analysis.peak_memory(g).max():.0f} MiB), trainable "
                      f"parameters ({int(g['trainable_params'].min()):,}-{int(g['trainable_params'].max()):,}).")

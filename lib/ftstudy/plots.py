@@ -212,7 +212,7 @@ def sensitivity(trials: pd.DataFrame):
             chosen = m[m["selected"].astype(bool)]
             ax.plot(chosen["learning_rate"], chosen["validation_bpb"], "*", color=palette[method],
                     markersize=14, markeredgecolor="black")
-            default = m[np.isclose(m["learning_rate"], m["default_rate"], rtol=1e-3)]
+            default = m[analysis.at_configured_rate(m)]
             ax.plot(default["learning_rate"], default["validation_bpb"], "o", mfc="none",
                     markeredgecolor="black", markersize=10)
         ax.set_xscale("log")
