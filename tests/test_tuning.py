@@ -124,6 +124,8 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
     (lambda r: r["training"].update(epochs=2), "give either max_steps or epochs"),
     (lambda r: (r["training"].update(eval_every=1), r.update(distributed={"processes": 2})),
      "eval_every (curves) needs distributed.processes: 1"),
+    (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="bfloat16")),
+     "curves are scored in the training precision, which is float32 for models.tiny"),
 ])
 def test_bad_tuning_and_budget_sections(mutate, expect, tmp_path, data_dir, tiny_model_dir):
     import yaml
