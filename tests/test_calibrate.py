@@ -23,8 +23,9 @@ def test_estimate_adds_startup_items_steps_and_curve_points():
     assert calibrate.estimate(quantised, _cal()) == pytest.approx(12 + 60 + 20 + 8)
     lora = {"method": "lora", "evaluation": ev, "load": {}, "train_data": "gsm8k", "train_size": 16,
             "training": {"epochs": 1, "batch_size": 4, "eval_every": 2}}
-    # 4 steps x 4 examples x 100 tokens x 0.01 s; curve at steps 0, 2, 4 on gsm8k_nll (8 items)
-    assert calibrate.estimate(lora, _cal()) == pytest.approx(56 + 16 + 3 * 4)
+    # 4 steps x 4 examples x 100 tokens x 0.01 s; curve at steps 0, 2 on gsm8k_nll (8 items);
+    # step 4's point is the final evaluation, not scored twice
+    assert calibrate.estimate(lora, _cal()) == pytest.approx(56 + 16 + 2 * 4)
     trial = {**lora, "evaluation": {"tasks": {"gsm8k_val_nll": {"limit": 6}}}, "training": {"max_steps": 4, "batch_size": 4}}
     assert calibrate.estimate(trial, _cal()) == pytest.approx(12 + 6 * 0.5 + 16)  # scored like gsm8k_nll
 

@@ -51,6 +51,10 @@ def test_unknown_key_suggests_closest(tmp_path, data_dir, tiny_model_dir):
     (lambda r: r["models"]["tiny"].update(hub="x/y"), "exactly one model source"),
     (lambda r: r["models"]["tiny"].update(dtype="float16"), "float16 needs a GPU"),
     (lambda r: r.update(train_sizes=[8, 8]), "duplicate"),
+    (lambda r: r.update(designs={"more": {"seeds": [5]}}), "designs.more.seeds: [5] not in the study's seeds"),
+    (lambda r: r.update(designs={"a": {"training": {"eval_every": 2}}, "b": {}}),
+     "designs: b and another design both run"),
+    (lambda r: r.update(designs={"a": {"training": {"max_stepz": 2}}}), "designs.a.training"),
 ])
 def test_malformed_params_are_rejected_with_key_path(tmp_path, data_dir, tiny_model_dir, mutate, expect):
     msg = _bad(tmp_path, tiny_model_dir, mutate)
@@ -136,3 +140,22 @@ def test_sizes_are_checked_against_the_hub_too(tmp_path, tiny_model_dir, monkeyp
         params.load(path)
     ok = write_params(tmp_path / "ok.yaml", tiny_model_dir, tmp_path / "out", train_sizes=[7000])
     assert params.load(ok).train_sizes == [7000]
+
+
+def test_designs_are_one_factor_at_a_time_around_the_first_values(tmp_path, data_dir, tiny_model_dir):
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora", "ia3"),
+                        train_data={"gsm8k": {"gsm8k_train": 1.0}, "alpaca": {"alpaca": 1.0}},
+                        train_sizes=[8, 16], seeds=[0, 1, 2],
+                        designs={"main": {"seeds": [0, 1, 2], "training": {"eval_every": 1}},
+                                 "data": {"train_data": ["alpaca"], "methods": ["lora"]},
+                                 "size": {"train_sizes": [16]}})
+    cells = [c for c in grid.expand(params.load(path)) if c["method"] != "base"]
+    got = sorted((c["method"], c["train_data"], c["train_size"], c["seed"], c["training"]["eval_every"])
+                 for c in cells)
+    assert got == sorted([(m, "gsm8k", 8, s, 1) for m in ("lora", "ia3") for s in (0, 1, 2)]
+                         + [("lora", "alpaca", 8, 0, 0)]
+                         + [(m, "gsm8k", 16, 0, 0) for m in ("lora", "ia3")])
+    # without designs: the full product, as before
+    full = params.load(write_params(tmp_path / "q.yaml", tiny_model_dir, tmp_path / "out",
+                                    methods=("lora", "ia3"), train_sizes=[8, 16], seeds=[0, 1]))
+    assert len([c for c in grid.expand(full) if c["method"] != "base"]) == 2 * 2 * 2

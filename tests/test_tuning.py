@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import write_params
-from ftstudy import data, evaluate, grid, methods, params, results, stats, tables, train, tuning
+from ftstudy import curves, data, evaluate, grid, methods, params, results, stats, tables, train, tuning
 
 
 @pytest.mark.parametrize("train_set", ["gsm8k_train", "alpaca"])
@@ -168,18 +168,24 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
     for n, p in tuned.named_parameters():  # lm-eval reseeds the RNGs: restored, same dropout masks
         if p.requires_grad:
             assert torch.equal(p, trained[n]), n
-    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())
-    assert [p["step"] for p in curve["points"]] == [0, 1, 2, 3]
+    run = tmp_path / "curve"
+    curve = json.loads((run / "curve.json").read_text())
+    # the last step is not scored in training: its point is the final evaluation's
+    assert [p["step"] for p in curve["points"]] == [0, 1, 2] and curve["final_step"] == 3
     assert cost["curve_eval_wall_s"] > 0 and (tmp_path / "plain" / "curve.json").exists() is False
     # hellaswag (accuracy) is end-of-training only; the log-likelihood tasks are on the curve
     assert {m["task"] for m in curve["points"][0]["metrics"]} == {"gsm8k_nll", "alpaca_nll"}
-    evaluate.evaluate(tuned, tok, ev, tmp_path / "curve", data_dir)
+    out = evaluate.evaluate(tuned, tok, ev, run, data_dir)
+    results.write_json(run / "metrics.json", {"eval_items": 6, "metrics": evaluate.metric_rows(out["tasks"])})
+    points = curves.points(run)
+    assert [p["step"] for p in points] == [0, 1, 2, 3] and points[-1]["final"]
+    assert {m["task"] for m in points[-1]["metrics"]} == {"gsm8k_nll", "alpaca_nll"}
     for task in ("gsm8k_nll", "alpaca_nll"):
-        final = stats.item_logliks(tmp_path / "curve", task)
-        last = stats.item_logliks(tmp_path / "curve" / "curve" / "step_00003", task)
-        first = stats.item_logliks(tmp_path / "curve" / "curve" / "step_00000", task)
-        assert final.index.equals(last.index) and float((final - last).abs().max()) <= 1e-4
-        assert float((final - first).abs().max()) > 1e-3  # the curve moved: not a constant series
+        final = stats.load_samples(run, task).query("metric == 'bits_per_byte'")
+        last, first = curves.item_values(run, 3, task), curves.item_values(run, 0, task)
+        assert last.equals(final.set_index("doc_id")["value"].astype(float).sort_index())
+        assert first.index.equals(last.index)
+        assert float((last - first).abs().max()) > 1e-3  # the curve moved: not a constant series
 
 
 def _fake_curve(outputs, run_id, method, target, other):

@@ -62,6 +62,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, 
             self.points: list[dict] = []
             self.wall_s = 0.0
             self.peak = None
+            self.final_step = None
 
         def score(self, step: int) -> None:
             if not ev["tasks"] or any(p["step"] == step for p in self.points):
@@ -85,31 +86,53 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, 
                 np.random.set_state(states[1])
                 torch.set_rng_state(states[2])
             self.points.append({"step": step, "items": items, "metrics": evaluate.metric_rows(out)})
-            tmp = run_dir / "curve.json.tmp"  # atomic: a reader never sees half a file
-            tmp.write_text(json.dumps({"eval_every": every, "points": self.points}, indent=1))
-            tmp.replace(run_dir / "curve.json")
+            self.save()
             self.wall_s += time.perf_counter() - start
 
+        def save(self) -> None:
+            tmp = run_dir / "curve.json.tmp"  # atomic: a reader never sees half a file
+            tmp.write_text(json.dumps({"eval_every": every, "final_step": self.final_step,
+                                       "points": self.points}, indent=1))
+            tmp.replace(run_dir / "curve.json")
+
         def on_train_begin(self, args, state, control, **kw):
+            self.final_step = state.max_steps
             self.score(0)
 
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step % every == 0 or state.global_step == state.max_steps:
+            # The last step's point is the run's final evaluation (same items, same precision):
+            # scoring it here too would double the cost of the last point (see `points`).
+            if state.global_step % every == 0 and state.global_step < state.max_steps:
                 self.score(state.global_step)
 
     return Curve()
 
 
 def points(run_dir: str | Path) -> list[dict]:
-    """The recorded points of a run's curve ([] without one)."""
-    f = Path(run_dir) / "curve.json"
-    return json.loads(f.read_text())["points"] if f.is_file() else []
+    """The recorded points of a run's curve ([] without one). The last step's point is read
+    from the run's final evaluation (`metrics.json`, samples in the run folder), marked
+    `final`; curves recorded before that scored it in training and keep their own."""
+    run_dir = Path(run_dir)
+    f = run_dir / "curve.json"
+    if not f.is_file():
+        return []
+    curve = json.loads(f.read_text())
+    pts = curve["points"]
+    last = curve.get("final_step")
+    metrics = run_dir / "metrics.json"
+    if last and not any(p["step"] == last for p in pts) and metrics.is_file():
+        final = json.loads(metrics.read_text())
+        tasks = {m["task"] for p in pts for m in p["metrics"]}
+        pts = pts + [{"step": last, "final": True, "items": final.get("eval_items"),
+                      "metrics": [m for m in final["metrics"] if m["task"] in tasks]}]
+    return pts
 
 
 def item_values(run_dir: str | Path, step: int, task: str, metric: str = "bits_per_byte"):
     """Per-item values of one curve point: a Series indexed by doc id."""
     from ftstudy import stats
 
-    s = stats.load_samples(step_folder(run_dir, step), task)
+    final = any(p["step"] == step and p.get("final") for p in points(run_dir))
+    s = stats.load_samples(Path(run_dir) if final else step_folder(run_dir, step), task)
     s = s[s["metric"] == metric]
     return s.set_index("doc_id")["value"].astype(float).sort_index()

