@@ -213,7 +213,7 @@ def test_book_in_headless_chromium(built_book):
             page.on("response", lambda r: failed.append(r.url)
                     if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
             page.goto(f"{base}/index.html", wait_until="load")
-            page.wait_for_url("**/intro.html")  # the book's index redirects to its root page
+            page.wait_for_url("**/generated/front.html")  # the book's index redirects to its root page
             for rel in pages:
                 if rel == "index.html":
                     continue
@@ -223,6 +223,10 @@ def test_book_in_headless_chromium(built_book):
                     "img", "els => els.map(e => [e.currentSrc, e.complete, e.naturalWidth])")
                 for src, complete, width in images:
                     assert complete and width > 0, (rel, src)
+                # as a reader sees the page: every collapsed section opened, nothing wider than
+                # the content column (code may scroll; tables may not), no figure shrunk below
+                # half its natural width
+                assert not page.evaluate(LAYOUT_CHECK), (rel, page.evaluate(LAYOUT_CHECK))
                 if rel == "generated/analysis.html":
                     assert len(images) >= 5
                     page.screenshot(path=str(artifacts / "results-page.png"), full_page=True)
@@ -232,6 +236,33 @@ def test_book_in_headless_chromium(built_book):
     assert not failed, failed
     assert not errors, errors
     assert (artifacts / "results-page.png").stat().st_size > 10_000
+
+
+LAYOUT_CHECK = """() => {
+  document.querySelectorAll("details").forEach(d => d.open = true);
+  const column = document.querySelector("article.bd-article") || document.querySelector("main");
+  const right = column.getBoundingClientRect().right + 1;
+  const code = el => el.closest("pre, div.highlight, .cell_output .output.text_plain");
+  const problems = [];
+  for (const el of column.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || code(el)) continue;
+    let clipped = false;
+    for (let a = el.parentElement; a && a !== column; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if ((o === "auto" || o === "scroll" || o === "hidden") && a.scrollWidth > a.clientWidth + 1 && !code(a)) {
+        problems.push(`${a.tagName}.${a.className} needs horizontal scrolling (${a.scrollWidth} > ${a.clientWidth} px)`);
+      }
+      if (o !== "visible") { clipped = true; break; }
+    }
+    if (!clipped && r.right > right) problems.push(`${el.tagName}.${el.className} ends at ${Math.round(r.right)} px, column at ${Math.round(right)}`);
+  }
+  for (const img of column.querySelectorAll("img")) {
+    if (img.naturalWidth && img.clientWidth < 0.5 * img.naturalWidth)
+      problems.push(`${img.currentSrc} shown at ${img.clientWidth} of ${img.naturalWidth} px`);
+  }
+  return [...new Set(problems)].slice(0, 10);
+}"""
 
 
 def test_exported_results_rebuild_the_report_without_compute(tiny_study, tmp_path):

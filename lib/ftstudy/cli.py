@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-book", action="store_true", help="tables and analysis only")
     b.add_argument("--results", help="read the runs from this folder (e.g. committed results/<study>) "
                                      "instead of the params file's output_dir")
+    b.add_argument("--readme", help="also refresh this README's generated answers block "
+                                    "(<!-- answers:<study> --> ... <!-- /answers:<study> -->)")
     e = sub.add_parser("export", help="copy a finished grid's records (no weights) into a folder to commit")
     e.add_argument("params")
     e.add_argument("--to", required=True, help="destination folder, e.g. results/<study>")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         from ftstudy import report
-        report.build(params, book=not args.no_book, results_dir=args.results)
+        report.build(params, book=not args.no_book, results_dir=args.results, readme=args.readme)
         return 0
     if args.command == "export":
         from pathlib import Path

@@ -100,7 +100,7 @@ def task_hashes(tasks) -> dict[str, str]:
 # (`cell` is not among them: it maps a cell to the notebook's parameters.)
 REPORT_ONLY = {"analysis", "findings", "plots", "report", "stats", "tables", "grid", "executors",
                "local", "slurm", "cli", "tuning", "progress", "params", "fingerprint", "calibrate",
-               "trackers", "export", "__main__"}
+               "trackers", "export", "answers", "present", "__main__"}
 
 
 # The modules that compute a cell's numbers (an allow-list: a new module is not part of a

@@ -10,6 +10,28 @@ from ftstudy import analysis
 from ftstudy.methods import REFERENCES
 
 
+MAX_WIDTH_IN = 9.0  # a book column shows ~800 px: wider figures shrink their labels
+
+
+def _panels(n: int, w: float, h: float, **kw):
+    """A figure of `n` panels of w x h inches, wrapped into rows so that it is at most
+    MAX_WIDTH_IN wide; returns (figure, list of the n axes)."""
+    n = max(1, n)
+    cols = max(1, min(n, int(MAX_WIDTH_IN // w)))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(w * cols, h * rows), **kw)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _label(key) -> str:
+    """A (model, training data, size) configuration in a panel title."""
+    model, label, size = key
+    return f"{model}, trained on {label} (n={int(size)})"
+
+
 def _bars(ax, df: pd.DataFrame, value: str, err: str, order: list[str]):
     x = np.arange(len(order))
     ax.bar(x, [df.loc[df["method"] == m, value].mean() for m in order],
@@ -18,53 +40,38 @@ def _bars(ax, df: pd.DataFrame, value: str, err: str, order: list[str]):
     ax.set_xticks(x, order, rotation=45, ha="right")
 
 
-def scores(results: pd.DataFrame, group: str = "train_data"):
-    """Headline score per task and method, ±1 stderr (lm-eval's), one row per training set."""
+def scores(results: pd.DataFrame):
+    """Headline score per task and method, ±1 stderr (lm-eval's), one panel per task and
+    (model, training data, size), the reference models beside the trained ones."""
     df = analysis.headline(results)
     tasks = sorted(df["task"].unique())
     base = df[df["method"].isin(REFERENCES)]
-    groups = [g for g in df.loc[~df["method"].isin(REFERENCES), group].dropna().unique()]
-    fig, axes = plt.subplots(max(1, len(groups)), len(tasks), squeeze=False,
-                             figsize=(3.6 * len(tasks), 3.0 * max(1, len(groups))))
-    for i, g in enumerate(groups or [None]):
-        for j, t in enumerate(tasks):
-            sub = pd.concat([base[base["task"] == t],
-                             df[(df["task"] == t) & (df[group] == g)]])
-            order = ([r for r in REFERENCES if r in set(sub["method"])] +
-                     [m for m in sub["method"].unique() if m not in REFERENCES])
-            _bars(axes[i][j], sub, "value", "stderr", order)
-            axes[i][j].set_title(f"{t}\ntrained on {g}", fontsize=9)
-            axes[i][j].set_ylabel(sub["metric"].iloc[0] if len(sub) else "")
+    tuned = df[~df["method"].isin(REFERENCES)]
+    configs = list(tuned.groupby(["model", "train_data", "train_size"]).groups) or [None]
+    fig, axes = _panels(len(configs) * len(tasks), 3.0, 2.8)
+    for k, (cfg, t) in enumerate((c, t) for c in configs for t in tasks):
+        ax = axes[k]
+        sub = tuned[(tuned["task"] == t)]
+        ref = base[base["task"] == t]
+        if cfg is not None:
+            sub = sub[(sub["model"] == cfg[0]) & (sub["train_data"] == cfg[1]) & (sub["train_size"] == cfg[2])]
+            ref = ref[ref["model"] == cfg[0]]
+        sub = pd.concat([ref, sub])
+        order = ([r for r in REFERENCES if r in set(sub["method"])] +
+                 [m for m in sub["method"].unique() if m not in REFERENCES])
+        _bars(ax, sub, "value", "stderr", order)
+        ax.set_title(f"{t}\n{_label(cfg) if cfg else ''}", fontsize=8)
+        ax.set_ylabel(sub["metric"].iloc[0] if len(sub) else "", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
 
 
 def forest(paired: pd.DataFrame, comparison: str = "vs base"):
-    """Paired change vs the reference per task: a point and its 95% interval per (training
-    data, method), signed so that right is better; filled where the Holm-adjusted test says
-    outside the noise, hollow where not."""
-    d = analysis.improvement(paired[paired["comparison"] == comparison])
-    d = d[d["headline"].astype(bool)]
-    tasks = sorted(d["task"].unique())
-    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False,
-                             figsize=(3.4 * max(1, len(tasks)), 0.9 + 0.32 * max(1, d.groupby(["train_data", "method"]).ngroups)),
-                             sharey=True)
-    labels = sorted({(str(t), str(m)) for t, m in zip(d["train_data"], d["method"])})
-    ypos = {lab: i for i, lab in enumerate(labels)}
-    palette = dict(zip(sorted(d["method"].unique()), sns.color_palette("colorblind", 10)))
-    for ax, task in zip(axes[0], tasks):
-        sub = d[d["task"] == task]
-        for _, r in sub.iterrows():
-            y = ypos[(str(r["train_data"]), str(r["method"]))]
-            color = palette[r["method"]]
-            ax.errorbar(r["gain"], y, xerr=[[r["gain"] - r["gain_low"]], [r["gain_high"] - r["gain"]]],
-                        fmt="o", color=color, capsize=2, markerfacecolor=color if r["significant"] else "white")
-        ax.axvline(0, color="black", lw=0.8)
-        metric = sub["metric"].iloc[0] if len(sub) else ""
-        ax.set_title(f"{task}\n({metric}, right = better)", fontsize=9)
-    axes[0][0].set_yticks(range(len(labels)), [f"{m} · {t}" for t, m in labels], fontsize=8)
-    fig.tight_layout()
-    return fig
+    """Paired change vs the reference, one figure per (model, training data, size) with a
+    panel per task (see `headline`); returns the list of figures."""
+    d = paired[paired["comparison"] == comparison]
+    return [headline(paired, key) for key in d.groupby(["model", "train_data", "train_size"]).groups]
 
 
 def loss_curve(loss_curve: list[dict], title: str = "training loss"):
@@ -84,7 +91,7 @@ def cost(runs: pd.DataFrame):
     done = done.assign(peak_mb=analysis.peak_memory(done))
     metrics = [("train_wall_s", "train time (s)"), ("peak_mb", "peak memory in training (MiB)"),
                ("trainable_params", "trainable parameters")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
+    fig, axes = _panels(len(metrics), 3.0, 3.0)
     for ax, (col, label) in zip(axes, metrics):
         sns.barplot(data=done, x="method", y=col, ax=ax, errorbar=("pi", 100),
                     palette="colorblind", hue="method", legend=False)
@@ -100,13 +107,11 @@ def cost(runs: pd.DataFrame):
 def learning_vs_forgetting(lf: pd.DataFrame, axes_label: str = "bits/byte"):
     """Learning (x) against mean forgetting (y) per run, paired 95% CIs, Pareto front
     marked; one panel per training set. Best is bottom right."""
-    groups = list(lf["train_data"].unique()) if not lf.empty else []
-    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False,
-                             figsize=(4.6 * max(1, len(groups)), 3.8))
-    palette = dict(zip(sorted(lf["method"].unique()) if not lf.empty else [],
-                       sns.color_palette("colorblind", 10)))
-    for ax, g_name in zip(axes[0], groups):
-        g = lf[lf["train_data"] == g_name]
+    groups = list(lf.groupby(analysis.PARETO_GROUP).groups) if not lf.empty else []
+    fig, axes = _panels(len(groups), 4.4, 3.6)
+    palette = _palette(lf["method"]) if not lf.empty else {}
+    for ax, key in zip(axes, groups):
+        g = lf[(lf["model"] == key[0]) & (lf["train_data"] == key[1]) & (lf["train_size"] == key[2])]
         for _, r in g.iterrows():
             ax.errorbar(r["learning"], r["forgetting"],
                         xerr=[[r["learning"] - r["learning_low"]], [r["learning_high"] - r["learning"]]],
@@ -120,7 +125,7 @@ def learning_vs_forgetting(lf: pd.DataFrame, axes_label: str = "bits/byte"):
         ax.axvline(0, color="black", lw=0.6)
         ax.set_xlabel(f"learning: gain on {g['target'].iloc[0]} ({axes_label})")
         ax.set_ylabel(f"forgetting: mean loss on {g['retention_tasks'].iloc[0]}")
-        ax.set_title(f"trained on {g_name}", fontsize=10)
+        ax.set_title(_label(key), fontsize=9)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="best")
@@ -130,31 +135,31 @@ def learning_vs_forgetting(lf: pd.DataFrame, axes_label: str = "bits/byte"):
 
 def data_size_curves(results: pd.DataFrame):
     """Headline score against training examples (log axis), one line per method, ±1 stderr
-    bands; works with one size (points) or many."""
+    bands, one panel per (model, training data) and task; the dotted line is that model's
+    reference. Works with one size (points) or many."""
     df = analysis.headline(results[~results["method"].isin(REFERENCES)])
     tasks = sorted(df["task"].unique())
-    groups = list(df["train_data"].dropna().unique())
-    base = analysis.headline(results[results["method"] == "base"])  # dotted reference line
-    fig, axes = plt.subplots(max(1, len(groups)), max(1, len(tasks)), squeeze=False,
-                             figsize=(3.6 * max(1, len(tasks)), 3.0 * max(1, len(groups))))
-    for i, g in enumerate(groups):
-        for j, t in enumerate(tasks):
-            ax = axes[i][j]
-            sub = df[(df["train_data"] == g) & (df["task"] == t)]
-            for k, (m, mm) in enumerate(sub.groupby("method")):
-                agg = mm.groupby("train_size").agg(value=("value", "mean"), se=("stderr", "mean")).reset_index()
-                color = sns.color_palette("colorblind", 10)[k % 10]
-                ax.plot(agg["train_size"], agg["value"], marker="o", label=m, color=color)
-                ax.fill_between(agg["train_size"], agg["value"] - agg["se"], agg["value"] + agg["se"],
-                                alpha=0.15, color=color)
-            b = base[base["task"] == t]["value"]
-            if len(b):
-                ax.axhline(b.mean(), color="black", ls=":", lw=1, label="base")
-            ax.set_xscale("log")
-            ax.set_title(f"{t}\ntrained on {g}", fontsize=9)
-            ax.set_xlabel("training examples")
+    groups = list(df.groupby(["model", "train_data"]).groups)
+    base = analysis.headline(results[results["method"] == "base"])
+    fig, axes = _panels(max(1, len(groups) * len(tasks)), 3.0, 2.8)
+    palette = _palette(df["method"])
+    for k, ((model, label), t) in enumerate((g, t) for g in groups for t in tasks):
+        ax = axes[k]
+        sub = df[(df["model"] == model) & (df["train_data"] == label) & (df["task"] == t)]
+        for m, mm in sub.groupby("method"):
+            agg = mm.groupby("train_size").agg(value=("value", "mean"), se=("stderr", "mean")).reset_index()
+            ax.plot(agg["train_size"], agg["value"], marker="o", label=m, color=palette[m])
+            ax.fill_between(agg["train_size"], agg["value"] - agg["se"], agg["value"] + agg["se"],
+                            alpha=0.15, color=palette[m])
+        b = base[(base["task"] == t) & (base["model"] == model)]["value"]
+        if len(b):
+            ax.axhline(b.mean(), color="black", ls=":", lw=1, label="base")
+        ax.set_xscale("log")
+        ax.set_title(f"{t}\n{model}, trained on {label}", fontsize=8)
+        ax.set_xlabel("training examples", fontsize=8)
+        ax.tick_params(labelsize=7)
     if groups and tasks:
-        axes[0][-1].legend(fontsize=7)
+        axes[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -164,8 +169,8 @@ def score_vs_cost(results: pd.DataFrame, runs: pd.DataFrame, cost: str = "train_
     df = analysis.headline(results[~results["method"].isin(REFERENCES)]).merge(
         runs[["run_id", cost]], on="run_id")
     tasks = sorted(df["task"].unique())
-    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False, figsize=(3.8 * max(1, len(tasks)), 3.2))
-    for ax, t in zip(axes[0], tasks):
+    fig, axes = _panels(len(tasks), 3.0, 3.0)
+    for ax, t in zip(axes, tasks):
         sns.scatterplot(data=df[df["task"] == t], x=cost, y="value", hue="method", style="train_data",
                         ax=ax, palette="colorblind", s=60)
         ax.set_title(t, fontsize=9)
@@ -180,8 +185,9 @@ def answer_distribution(baselines: pd.DataFrame, method: str = "base"):
     b = baselines[baselines["method"] == method]
     share_cols = [c for c in b.columns if c.startswith("share_")]
     tasks = list(b["task"].unique())
-    fig, axes = plt.subplots(1, max(1, len(tasks)), squeeze=False, figsize=(3.6 * max(1, len(tasks)), 2.8))
-    for ax, (_, r) in zip(axes[0], b.drop_duplicates("task").iterrows()):
+    rows = b.drop_duplicates(["model", "task"])
+    fig, axes = _panels(len(rows), 3.0, 2.6)
+    for ax, (_, r) in zip(axes, rows.iterrows()):
         ax.bar(["ABCD"[int(c.split("_")[1])] for c in share_cols], [r[c] for c in share_cols],
                color=sns.color_palette("colorblind", 4))
         ax.axhline(r["chance"], color="black", ls=":", lw=1, label="chance")
@@ -202,9 +208,9 @@ def sensitivity(trials: pd.DataFrame):
     per (model, training data, size); a star marks the chosen rate, an open circle the
     method's default. Flat lines: the method is forgiving; sharp ones: its rate matters."""
     groups = list(trials.groupby(["model", "train_data", "train_size"]).groups) if not trials.empty else []
-    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False, figsize=(5.2 * max(1, len(groups)), 3.8))
+    fig, axes = _panels(len(groups), 4.4, 3.6)
     palette = _palette(trials["method"]) if not trials.empty else {}
-    for ax, key in zip(axes[0], groups):
+    for ax, key in zip(axes, groups):
         g = trials[(trials["model"] == key[0]) & (trials["train_data"] == key[1]) & (trials["train_size"] == key[2])]
         for method, m in g.groupby("method"):
             curve = m.groupby("learning_rate")["validation_bpb"].mean().sort_index()
@@ -231,9 +237,9 @@ def learning_forgetting_curves(path: pd.DataFrame, matched: pd.DataFrame | None 
     forgetting (y, bits/byte lost on another held-out task), one line per method from its
     step 0 at the origin; the dotted line is the matched learning level. Best is bottom right."""
     groups = list(path.groupby(["model", "train_data", "train_size", "forgetting_task"]).groups) if not path.empty else []
-    fig, axes = plt.subplots(1, max(1, len(groups)), squeeze=False, figsize=(5.2 * max(1, len(groups)), 4.0))
+    fig, axes = _panels(len(groups), 4.4, 3.6)
     palette = _palette(path["method"]) if not path.empty else {}
-    for ax, key in zip(axes[0], groups):
+    for ax, key in zip(axes, groups):
         g = path[(path["model"] == key[0]) & (path["train_data"] == key[1]) & (path["train_size"] == key[2])
                  & (path["forgetting_task"] == key[3])]
         for method, m in g.groupby("method"):
@@ -250,5 +256,44 @@ def learning_forgetting_curves(path: pd.DataFrame, matched: pd.DataFrame | None 
         ax.set_ylabel(f"forgetting: bits/byte lost on {key[3]}")
         ax.set_title(f"{key[0]}, trained on {key[1]} (n={int(key[2])})", fontsize=10)
         ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def headline(aggregated: pd.DataFrame, main: tuple, width_in: float = 8.0):
+    """The front page's figure: each method's paired change vs its reference in the main
+    condition, one panel per task (point and 95% interval, signed so right is better),
+    filled where the Holm-adjusted test says outside the noise. Sized for a book column."""
+    model, label, size = main
+    d = analysis.improvement(aggregated[(aggregated["comparison"] == "vs base")])
+    d = d[d["headline"].astype(bool) & (d["model"] == model) & (d["train_data"] == label) & (d["train_size"] == size)]
+    tasks = list(dict.fromkeys(d["task"]))
+    cols = 2 if len(tasks) > 1 else 1
+    rows = max(1, -(-len(tasks) // cols))
+    methods = list(dict.fromkeys(d.sort_values("method")["method"]))
+    fig, axes = plt.subplots(rows, cols, squeeze=False, sharey=True,
+                             figsize=(width_in, 0.6 + rows * (0.5 + 0.3 * len(methods))))
+    palette = _palette(methods)
+    for ax, task in zip(axes.flat, tasks):
+        sub = d[d["task"] == task]
+        for _, r in sub.iterrows():
+            y = methods.index(r["method"])
+            color = palette[r["method"]]
+            lo, hi = r["gain_low"], r["gain_high"]
+            err = [[r["gain"] - lo], [hi - r["gain"]]] if not pd.isna(lo) else None
+            ax.errorbar(r["gain"], y, xerr=err, fmt="o", color=color, capsize=3, markersize=6,
+                        markerfacecolor=color if r["significant"] else "white")
+        ax.axvline(0, color="black", lw=0.8)
+        unit = "bits/byte" if sub["metric"].iloc[0] == "bits_per_byte" else sub["metric"].iloc[0]
+        ax.set_title(f"{task}", fontsize=10)
+        ax.set_xlabel(f"gain in {unit} (right = better)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_yticks(range(len(methods)), methods, fontsize=9)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(f"Change vs reference: {model}, trained on {label} (n={int(size)}); "
+                 "filled = outside the noise (Holm)", fontsize=9)
     fig.tight_layout()
     return fig

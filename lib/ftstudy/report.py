@@ -6,6 +6,7 @@ once here, and the book is built with execution off.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def methods_page(params: Params, cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dict | None = None) -> str:
+def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dict | None = None,
+                    cited: dict[str, list[str]] | None = None) -> str:
     """Per run of the grid: status, parameters, versions, data hashes, fingerprint (and
     whether it still matches today's code and data: `stale`, {run id: parts that changed}),
     and its executed notebook."""
@@ -53,6 +55,12 @@ def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dic
     runs_dir.mkdir(parents=True)
     lines = ["# Provenance", "", "Every run folder of this grid, failed ones included. Each links "
              "to its executed notebook (download) and lists what produced it.", ""]
+    if cited:
+        lines += ["## Runs behind the front page's numbers", ""]
+        for label, ids in sorted(cited.items()):
+            lines += [f"({label})=", f"### {', '.join(ids)}", "",
+                      ", ".join(f"{{ref}}`{i} <run-{i}>`" for i in ids), ""]
+        lines += ["## Every run", ""]
     for status_file in sorted((outputs / "runs").glob("*/status.json")):
         if status_file.parent.name not in run_ids:
             continue
@@ -61,7 +69,7 @@ def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dic
         cell = results.read_json(run / "cell.json") if (run / "cell.json").is_file() else {}
         env = results.read_json(run / "env.json") if (run / "env.json").is_file() else {}
         nb = run / status.get("notebook", "")
-        lines += [f"## `{run.name}` {cell.get('method', status.get('method'))} "
+        lines += [f"(run-{run.name})=", f"### `{run.name}` {cell.get('method', status.get('method'))} "
                   f"({status['status']})", ""]
         if nb.is_file():
             shutil.copy(nb, runs_dir / f"{run.name}.ipynb")
@@ -115,10 +123,12 @@ def limitations_page(params: Params, outputs: Path) -> str:
                       f"bits per byte is {width:.4f} wide across this grid's {len(p)} comparisons."]
     sizes = ", ".join(str(s) for s in params.train_sizes)
     seeds = ", ".join(str(s) for s in params.seeds)
+    t = params.training
+    amount = f"{t.epochs:g} epoch(s)" if t.epochs is not None else f"{t.max_steps} steps"
     lines += ["", "## What the grid does not vary", "",
               f"- Models: {', '.join(params.models)}; training sizes: {sizes}; seeds: {seeds}. "
               "A single value of any of these means the report cannot say how results depend on it.",
-              f"- Training: {params.training.max_steps} steps of batch {params.training.batch_size}, "
+              f"- Training: {amount} of batch {t.batch_size}, "
               f"sequences up to {params.training.max_length} tokens (longer examples are dropped, "
               "not cut; the results page counts them).",
               f"- Every run and its reference are evaluated in {ev.dtype} on the same items, drawn at "
@@ -127,6 +137,13 @@ def limitations_page(params: Params, outputs: Path) -> str:
         lines += [f"- Evaluation in {ev.dtype}: full fine-tuning's weights (and its reference's) are "
                   "rounded to it, so an update smaller than its resolution is lost for that method; "
                   "adapters stay in fp32.", ""]
+    if params.designs:
+        lines += ["- Not a full factorial: the grid is the union of these designs, each varying one factor "
+                  "around the main condition (first model, training set, size, seed); a factor's answer holds "
+                  "at the main condition's other values only:", ""]
+        lines += [f"  - `{name}`: " + "; ".join(f"{k} {v}" for k, v in d.model_dump(exclude_defaults=True).items())
+                  for name, d in params.designs.items()]
+        lines += [""]
     if len(params.seeds) == 1:
         lines += ["- One seed per configuration: the intervals cover the sampling of evaluation items, "
                   "not the randomness of training (adapter initialisation, data order).", ""]
@@ -140,6 +157,141 @@ def limitations_page(params: Params, outputs: Path) -> str:
     if caveats:
         lines += ["## Caveats", "", *caveats, ""]
     return "\n".join(lines)
+
+
+def derived_tables(outputs: Path) -> dict:
+    """Tables the answers cite beyond `tables.collect`'s: forgetting at matched learning (per
+    method and between methods), and the smallest detectable change per task. Written beside
+    the other tables so every number on the front page is in a CSV."""
+    import pandas as pd
+
+    from ftstudy import analysis, answers
+
+    _, runs = analysis.load(outputs)
+    curve = analysis.curve_table(outputs, runs)
+    matched, between = (analysis.matched_forgetting(outputs, curve) if not curve.empty
+                        else (pd.DataFrame(), pd.DataFrame()))
+    out = {"matched": matched, "matched_between": between,
+           "detectable": answers.detectable(analysis.load_table(outputs, "aggregated"))}
+    for name, df in out.items():
+        df.to_csv(outputs / f"{name}.csv", index=False)
+    return out
+
+
+def _cite_label(run_ids: list[str]) -> str:
+    import hashlib
+    return "cite-" + hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:10]
+
+
+def _cost_markdown(runs, main: tuple) -> str:
+    """The cost of one run per method in the main condition, as a markdown table with units."""
+    from ftstudy import analysis
+
+    model, label, size = main
+    sel = runs[(runs["model"] == model) & (runs["train_data"] == label) & (runs["train_size"] == size)]
+    t = analysis.cost_table(sel)
+    if t.empty:
+        return "No trained run has finished."
+    t = t.reset_index().drop(columns=["model"])
+    t["trainable params"] = t["trainable params"].map(lambda v: f"{v:,.0f}")
+    return t.to_markdown(index=False, floatfmt=".4g")
+
+
+def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_runs: int):
+    """The book's first page: what ran, the four answers (every number linked to the runs it
+    comes from), the headline figure, the learning-forgetting curves and the cost. Returns
+    (markdown, plain answers text, citations)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ftstudy import analysis, answers, plots
+
+    tables_ = answers.load_tables(outputs)
+    ans, cit = answers.build(tables_)
+    main = answers.main_condition(tables_.get("aggregated", __import__("pandas").DataFrame()))
+    figs = gen / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    _, runs = analysis.load(outputs)
+    done = runs[runs["status"] == "done"]
+    hw = _hardware(outputs, done)
+    wall = _wall_span(outputs)
+    lines = [f"# {params.study}: the answers", "",
+             f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; "
+             f"{wall}. Every sentence below is generated from the study's tables, and every number links "
+             "to the runs it was computed from (Provenance). Read *outside the noise* as: a paired test "
+             "rejects \"no change\" after Holm's correction; intervals are 95% paired bootstrap intervals.", ""]
+    if stale is None:
+        lines += ["Fingerprints were not checked against today's code (no data mirror to hash).", ""]
+    else:
+        flagged = sorted(r for r, why in stale.items() if why)
+        lines += [f"**{len(flagged)} of {len(stale)} runs are stale**: their code, packages or data "
+                  f"changed since they ran (see Provenance): {', '.join(flagged)}." if flagged else
+                  f"All {len(stale)} runs' fingerprints match today's code, packages and data.", ""]
+    link = lambda c: f"{{ref}}`{c['text']} <{_cite_label(c['run_ids'])}>`" if c["run_ids"] else c["text"]
+    lines += ["## Answers", "", answers.markdown(ans, cit, link), ""]
+    if main is not None:
+        fig = plots.headline(tables_["aggregated"], main)
+        fig.savefig(figs / "headline.png", dpi=100, bbox_inches="tight")
+        fig.savefig(outputs / "headline.png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        lines += ["## Change vs the reference model", "", "```{figure} figures/headline.png", ":name: headline", "",
+                  "Each method's paired change vs its reference (the base model; the 4-bit base for QLoRA) in "
+                  "the main condition, 95% interval; filled: outside the noise after Holm's correction.", "```", ""]
+        curve = analysis.curve_table(outputs, runs)
+        m = tables_.get("matched")
+        if not curve.empty:
+            path = analysis.learning_path(curve)
+            path = path[(path["model"] == main[0]) & (path["train_data"] == main[1]) & (path["train_size"] == main[2])]
+            fig = plots.learning_forgetting_curves(path, m)
+            fig.savefig(figs / "curves.png", dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            lines += ["## Learning and forgetting along training", "", "```{figure} figures/curves.png", "",
+                      "Bits per byte gained on the target (x) against bits per byte lost on another held-out "
+                      "task (y) since step 0, one line per method; dotted: the matched learning level.", "```", ""]
+        lines += ["## Cost", "", f"One run per method in the main condition ({main[0]}, {main[1]}, "
+                  f"{int(main[2])} examples; mean over its seeds), measured on {hw}.", "",
+                  _cost_markdown(runs, main), ""]
+    lines += ["## Runs behind the numbers", "",
+              "The detailed results page has every table; the provenance page lists each run's parameters, "
+              "versions, data hashes, fingerprint and executed notebook.", ""]
+    plain = answers.markdown(ans, cit)
+    return "\n".join(lines), plain, cit
+
+
+def _hardware(outputs: Path, done) -> str:
+    """The CPU (or GPU) the runs measured, from their env.json: the kind every figure depends on."""
+    kinds = set()
+    for rid in done["run_id"]:
+        env = outputs / "runs" / rid / "env.json"
+        if env.is_file():
+            hw = results.read_json(env).get("hardware") or {}
+            cpu = hw.get("cpu") or {}
+            kinds.add(hw["gpu"] if hw.get("gpu") else
+                      f"{hw.get('cpus')} CPU cores, {cpu.get('torch_cpu_capability', '?')}, native bf16 "
+                      f"{'yes' if cpu.get('native_bf16') else 'no'}")
+    return "; ".join(sorted(kinds)) or "unrecorded hardware"
+
+
+def _wall_span(outputs: Path) -> str:
+    from ftstudy import export
+
+    statuses = [results.read_json(f) for f in sorted((outputs / "runs").glob("*/status.json"))]
+    span = export.wall_span_s(statuses) if statuses else 0
+    return f"first run start to last run end {span / 60:.0f} min" if span else "wall time not recorded"
+
+
+def update_readme(readme: Path, study: str, plain: str, figure: str) -> None:
+    """Replace the block between `<!-- answers:<study> -->` and `<!-- /answers:<study> -->` in
+    the README with the generated answers and the headline figure (refused if absent)."""
+    text = readme.read_text()
+    start, end = f"<!-- answers:{study} -->", f"<!-- /answers:{study} -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme}: no '{start}' ... '{end}' block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    block = f"{start}\n![{study}: change vs reference]({figure})\n\n{plain}\n{end}"
+    readme.write_text(head + block + tail)
 
 
 def data_dir_is_mirror(params: Params) -> bool:
@@ -186,10 +338,11 @@ def _hide_parameter_cells(notebook: Path) -> None:
 
 
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
-          results_dir: str | Path | None = None) -> Path:
+          results_dir: str | Path | None = None, readme: str | Path | None = None) -> Path:
     """Collect results, execute the analysis notebook, write the generated pages, build.
     `results_dir`: read the runs from there (e.g. committed results) instead of the params
-    file's output_dir; nothing is trained or evaluated either way."""
+    file's output_dir; nothing is trained or evaluated either way. `readme`: also refresh
+    that file's generated answers block (see `update_readme`)."""
     import papermill
 
     from ftstudy import cell as cell_mod
@@ -209,7 +362,16 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     data_dir = paths.data_dir(params.data_dir)
     stale = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
               if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
-    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}, stale))
+    derived_tables(outputs)
+    front, plain, cit = front_page(params, outputs, gen, stale, len(cells))
+    (gen / "front.md").write_text(front)
+    (outputs / "answers.md").write_text(plain + "\n")
+    if readme is not None:
+        update_readme(Path(readme), params.study, plain,
+                      os.path.relpath(outputs / "headline.png", Path(readme).resolve().parent))
+    groups = {_cite_label(c["run_ids"]): c["run_ids"] for c in cit.cited if c["run_ids"]}
+    (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}, stale,
+                                                       groups))
     (gen / "limitations.md").write_text(limitations_page(params, outputs))
     executed = gen / "analysis.ipynb"
     print("report: executing the analysis notebook", flush=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+
 from ftstudy.methods import REFERENCES
 from ftstudy.results import RUN_KEYS, read_json
 
@@ -152,6 +155,92 @@ def paired_tables(outputs: Path, records: list[dict]):
     return paired, aggregated, pd.DataFrame(refused)
 
 
+FACTORS = ("train_size", "train_data", "model", "method")
+
+
+def contrasts_table(outputs: Path, records: list[dict], order: dict | None = None):
+    """One factor changed, everything else equal: per pair of runs that differ in exactly one
+    of training size, training data, base model or method (same seed), and per task, the
+    item-paired difference of their changes vs their own references (B's change minus A's,
+    in the metric's units). A difference of changes, not of final scores: QLoRA's reference
+    is the 4-bit base, so "learned more" must not count the quantisation's own cost. With
+    several seeds, pooled like `aggregated` (bootstrap over seeds, then items). Holm's
+    correction within each factor. `order` (factor: values, e.g. in the grid's order) says
+    which value is A: the earlier one (else the smaller size, or the first by name). The
+    data-size, replay, base-model and "learned most" answers rest on it."""
+    import itertools
+
+    import pandas as pd
+
+    from ftstudy import stats
+    from ftstudy.evaluate import headline_metric
+
+    done = [r for r in records if r["status"] == "done" and r.get("cell")]
+    refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
+    runs = [r for r in done if r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")
+            and reference_key(r["cell"]) in refs]
+    cache: dict = {}
+
+    def change(run, task, metric):
+        key = (run["run_id"], task)
+        if key not in cache:
+            ref = refs[reference_key(run["cell"])]
+            a = stats.load_samples(outputs / "runs" / ref["run_id"], task)
+            b = stats.load_samples(outputs / "runs" / run["run_id"], task)
+            ok = not a.empty and not b.empty and metric in set(a["metric"]) and metric in set(b["metric"])
+            ids, x, y = stats.item_differences(a, b, metric) if ok else ([], [], [])
+            cache[key] = pd.Series(np.asarray(y) - np.asarray(x), index=ids, dtype=float)
+        return cache[key]
+
+    def axes(r):
+        c = r["cell"]
+        return {"model": c["model_name"], "train_data": c.get("train_data"),
+                "train_size": c.get("train_size"), "method": c["method"]}
+
+    groups: dict = {}
+    for a, b in itertools.combinations(runs, 2):
+        if a["cell"].get("seed") != b["cell"].get("seed"):
+            continue
+        xa, xb = axes(a), axes(b)
+        changed = [f for f in FACTORS if xa[f] != xb[f]]
+        if len(changed) != 1:
+            continue
+        factor = changed[0]
+        known = (order or {}).get(factor, [])
+        rank = (lambda v: (known.index(v) if v in known else len(known), str(v))) if factor != "train_size" \
+            else (lambda v: (known.index(v) if v in known else len(known), v))
+        if rank(xb[factor]) < rank(xa[factor]):
+            a, b, xa, xb = b, a, xb, xa
+        for task in a["cell"]["evaluation"]["tasks"]:
+            if task not in b["cell"]["evaluation"]["tasks"]:
+                continue
+            metric = headline_metric(task)
+            da, db = change(a, task, metric), change(b, task, metric)
+            common = da.index.intersection(db.index)
+            if not len(common):
+                continue
+            key = (factor, *(xa[f] for f in FACTORS if f != factor), xa[factor], xb[factor], task, metric)
+            groups.setdefault(key, []).append((a, b, da.loc[common], db.loc[common]))
+    rows = []
+    for key, pairs in groups.items():
+        factor = key[0]
+        fixed = dict(zip([f for f in FACTORS if f != factor], key[1:4]))
+        common = sorted(set.intersection(*(set(da.index) for _, _, da, _ in pairs)))
+        diffs = [(db.loc[common] - da.loc[common]).to_numpy() for _, _, da, db in pairs]
+        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
+        rows.append(dict(factor=factor, **fixed, **{"from": key[4], "to": key[5]}, task=key[6], metric=key[7],
+                         seeds=len(pairs), n=len(common),
+                         run_id_from=",".join(a["run_id"] for a, _, _, _ in pairs),
+                         run_id_to=",".join(b["run_id"] for _, b, _, _ in pairs),
+                         change_from=float(np.mean([da.loc[common].mean() for _, _, da, _ in pairs])),
+                         change_to=float(np.mean([db.loc[common].mean() for _, _, _, db in pairs])),
+                         **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
+    cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "run_id_from", "run_id_to",
+            "change_from", "change_to", "mean_diff", "ci_low", "ci_high", "p_value", "test"]
+    df = pd.DataFrame(rows, columns=cols)
+    return stats.adjust(df, ["factor"]) if not df.empty else df.assign(p_adjusted=[], significant=[])
+
+
 def baselines_table(outputs: Path, records: list[dict]):
     """Chance, majority-answer baseline and answer distribution per multiple-choice result."""
     import pandas as pd
@@ -175,7 +264,8 @@ def baselines_table(outputs: Path, records: list[dict]):
 
 def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rates: dict | None = None):
     """Build and write the study tables of a grid: `results.csv`, `runs.csv`, `paired.csv`,
-    `aggregated.csv`, `refused.csv`, `baselines.csv`, `tuning.csv` (learning-rate trials,
+    `aggregated.csv`, `refused.csv`, `baselines.csv`, `contrasts.csv` (one factor changed,
+    see `contrasts_table`), `tuning.csv` (learning-rate trials,
     kept apart from the study's runs, beside each method's `configured_rates`); returns
     (results, runs) DataFrames.
 
@@ -230,5 +320,8 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
     pd.DataFrame(outside, columns=["run_id", "method", "model", "status"]).to_csv(
         outputs / "outside_grid.csv", index=False)
     baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
+    order = {f: list(dict.fromkeys(c.get("model_name") if f == "model" else c.get(f) for c in cells
+                                   if c["method"] not in REFERENCES)) for f in FACTORS} if cells else None
+    contrasts_table(outputs, records, order).to_csv(outputs / "contrasts.csv", index=False)
     trials.to_csv(outputs / "tuning.csv", index=False)
     return results, runs_df

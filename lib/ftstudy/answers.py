@@ -1,0 +1,272 @@
+"""The study's four answers, as short sentences generated from its tables.
+
+Every number in an answer is written through `Citations.num`, which formats a value read
+from one cell of one table and records where it came from (table, row, column, run ids):
+the front page links each number to its runs, and a test checks that every number in the
+text is one of the cited table values, so no number is typed by hand. A question the grid
+cannot answer says so and why.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ftstudy import analysis
+
+QUESTIONS = {
+    "q1": "Which method changes which task, and by how much?",
+    "q2": "What does learning one task cost on the others (math, commonsense, domain knowledge)?",
+    "q3": "Does the base model change the answer?",
+    "q4": "Does more training data change the answer?",
+}
+# Two-sided 5% test with 80% power: the smallest true difference a paired test detects is
+# about (1.96 + 0.84) standard errors of the mean difference.
+MDE_FACTOR = 1.96 + 0.84
+NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
+
+
+@dataclass
+class Citations:
+    """The study's tables by name, and every number cited from them."""
+    tables: dict[str, pd.DataFrame]
+    cited: list[dict] = field(default_factory=list)
+
+    def num(self, table: str, row, column: str, fmt: str = "+.3f") -> str:
+        value = self.tables[table].loc[row, column]
+        text = str(int(value)) if fmt == "d" else format(float(value), fmt) if fmt else str(value)
+        self.cited.append(dict(table=table, row=row, column=column, text=text, fmt=fmt,
+                               run_ids=self.runs_behind(table, row)))
+        return f"\x00{len(self.cited) - 1}\x00"
+
+    def runs_behind(self, table: str, row) -> list[str]:
+        """The run folders a table row was computed from (a pooled row: every seed's run)."""
+        r = self.tables[table].loc[row]
+        ids = [i for c in ("run_id", "run_id_from", "run_id_to") if c in r and isinstance(r[c], str)
+               for i in r[c].split(",")]
+        runs = self.tables.get("runs", pd.DataFrame())
+        if not ids and not runs.empty and {"model", "method"} <= set(r.index):
+            pick = runs[(runs["status"] == "done") & (runs["model"] == r["model"])
+                        & runs["method"].isin([r["method"], r.get("reference")])]
+            for k in ("train_data", "train_size"):
+                if k in r.index:
+                    pick = pick[(pick[k] == r[k]) | pick["method"].isin(("base", "base_4bit"))]
+            ids = sorted(pick["run_id"])
+        return ids
+
+    def render(self, text: str, link=None) -> str:
+        """`text` with each cited number in place: plain, or through `link(citation)`."""
+        return re.sub("\x00(\\d+)\x00", lambda m: (link or (lambda cit: cit["text"]))(self.cited[int(m.group(1))]), text)
+
+    def interval(self, table: str, row, fmt: str = "+.3f", column: str = "mean_diff") -> str:
+        """`column`'s value and its 95% interval (`ci_low`, `ci_high` of the same row)."""
+        t = self.tables[table]
+        if pd.isna(t.loc[row, "ci_low"]):
+            return f"{self.num(table, row, column, fmt)} (no interval)"
+        return (f"{self.num(table, row, column, fmt)} [{self.num(table, row, 'ci_low', fmt)}, "
+                f"{self.num(table, row, 'ci_high', fmt)}]")
+
+
+def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and task (headline metric, vs the reference): the minimum detectable
+    difference, MDE_FACTOR times the median standard error of the methods' paired mean
+    differences (read from the width of their 95% intervals). Smaller true changes are
+    likely to be called "inside the noise"."""
+    if aggregated.empty:
+        return pd.DataFrame()
+    vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
+    vs["se"] = (vs["ci_high"] - vs["ci_low"]) / (2 * 1.96)
+    keys = ["model", "train_data", "train_size", "task", "metric"]
+    out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"))
+    out["mde"] = MDE_FACTOR * out["se"]
+    return out.reset_index()
+
+
+def main_condition(aggregated: pd.DataFrame) -> tuple | None:
+    """The configuration the verdicts rest on: the (model, training data, size) with the most
+    seeds and methods compared with their reference."""
+    vs = aggregated[aggregated["comparison"] == "vs base"] if not aggregated.empty else aggregated
+    if vs.empty:
+        return None
+    g = vs.groupby(["model", "train_data", "train_size"]).agg(seeds=("seeds", "max"), methods=("method", "nunique"))
+    return g.sort_values(["seeds", "methods"], ascending=False).index[0]
+
+
+def _unit(metric: str) -> str:
+    return "bits/byte" if metric == "bits_per_byte" else "accuracy"
+
+
+def _fmt(metric: str) -> str:
+    return "+.3f" if metric == "bits_per_byte" else "+.2f"
+
+
+def _verdict(row) -> str:
+    return "outside the noise" if bool(row["significant"]) else "inside the noise"
+
+
+def q1(c: Citations, main: tuple) -> list[str]:
+    agg, mde = c.tables["aggregated"], c.tables["detectable"]
+    model, label, size = main
+    vs = agg[(agg["comparison"] == "vs base") & agg["headline"].astype(bool) & (agg["model"] == model)
+             & (agg["train_data"] == label) & (agg["train_size"] == size)]
+    seeds = c.num("aggregated", vs.index[0], "seeds", "d")
+    out = [f"Trained on **{label}** ({c.num('aggregated', vs.index[0], 'train_size', 'd')} examples, "
+           f"{seeds} seed(s), {model}); change vs each method's reference model, mean [interval], "
+           "lower bits/byte and higher accuracy are better:"]
+    for task, g in vs.groupby("task", sort=False):
+        metric = g["metric"].iloc[0]
+        g = g.assign(order=g["mean_diff"] * (1 if metric == "bits_per_byte" else -1)).sort_values("order")
+        parts = [f"{r['method']} {c.interval('aggregated', i, _fmt(metric))}"
+                 + ("" if r["significant"] else " (inside the noise)") for i, r in g.iterrows()]
+        m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
+                & (mde["task"] == task)]
+        detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', '.3f' if metric == 'bits_per_byte' else '.2f')} "
+                  f"{_unit(metric)} are not detectable here") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
+        n = c.num("aggregated", g.index[0], "n", "d")
+        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + "; ".join(parts) + detect + ".")
+    out.append(_best_on_target(c, vs, main))
+    return out
+
+
+def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
+    """The method that learned its target most (change vs its own reference), and whether the
+    paired difference of changes separates it from the runner-up (`contrasts`, factor method)."""
+    k = c.tables["contrasts"]
+    target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
+    t = vs[vs["task"] == target].sort_values("mean_diff")
+    if target is None or len(t) < 2:
+        return "With fewer than two methods on the target task, no method can be called best."
+    first, second = t.iloc[0]["method"], t.iloc[1]["method"]
+    pair = k[(k["factor"] == "method") & (k["task"] == target) & (k["model"] == main[0])
+             & (k["train_data"] == main[1]) & (pd.to_numeric(k["train_size"], errors="coerce") == float(main[2]))
+             & k["from"].isin([first, second]) & k["to"].isin([first, second])] if not k.empty else k
+    if pair.empty:
+        return f"{first} learned {target} most; no paired test of it against {second} was recorded."
+    i = pair.index[0]
+    verdict = "separated from" if pair.loc[i, "significant"] else "not separated from"
+    return (f"On its target {target}, {first} learned most and is {verdict} the runner-up {second}: "
+            f"{pair.loc[i, 'to']}'s change minus {pair.loc[i, 'from']}'s {c.interval('contrasts', i)} bits/byte "
+            f"(each against its own reference; Holm-adjusted p {c.num('contrasts', i, 'p_adjusted', '.2g')}).")
+
+
+def q2(c: Citations, main: tuple) -> list[str]:
+    agg = c.tables["aggregated"]
+    model, label, size = main
+    vs = agg[(agg["comparison"] == "vs base") & agg["headline"].astype(bool) & (agg["model"] == model)
+             & (agg["train_data"] == label) & (agg["train_size"] == size)]
+    target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
+    other = vs[vs["task"] != target]
+    worse = other[other["significant"] & (np.where(other["metric"] == "bits_per_byte", other["mean_diff"] > 0,
+                                                   other["mean_diff"] < 0))]
+    out = []
+    if worse.empty:
+        out.append(f"Trained on {label}, no method lost ground on any other task beyond the noise "
+                   f"({', '.join(sorted(other['task'].unique()))}); Q1 gives the detectable sizes.")
+    else:
+        out.append("Forgetting outside the noise: " + "; ".join(
+            f"{r['method']} on {r['task']} {c.interval('aggregated', i, _fmt(r['metric']))}"
+            for i, r in worse.iterrows()) + "; every other method and task inside the noise.")
+    out += _matched(c, main)
+    out += _factor(c, "train_data", "training data", main)
+    return out
+
+
+def _matched(c: Citations, main: tuple) -> list[str]:
+    m = c.tables.get("matched", pd.DataFrame())
+    if m.empty or "forgetting" not in m:
+        return ["No run kept a learning-forgetting curve, so forgetting at matched learning is not measured."]
+    m = m[(m["model"] == main[0]) & (m["train_data"] == main[1]) & (m["train_size"] == main[2])
+          & m["forgetting"].notna()]
+    out = []
+    for (task, seed), g in m.groupby(["forgetting_task", "seed"]):
+        g = g.sort_values("forgetting")
+        lo, hi = g.index[0], g.index[-1]
+        note = " (the level is set by a method that learned little: only the start of training is compared)" \
+            if str(g["note"].iloc[0] or "").strip() not in ("", "nan") else ""
+        sep = c.tables.get("matched_between", pd.DataFrame())
+        sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
+                  & (sep["train_data"] == main[1])] if not sep.empty else sep
+        n_sep = int(sep["significant"].fillna(False).astype(bool).sum()) if not sep.empty else 0
+        out.append(
+            f"At matched learning (each curve taken where it first gains "
+            f"{c.num('matched', lo, 'matched_learning', '.3f')} bits/byte on the target, seed "
+            f"{c.num('matched', lo, 'seed', 'd')}), forgetting on {task} ranged from {g.loc[lo, 'method']} "
+            f"{c.interval('matched', lo, column='forgetting')} to {g.loc[hi, 'method']} "
+            f"{c.interval('matched', hi, column='forgetting')} bits/byte; "
+            + (f"{n_sep} of {len(sep)} method pairs separated after Holm" if len(sep) else "no pair tested")
+            + f"{note}.")
+    return out
+
+
+def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
+    """Sentences for one changed factor from `contrasts`: per method, the change of its effect
+    on each task when the factor moves away from the main condition."""
+    k = c.tables["contrasts"]
+    if k.empty or factor not in set(k["factor"]):
+        return [f"The grid does not vary the {words}, so it cannot say how the answer depends on it."]
+    k = k[(k["factor"] == factor) & (k["from"].astype(str) == str(main[("model", "train_data", "train_size").index(factor)]))]
+    out = []
+    for (to, method), g in k.groupby(["to", "method"], sort=False):
+        parts = [f"{r['task']} {c.interval('contrasts', i, _fmt(r['metric']))}"
+                 + ("" if r["significant"] else " (inside the noise)") for i, r in g.iterrows()]
+        i0 = g.index[0]
+        out.append(f"{method}, {words} {c.num('contrasts', i0, 'from', '')} → {c.num('contrasts', i0, 'to', '')} "
+                   f"({c.num('contrasts', i0, 'seeds', 'd')} seed(s)), change in its effect vs its reference: "
+                   + "; ".join(parts) + ".")
+    return out or [f"No pair of runs differs from the main condition in {words} alone."]
+
+
+def q3(c: Citations, main: tuple) -> list[str]:
+    k = c.tables["contrasts"]
+    if k.empty or "model" not in set(k["factor"]):
+        models = sorted(c.tables["aggregated"]["model"].dropna().unique())
+        return [f"The grid has one base model ({', '.join(models)}), so it cannot say whether the "
+                "base model changes the answer; this question stays open."]
+    out = _factor(c, "model", "base model", main)
+    agg = c.tables["aggregated"]
+    target = agg["target_nll"].dropna().iloc[0] if agg["target_nll"].notna().any() else None
+    vm = agg[(agg["comparison"] == "vs method") & (agg["task"] == target) & (agg["train_data"] == main[1])
+             & (agg["train_size"] == main[2])]
+    methods = set(k[k["factor"] == "model"]["method"])
+    for model, g in vm[vm["method"].isin(methods) & vm["reference"].isin(methods)].groupby("model", sort=False):
+        for i, r in g.iterrows():
+            out.append(f"On {model}, {r['method']} minus {r['reference']} on {target}: "
+                       f"{c.interval('aggregated', i)} bits/byte, {_verdict(r)}.")
+    return out
+
+
+def q4(c: Citations, main: tuple) -> list[str]:
+    return _factor(c, "train_size", "training examples (one epoch each)", main)
+
+
+def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:
+    """The answers per question (markdown sentences) and their citations."""
+    tables = dict(tables)
+    tables.setdefault("detectable", detectable(tables["aggregated"]))
+    for name in ("contrasts", "runs", "matched", "matched_between"):
+        tables.setdefault(name, pd.DataFrame())
+    c = Citations(tables)
+    main = main_condition(tables["aggregated"])
+    if main is None:
+        return {q: ["No fine-tuned run has finished, so there is no answer yet."] for q in QUESTIONS}, c
+    return {"q1": q1(c, main), "q2": q2(c, main), "q3": q3(c, main), "q4": q4(c, main)}, c
+
+
+def load_tables(outputs: str | Path) -> dict[str, pd.DataFrame]:
+    outputs = Path(outputs)
+    names = ["aggregated", "contrasts", "runs", "matched", "matched_between", "detectable"]
+    return {n: analysis.load_table(outputs, n) for n in names if (outputs / f"{n}.csv").is_file()}
+
+
+def markdown(answers: dict[str, list[str]], c: Citations, link=None) -> str:
+    """The answers as markdown, one list per question; `link(citation)` renders a number."""
+    return "\n\n".join(f"**{QUESTIONS[q]}**\n\n" + "\n".join(f"- {c.render(s, link)}" for s in lines)
+                       for q, lines in answers.items())
+
+
+def numbers_in(text: str) -> list[str]:
+    """The numbers a reader sees in `text` (not digits inside names like gsm8k or smollm2)."""
+    return [n.replace("−", "-") for n in NUMBER.findall(text)]

@@ -1,0 +1,102 @@
+"""The front page's answers: contrasts of one changed factor (differences of changes, each
+vs its own reference), and sentences whose every number is a cited table value."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftstudy import answers, tables
+
+EV = {"tasks": {"gsm8k_nll": {"limit": 4}}}
+
+
+def _run(outputs, run_id, method, values, size=16, data="gsm8k", model="m", seed=0, quantised=False):
+    """A finished run folder whose gsm8k_nll items (doc ids 0..3) score `values`."""
+    folder = outputs / "runs" / run_id / "lm_eval" / "gsm8k_nll"
+    folder.mkdir(parents=True)
+    folder.joinpath("samples.jsonl").write_text("".join(json.dumps(
+        {"doc_id": i, "filter": "none", "metrics": ["bits_per_byte"], "bits_per_byte": v}) + "\n"
+        for i, v in enumerate(values)))
+    cell = {"method": method, "model_name": model, "model": {"source": {"path": model}, "dtype": "float32"},
+            "evaluation": EV, "load": {"quantize_4bit": True} if quantised else {},
+            "train_data": None if method.startswith("base") else data,
+            "train_size": 0 if method.startswith("base") else size, "seed": None if method.startswith("base") else seed}
+    return {"run_id": run_id, "status": "done", "cell": cell}
+
+
+def test_contrasts_compare_changes_each_against_its_own_reference(tmp_path):
+    records = [
+        _run(tmp_path, "base", "base", [1.0, 1.0, 1.0, 1.0]),
+        _run(tmp_path, "b4", "base_4bit", [1.2, 1.2, 1.2, 1.2], quantised=True),
+        _run(tmp_path, "lora", "lora", [0.9, 0.8, 0.9, 0.8]),            # change -0.15
+        _run(tmp_path, "qlora", "qlora", [1.0, 1.0, 1.1, 1.1], quantised=True),  # change -0.15 vs its 4-bit base
+        _run(tmp_path, "lora48", "lora", [0.7, 0.7, 0.8, 0.8], size=48),   # change -0.25
+    ]
+    df = tables.contrasts_table(tmp_path, records, {"method": ["lora", "qlora"], "train_size": [16, 48]})
+    method = df[df["factor"] == "method"].iloc[0]
+    # final scores differ by +0.2 bits/byte (QLoRA starts 0.2 worse), the learning does not
+    assert (method["from"], method["to"]) == ("lora", "qlora")
+    assert method["mean_diff"] == pytest.approx(0.0) and method["change_from"] == pytest.approx(-0.15)
+    size = df[df["factor"] == "train_size"].iloc[0]
+    assert (size["from"], size["to"], size["method"]) == (16, 48, "lora")
+    assert size["mean_diff"] == pytest.approx(-0.10) and size["n"] == 4
+    assert len(df) == 2  # qlora at 16 vs lora at 48 differ in two factors: not a contrast
+
+
+def _tables(models=("m",)):
+    rows = []
+    for model in models:
+        for method, d, lo, hi, sig in (("full", -0.27, -0.33, -0.21, True), ("lora", -0.11, -0.13, -0.08, True),
+                                       ("prompt_tuning", -0.02, -0.05, 0.01, False)):
+            for task, shift in (("gsm8k_nll", 0.0), ("alpaca_nll", 0.25)):
+                rows.append(dict(comparison="vs base", model=model, method=method, reference="base",
+                                 train_data="gsm8k", train_size=16, target_task="gsm8k", target_nll="gsm8k_nll",
+                                 replayed_nll=np.nan, task=task, metric="bits_per_byte", headline=True, seeds=3,
+                                 n=32, mean_diff=d + shift, ci_low=lo + shift, ci_high=hi + shift, p_value=0.001,
+                                 test="sign-flip", p_adjusted=0.004 if sig else 0.3,
+                                 significant=sig and task == "gsm8k_nll"))
+    contrasts = pd.DataFrame([dict(factor="method", method=np.nan, model="m", train_data="gsm8k", train_size=16,
+                                   **{"from": "full", "to": "lora"}, task="gsm8k_nll", metric="bits_per_byte",
+                                   seeds=3, n=32, run_id_from="a,b,c", run_id_to="d,e,f", change_from=-0.27,
+                                   change_to=-0.11, mean_diff=0.16, ci_low=0.1, ci_high=0.22, p_value=0.001,
+                                   test="sign-flip", p_adjusted=0.002, significant=True),
+                              dict(factor="train_size", method="full", model="m", train_data="gsm8k", train_size=np.nan,
+                                   **{"from": "16", "to": "48"}, task="gsm8k_nll", metric="bits_per_byte", seeds=1,
+                                   n=32, run_id_from="a", run_id_to="g", change_from=-0.27, change_to=-0.4,
+                                   mean_diff=-0.13, ci_low=-0.2, ci_high=-0.07, p_value=0.001, test="sign-flip",
+                                   p_adjusted=0.001, significant=True)])
+    return {"aggregated": pd.DataFrame(rows), "contrasts": contrasts}
+
+
+def assert_every_number_is_cited(text: str, cit: answers.Citations, tables_: dict) -> None:
+    """Each number a reader sees is one of the citations, and each citation is its table
+    cell formatted: no number in the answers was typed by hand."""
+    cited = {c["text"] for c in cit.cited}
+    for n in answers.numbers_in(text):
+        assert n in cited, f"{n} in the answers is not a table value"
+    for c in cit.cited:
+        value = tables_[c["table"]].loc[c["row"], c["column"]]
+        expected = (str(int(value)) if c["fmt"] == "d" else format(float(value), c["fmt"]) if c["fmt"]
+                    else str(value))
+        assert c["text"] == expected, c
+
+
+def test_answers_cite_every_number_and_say_what_they_cannot_answer():
+    t = _tables()
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert "-0.270 [-0.330, -0.210]" in text and "full learned most and is separated from the runner-up lora" in text
+    assert "(3 examples" not in text and "16" in answers.numbers_in(text)
+    assert "one base model (m)" in text and "stays open" in text  # Q3 cannot be answered
+    assert "16 → 48" in text  # Q4 from the contrasts table
+    # a number typed into a sentence is caught
+    with pytest.raises(AssertionError, match="not a table value"):
+        assert_every_number_is_cited(text + " It learned 0.5 more.", cit, cit.tables)
+
+
+def test_a_cited_number_links_to_the_runs_behind_it():
+    ans, cit = answers.build(_tables())
+    linked = answers.markdown(ans, cit, link=lambda c: f"[{c['text']}]({','.join(c['run_ids'])})")
+    assert "[0.160](a,b,c,d,e,f)" in linked.replace("+0.160", "0.160")
