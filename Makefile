@@ -13,7 +13,7 @@ export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
 endif
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup lock study grid report test test-fast lab serve clean bench
+.PHONY: setup lock study grid report book test test-fast lab serve clean bench
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ grid: setup
 
 report: setup
 	$(VENV)/bin/ftstudy report $(PARAMS)
+
+# The CPU study's book, README answers and headline figure from its committed records (no compute).
+book: setup
+	$(PY) -m ftstudy report params/cpu-study.yaml --results results/cpu-study --readme README.md
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -36,3 +36,39 @@ def test_committed_sweep_rebuilds_its_report(tmp_path, data_dir):
     assert prov.count("Fingerprint: matches today's code") + prov.count("**Stale**") == len(cells)
     for table in ("results", "paired", "tuning"):  # rebuilt from the committed records: the same numbers
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(RESULTS / f"{table}.csv"))
+
+
+STUDY = ROOT / "results" / "cpu-study"
+
+
+def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
+    """The CPU study's book from its committed records: every number in the front page's
+    answers is a value of the rebuilt tables, the README shows those same answers, the
+    tables match the committed ones, and each run's fingerprint matches today's code and
+    data or is flagged stale."""
+    from test_answers import assert_every_number_is_cited
+
+    from ftstudy import answers
+
+    p = params.load(ROOT / "params" / "cpu-study.yaml")
+    results = tmp_path / "results"
+    shutil.copytree(STUDY, results)
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
+    report.build(p, book=False, book_dir=book, results_dir=results)
+    ans, cit = answers.build(answers.load_tables(results))
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert (results / "answers.md").read_text().strip() == text.strip()
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- answers:cpu-study -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
+    assert text.strip() in block and "results/cpu-study/headline.png" in block
+    assert not any("stays open" in line or "does not vary" in line for q in ans.values() for line in q)
+    front = (book / "generated" / "front.md").read_text()
+    assert "{ref}`" in front and "figures/headline.png" in front and "figures/curves.png" in front
+    cells = grid.expand(p, results)
+    prov = (book / "generated" / "provenance.md").read_text()
+    assert prov.count("Fingerprint: matches today's code") + prov.count("**Stale**") == len(cells)
+    assert ("runs are stale" in front) == ("**Stale**" in prov)
+    for table in ("results", "aggregated", "contrasts"):  # the committed tables, rebuilt: the same numbers
+        pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

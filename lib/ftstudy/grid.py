@@ -57,17 +57,17 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
             cells.append(dict(method="base_4bit", model=model, evaluation=evaluation,
                               load=methods.resolve("base_4bit")["load"], train_data=None,
                               train_size=0, seed=None))
-        if params.controls:  # the method applied, trained 0 steps, no data
-            for method in used:
-                mcfg = params.methods[method]
+        controlled = set()
+        for cond in mine:
+            method, label, size, seed = cond["method"], cond["train_data"], cond["train_size"], cond["seed"]
+            mcfg = params.methods[method]
+            if params.controls and method not in controlled:  # the method applied, trained 0 steps, no data
+                controlled.add(method)
                 spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training}, mcfg.load)
                 cells.append(dict(method=method, control=True, model=model, evaluation=evaluation,
                                   adapter=spec["adapter"], load=spec["load"],
                                   training={**spec["training"], "max_steps": 0}, train_data=None,
                                   mix=None, train_size=0, seed=params.seeds[0]))
-        for cond in mine:
-            method, label, size, seed = cond["method"], cond["train_data"], cond["train_size"], cond["seed"]
-            mcfg = params.methods[method]
             spec = methods.resolve(method, mcfg.adapter, {**shared_training, **cond["training"], **mcfg.training},
                                    mcfg.load)
             cell = dict(method=method, model=model, evaluation=evaluation, adapter=spec["adapter"],

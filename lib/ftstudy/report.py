@@ -137,6 +137,10 @@ def limitations_page(params: Params, outputs: Path) -> str:
         lines += [f"- Evaluation in {ev.dtype}: full fine-tuning's weights (and its reference's) are "
                   "rounded to it, so an update smaller than its resolution is lost for that method; "
                   "adapters stay in fp32.", ""]
+    if params.tuning is None and len(params.models) > 1:
+        lines += ["- Learning rates are not tuned in this grid: each method trains at its configured rate, the "
+                  f"same for every model ({', '.join(params.models)}); a rate chosen for one model may not suit "
+                  "another.", ""]
     if params.designs:
         lines += ["- Not a full factorial: the grid is the union of these designs, each varying one factor "
                   "around the main condition (first model, training set, size, seed); a factor's answer holds "

@@ -321,7 +321,7 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
         outputs / "outside_grid.csv", index=False)
     baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
     order = {f: list(dict.fromkeys(c.get("model_name") if f == "model" else c.get(f) for c in cells
-                                   if c["method"] not in REFERENCES)) for f in FACTORS} if cells else None
+                                   if c.get("method") not in REFERENCES)) for f in FACTORS} if cells else None
     contrasts_table(outputs, records, order).to_csv(outputs / "contrasts.csv", index=False)
     trials.to_csv(outputs / "tuning.csv", index=False)
     return results, runs_df
