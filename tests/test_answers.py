@@ -1,6 +1,7 @@
 """The front page's answers: contrasts of one changed factor (differences of changes, each
 vs its own reference), and sentences whose every number is a cited table value."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -82,18 +83,28 @@ def assert_every_number_is_cited(text: str, cit: answers.Citations, tables_: dic
         assert c["text"] == expected, c
 
 
+def assert_no_typed_number(raw: str) -> None:
+    """The sentences as generated, before the cited numbers are put in: no number at all."""
+    left = answers.numbers_in(re.sub("\x00\\d+\x00", "", raw))
+    assert not left, f"typed into the answers: {left}"
+
+
 def test_answers_cite_every_number_and_say_what_they_cannot_answer():
     t = _tables()
     ans, cit = answers.build(t)
     text = answers.markdown(ans, cit)
     assert_every_number_is_cited(text, cit, cit.tables)
-    assert "-0.270 [-0.330, -0.210]" in text and "full learned most and is separated from the runner-up lora" in text
+    assert "-0.270 [-0.330, -0.210]" in text and "full learned most, separated from the runner-up lora" in text
     assert "(3 examples" not in text and "16" in answers.numbers_in(text)
     assert "one base model (m)" in text and "stays open" in text  # Q3 cannot be answered
     assert "16 → 48" in text  # Q4 from the contrasts table
-    # a number typed into a sentence is caught
+    # a number typed into a sentence is caught, even one equal to a cited value
     with pytest.raises(AssertionError, match="not a table value"):
         assert_every_number_is_cited(text + " It learned 0.5 more.", cit, cit.tables)
+    raw = "\n".join(line for lines in ans.values() for line in lines)
+    with pytest.raises(AssertionError, match="typed"):
+        assert_no_typed_number(raw + " full -0.270 better.")
+    assert_no_typed_number(raw)
 
 
 def test_a_cited_number_links_to_the_runs_behind_it():

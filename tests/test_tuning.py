@@ -186,6 +186,13 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
         assert last.equals(final.set_index("doc_id")["value"].astype(float).sort_index())
         assert first.index.equals(last.index)
         assert float((last - first).abs().max()) > 1e-3  # the curve moved: not a constant series
+    # scored in training at the last step (as curves did before), the final evaluation's numbers
+    check = curves.callback(tuned, tok, ev, tmp_path / "check", data_dir, every=1, compute_dtype="float32")
+    check.score(3)
+    for task in ("gsm8k_nll", "alpaca_nll"):
+        final = stats.item_logliks(run, task)
+        in_training = stats.item_logliks(curves.step_folder(tmp_path / "check", 3), task)
+        assert final.index.equals(in_training.index) and float((final - in_training).abs().max()) <= 1e-4
 
 
 def _fake_curve(outputs, run_id, method, target, other):

@@ -26,6 +26,8 @@ QUESTIONS = {
 # Two-sided 5% test with 80% power: the smallest true difference a paired test detects is
 # about (1.96 + 0.84) standard errors of the mean difference.
 MDE_FACTOR = 1.96 + 0.84
+# An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
+BLIND_ACCURACY = 0.2
 NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
 
 
@@ -108,8 +110,24 @@ def _fmt(metric: str) -> str:
     return "+.3f" if metric == "bits_per_byte" else "+.2f"
 
 
+def _separated(row) -> bool:
+    """Outside the noise: the Holm-adjusted test rejects, and (with seeds pooled, whose test
+    sees items only) the interval over seeds and items excludes zero too."""
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    excludes = pd.isna(lo) or lo > 0 or hi < 0
+    return bool(row["significant"]) and bool(excludes)
+
+
 def _verdict(row) -> str:
-    return "outside the noise" if bool(row["significant"]) else "inside the noise"
+    return "outside the noise" if _separated(row) else "inside the noise"
+
+
+def _same(col: pd.Series, value) -> pd.Series:
+    """`col == value` for a table read back from CSV, where sizes may be ints, floats or text."""
+    num = pd.to_numeric(col, errors="coerce")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return num == float(value)
+    return col.astype(str) == str(value)
 
 
 def q1(c: Citations, main: tuple) -> list[str]:
@@ -126,11 +144,12 @@ def q1(c: Citations, main: tuple) -> list[str]:
         metric = g["metric"].iloc[0]
         g = g.assign(order=g["mean_diff"] * (1 if metric == "bits_per_byte" else -1)).sort_values("order")
         parts = [f"{r['method']} {c.interval('aggregated', i, _fmt(metric))}"
-                 + ("" if r["significant"] else " (inside the noise)") for i, r in g.iterrows()]
+                 + ("" if _separated(r) else " (inside the noise)") for i, r in g.iterrows()]
         m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
                 & (mde["task"] == task)]
         detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', '.3f' if metric == 'bits_per_byte' else '.2f')} "
-                  f"{_unit(metric)} are not detectable here") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
+                  f"{_unit(metric)} are unlikely to be detected here (before Holm's correction, which needs larger "
+                  "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         n = c.num("aggregated", g.index[0], "n", "d")
         out.append(f"**{task}** ({_unit(metric)}, {n} items): " + "; ".join(parts) + detect + ".")
     out.append(_best_on_target(c, vs, main))
@@ -138,8 +157,9 @@ def q1(c: Citations, main: tuple) -> list[str]:
 
 
 def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
-    """The method that learned its target most (change vs its own reference), and whether the
-    paired difference of changes separates it from the runner-up (`contrasts`, factor method)."""
+    """The two methods that learned their target most (change vs their own reference), and
+    whether the paired difference of changes (`contrasts`, factor method: the seeds both
+    have) separates them; if not, only the larger point estimate is named."""
     k = c.tables["contrasts"]
     target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
     t = vs[vs["task"] == target].sort_values("mean_diff")
@@ -147,15 +167,18 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
         return "With fewer than two methods on the target task, no method can be called best."
     first, second = t.iloc[0]["method"], t.iloc[1]["method"]
     pair = k[(k["factor"] == "method") & (k["task"] == target) & (k["model"] == main[0])
-             & (k["train_data"] == main[1]) & (pd.to_numeric(k["train_size"], errors="coerce") == float(main[2]))
+             & (k["train_data"] == main[1]) & _same(k["train_size"], main[2])
              & k["from"].isin([first, second]) & k["to"].isin([first, second])] if not k.empty else k
     if pair.empty:
-        return f"{first} learned {target} most; no paired test of it against {second} was recorded."
+        return f"{first} has the largest point estimate on {target}; no paired test of it against {second} was recorded."
     i = pair.index[0]
-    verdict = "separated from" if pair.loc[i, "significant"] else "not separated from"
-    return (f"On its target {target}, {first} learned most and is {verdict} the runner-up {second}: "
-            f"{pair.loc[i, 'to']}'s change minus {pair.loc[i, 'from']}'s {c.interval('contrasts', i)} bits/byte "
-            f"(each against its own reference; Holm-adjusted p {c.num('contrasts', i, 'p_adjusted', '.2g')}).")
+    r = pair.loc[i]
+    head = (f"On its target {target}, {first} learned most, separated from the runner-up {second}" if _separated(r)
+            else f"On its target {target}, {first} has the largest point estimate but is not separated from {second}")
+    return (f"{head}: on the seeds both ran ({c.num('contrasts', i, 'seeds', 'd')}), {r['from']} changed by "
+            f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
+            f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
+            f"{c.num('contrasts', i, 'p_adjusted', '.2g')}.")
 
 
 def q2(c: Citations, main: tuple) -> list[str]:
@@ -165,18 +188,26 @@ def q2(c: Citations, main: tuple) -> list[str]:
              & (agg["train_data"] == label) & (agg["train_size"] == size)]
     target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
     other = vs[vs["task"] != target]
-    worse = other[other["significant"] & (np.where(other["metric"] == "bits_per_byte", other["mean_diff"] > 0,
-                                                   other["mean_diff"] < 0))]
+    loss = np.where(other["metric"] == "bits_per_byte", other["mean_diff"] > 0, other["mean_diff"] < 0)
+    worse = other[[_separated(r) for _, r in other.iterrows()] & loss] if len(other) else other
+    mde = c.tables["detectable"]
+    mde = mde[(mde["model"] == model) & (mde["train_data"] == label) & _same(mde["train_size"], size)
+              & (mde["task"] != target)] if not mde.empty else mde
+    blind = mde[(mde["metric"] != "bits_per_byte") & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
     out = []
+    if len(blind):
+        out.append("Commonsense and domain knowledge cannot be answered here: on " + ", ".join(
+            f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
+            "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
-        out.append(f"Trained on {label}, no method lost ground on any other task beyond the noise "
-                   f"({', '.join(sorted(other['task'].unique()))}); Q1 gives the detectable sizes.")
+        out.append(f"Trained on {label}, no loss outside the noise on the other tasks "
+                   f"({', '.join(sorted(other['task'].unique()))}); the first answer gives the smallest detectable changes.")
     else:
         out.append("Forgetting outside the noise: " + "; ".join(
             f"{r['method']} on {r['task']} {c.interval('aggregated', i, _fmt(r['metric']))}"
-            for i, r in worse.iterrows()) + "; every other method and task inside the noise.")
+            for i, r in worse.iterrows()) + "; no other loss outside the noise.")
     out += _matched(c, main)
-    out += _factor(c, "train_data", "training data", main)
+    out += _factor(c, "train_data", "training data", main) + _interaction(c, "train_data", "training data", main)
     return out
 
 
@@ -184,9 +215,10 @@ def _matched(c: Citations, main: tuple) -> list[str]:
     m = c.tables.get("matched", pd.DataFrame())
     if m.empty or "forgetting" not in m:
         return ["No run kept a learning-forgetting curve, so forgetting at matched learning is not measured."]
-    m = m[(m["model"] == main[0]) & (m["train_data"] == main[1]) & (m["train_size"] == main[2])
-          & m["forgetting"].notna()]
-    out = []
+    m = m[(m["model"] == main[0]) & (m["train_data"] == main[1]) & _same(m["train_size"], main[2])]
+    out = [f"Forgetting at matched learning on {task}: {str(g['note'].iloc[0])}." for task, g
+           in m[m["forgetting"].isna()].groupby("forgetting_task")]
+    m = m[m["forgetting"].notna()]
     for (task, seed), g in m.groupby(["forgetting_task", "seed"]):
         g = g.sort_values("forgetting")
         lo, hi = g.index[0], g.index[-1]
@@ -194,8 +226,8 @@ def _matched(c: Citations, main: tuple) -> list[str]:
             if str(g["note"].iloc[0] or "").strip() not in ("", "nan") else ""
         sep = c.tables.get("matched_between", pd.DataFrame())
         sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
-                  & (sep["train_data"] == main[1])] if not sep.empty else sep
-        n_sep = int(sep["significant"].fillna(False).astype(bool).sum()) if not sep.empty else 0
+                  & (sep["train_data"] == main[1]) & _same(sep["train_size"], main[2])] if not sep.empty else sep
+        n_sep = sum(_separated(r) for _, r in sep.iterrows()) if not sep.empty else 0
         out.append(
             f"At matched learning (each curve taken where it first gains "
             f"{c.num('matched', lo, 'matched_learning', '.3f')} bits/byte on the target, seed "
@@ -213,16 +245,35 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
     k = c.tables["contrasts"]
     if k.empty or factor not in set(k["factor"]):
         return [f"The grid does not vary the {words}, so it cannot say how the answer depends on it."]
-    k = k[(k["factor"] == factor) & (k["from"].astype(str) == str(main[("model", "train_data", "train_size").index(factor)]))]
+    k = k[(k["factor"] == factor) & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])]
     out = []
     for (to, method), g in k.groupby(["to", "method"], sort=False):
         parts = [f"{r['task']} {c.interval('contrasts', i, _fmt(r['metric']))}"
-                 + ("" if r["significant"] else " (inside the noise)") for i, r in g.iterrows()]
+                 + ("" if _separated(r) else " (inside the noise)") for i, r in g.iterrows()]
         i0 = g.index[0]
         out.append(f"{method}, {words} {c.num('contrasts', i0, 'from', '')} → {c.num('contrasts', i0, 'to', '')} "
                    f"({c.num('contrasts', i0, 'seeds', 'd')} seed(s)), change in its effect vs its reference: "
                    + "; ".join(parts) + ".")
     return out or [f"No pair of runs differs from the main condition in {words} alone."]
+
+
+def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
+    """Does the factor change the answer? From `contrasts` rows "method x <factor>": the gap
+    between two methods (each against its own reference) under the main condition and under
+    the other value, and the change of that gap with its interval."""
+    k = c.tables["contrasts"]
+    k = k[(k["factor"] == f"method x {factor}") & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])] \
+        if not k.empty else k
+    out = []
+    for (to, pair), g in k.groupby(["to", "method"], sort=False):
+        parts = [f"{r['task']}: {c.num('contrasts', i, 'change_from')} → {c.num('contrasts', i, 'change_to')}, "
+                 f"change {c.interval('contrasts', i, _fmt(r['metric']))}" + ("" if _separated(r) else " (inside the noise)")
+                 for i, r in g.iterrows()]
+        i0 = g.index[0]
+        out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
+                   f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s)): "
+                   + "; ".join(parts) + ".")
+    return out
 
 
 def q3(c: Citations, main: tuple) -> list[str]:
@@ -232,22 +283,14 @@ def q3(c: Citations, main: tuple) -> list[str]:
         return [f"The grid has one base model ({', '.join(models)}), so it cannot say whether the "
                 "base model changes the answer; this question stays open."]
     out = ["Each model is compared with its own reference model, item by item; absolute scores across "
-           "models are not compared (their prompt formats and tokenizers differ)."]
-    out += _factor(c, "model", "base model", main)
-    agg = c.tables["aggregated"]
-    target = agg["target_nll"].dropna().iloc[0] if agg["target_nll"].notna().any() else None
-    vm = agg[(agg["comparison"] == "vs method") & (agg["task"] == target) & (agg["train_data"] == main[1])
-             & (agg["train_size"] == main[2])]
-    methods = set(k[k["factor"] == "model"]["method"])
-    for model, g in vm[vm["method"].isin(methods) & vm["reference"].isin(methods)].groupby("model", sort=False):
-        for i, r in g.iterrows():
-            out.append(f"On {model}, {r['method']} minus {r['reference']} on {target}: "
-                       f"{c.interval('aggregated', i)} bits/byte, {_verdict(r)}.")
-    return out
+           "models are not compared (their prompt formats and tokenizers differ). The second model also "
+           "differs in size and instruction tuning, so a difference is not the architecture's alone."]
+    return out + _factor(c, "model", "base model", main) + _interaction(c, "model", "base model", main)
 
 
 def q4(c: Citations, main: tuple) -> list[str]:
-    return _factor(c, "train_size", "training examples (one epoch each)", main)
+    words = "training examples (one epoch each)"
+    return _factor(c, "train_size", words, main) + _interaction(c, "train_size", words, main)
 
 
 def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:

@@ -156,7 +156,7 @@ def estimate(cell: dict, cal: dict) -> float:
         cal["tokens_per_example"].get(cell.get("train_data"), next(iter(cal["tokens_per_example"].values()), 0))
     seconds += tokens * cal["s_per_token"].get(cell["method"], max(cal["s_per_token"].values()))
     if cfg.get("eval_every"):
-        points = 1 + (steps - 1) // cfg["eval_every"]  # step 0 and every K before the last (the
+        points = 1 + max(0, steps - 1) // cfg["eval_every"]  # step 0 and every K before the last (the
         # last step's point is the final evaluation)
         curve_tasks = curves.tasks_of(cell["evaluation"])
         seconds += points * sum(cost(t, s) for t, s in curve_tasks.items())

@@ -158,11 +158,11 @@ class Design(_Strict):
     """One part of a study that is not a full factorial: the values of the axes it varies.
     An axis it does not name is held at the study's first value (its default condition);
     `methods` defaults to every method, since methods are compared in every design."""
-    models: list[str] | None = None
-    methods: list[str] | None = None
-    train_data: list[str] | None = None
-    train_sizes: list[int] | None = None
-    seeds: list[int] | None = None
+    models: list[str] | None = Field(default=None, min_length=1)
+    methods: list[str] | None = Field(default=None, min_length=1)
+    train_data: list[str] | None = Field(default=None, min_length=1)
+    train_sizes: list[int] | None = Field(default=None, min_length=1)
+    seeds: list[int] | None = Field(default=None, min_length=1)
     # Shared training settings for this design only (e.g. `eval_every` for curves on one seed).
     training: dict[str, Any] = Field(default_factory=dict)
 

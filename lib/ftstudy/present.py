@@ -30,11 +30,22 @@ def format_table(df: pd.DataFrame, columns: list[str] | None = None, digits: int
             out[c] = out[c].map({True: "yes", False: "no"}).fillna("")
         elif pd.api.types.is_float_dtype(out[c]):
             whole = out[c].dropna().apply(float.is_integer).all() if out[c].notna().any() else False
-            out[c] = out[c].map(lambda v: "" if pd.isna(v) else (f"{v:.0f}" if whole else f"{v:.{digits}g}"
-                                                                    if abs(v) >= 1 else f"{v:.{digits}f}"))
+            p_value = c.startswith("p_")
+            out[c] = out[c].map(lambda v: _number(v, digits, whole, p_value))
     out = out.rename(columns=HEADERS)
     out.columns.name = None  # a pivot's column-axis name would become a stray header cell
     return out
+
+
+def _number(v: float, digits: int, whole: bool, p_value: bool) -> str:
+    """One cell: blank for missing, p-values as '<0.001' below that, thousands with separators."""
+    if pd.isna(v):
+        return ""
+    if p_value:
+        return "<0.001" if v < 0.001 else f"{v:.3f}"
+    if whole or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}"
 
 
 def html_table(df: pd.DataFrame, title: str, columns: list[str] | None = None, digits: int = 3,

@@ -122,7 +122,11 @@ def limitations_page(params: Params, outputs: Path) -> str:
             lines += ["", f"Paired log-likelihood differences: the median 95% interval of a change in "
                       f"bits per byte is {width:.4f} wide across this grid's {len(p)} comparisons."]
     sizes = ", ".join(str(s) for s in params.train_sizes)
-    seeds = ", ".join(str(s) for s in params.seeds)
+    per_method: dict = {}
+    for c in params.conditions():
+        per_method.setdefault(c["method"], set()).add(c["seed"])
+    seeds = "; ".join(f"{m} {', '.join(str(x) for x in sorted(v))}" for m, v in per_method.items()) \
+        if params.designs else ", ".join(str(s) for s in params.seeds)
     t = params.training
     amount = f"{t.epochs:g} epoch(s)" if t.epochs is not None else f"{t.max_steps} steps"
     lines += ["", "## What the grid does not vary", "",
@@ -148,8 +152,8 @@ def limitations_page(params: Params, outputs: Path) -> str:
         lines += [f"  - `{name}`: " + "; ".join(f"{k} {v}" for k, v in d.model_dump(exclude_defaults=True).items())
                   for name, d in params.designs.items()]
         lines += [""]
-    if len(params.seeds) == 1:
-        lines += ["- One seed per configuration: the intervals cover the sampling of evaluation items, "
+    if min(len(v) for v in per_method.values()) == 1:
+        lines += ["- One seed for some configurations: their intervals cover the sampling of evaluation items, "
                   "not the randomness of training (adapter initialisation, data order).", ""]
     caveats = [f"- {name} is dequantised from the GGUF file `{m.gguf.file or m.gguf.path}`: a "
                "4-bit-quantised file scores a little below the full-precision model it came from."
@@ -213,7 +217,7 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
 
     tables_ = answers.load_tables(outputs)
     ans, cit = answers.build(tables_)
-    main = answers.main_condition(tables_.get("aggregated", __import__("pandas").DataFrame()))
+    main = answers.main_condition(tables_["aggregated"]) if "aggregated" in tables_ else None
     figs = gen / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     _, runs = analysis.load(outputs)
@@ -224,7 +228,8 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
              f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; "
              f"{wall}. Every sentence below is generated from the study's tables, and every number links "
              "to the runs it was computed from (Provenance). Read *outside the noise* as: a paired test "
-             "rejects \"no change\" after Holm's correction; intervals are 95% paired bootstrap intervals.", ""]
+             "rejects \"no change\" after Holm's correction; intervals are 95% paired bootstrap intervals; a smallest "
+             "detectable change is the one a paired test would find with 80% power at a two-sided 5% level.", ""]
     if stale is None:
         lines += ["Fingerprints were not checked against today's code (no data mirror to hash).", ""]
     else:
@@ -253,8 +258,8 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
             lines += ["## Learning and forgetting along training", "", "```{figure} figures/curves.png", "",
                       "Bits per byte gained on the target (x) against bits per byte lost on another held-out "
                       "task (y) since step 0, one line per method; dotted: the matched learning level.", "```", ""]
-        lines += ["## Cost", "", f"One run per method in the main condition ({main[0]}, {main[1]}, "
-                  f"{int(main[2])} examples; mean over its seeds), measured on {hw}.", "",
+        lines += ["## Cost", "", f"Per method in the main condition ({main[0]}, {main[1]}, {int(main[2])} "
+                  f"examples): the mean of its runs (one per seed), measured on {hw}.", "",
                   _cost_markdown(runs, main), ""]
     lines += ["## Runs behind the numbers", "",
               "The detailed results page has every table; the provenance page lists each run's parameters, "

@@ -172,7 +172,7 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
 
     import pandas as pd
 
-    from ftstudy import stats
+    from ftstudy import fingerprint, stats
     from ftstudy.evaluate import headline_metric
 
     done = [r for r in records if r["status"] == "done" and r.get("cell")]
@@ -185,6 +185,9 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         key = (run["run_id"], task)
         if key not in cache:
             ref = refs[reference_key(run["cell"])]
+            if fingerprint.evaluation_differences(ref.get("fingerprint"), run.get("fingerprint")):
+                cache[key] = pd.Series(dtype=float)  # not scored alike: never compared (see `refused`)
+                return cache[key]
             a = stats.load_samples(outputs / "runs" / ref["run_id"], task)
             b = stats.load_samples(outputs / "runs" / run["run_id"], task)
             ok = not a.empty and not b.empty and metric in set(a["metric"]) and metric in set(b["metric"])
@@ -197,19 +200,21 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         return {"model": c["model_name"], "train_data": c.get("train_data"),
                 "train_size": c.get("train_size"), "method": c["method"]}
 
+    def rank(factor, value):
+        known = (order or {}).get(factor, [])
+        return (known.index(value) if value in known else len(known),
+                value if factor == "train_size" else str(value))
+
     groups: dict = {}
     for a, b in itertools.combinations(runs, 2):
         if a["cell"].get("seed") != b["cell"].get("seed"):
             continue
         xa, xb = axes(a), axes(b)
         changed = [f for f in FACTORS if xa[f] != xb[f]]
-        if len(changed) != 1:
+        if len(changed) != 1 or fingerprint.evaluation_differences(a.get("fingerprint"), b.get("fingerprint")):
             continue
         factor = changed[0]
-        known = (order or {}).get(factor, [])
-        rank = (lambda v: (known.index(v) if v in known else len(known), str(v))) if factor != "train_size" \
-            else (lambda v: (known.index(v) if v in known else len(known), v))
-        if rank(xb[factor]) < rank(xa[factor]):
+        if rank(factor, xb[factor]) < rank(factor, xa[factor]):
             a, b, xa, xb = b, a, xb, xa
         for task in a["cell"]["evaluation"]["tasks"]:
             if task not in b["cell"]["evaluation"]["tasks"]:
@@ -235,10 +240,53 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
                          change_from=float(np.mean([da.loc[common].mean() for _, _, da, _ in pairs])),
                          change_to=float(np.mean([db.loc[common].mean() for _, _, _, db in pairs])),
                          **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
+    rows += _interactions(groups, rank)
     cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "run_id_from", "run_id_to",
             "change_from", "change_to", "mean_diff", "ci_low", "ci_high", "p_value", "test"]
     df = pd.DataFrame(rows, columns=cols)
-    return stats.adjust(df, ["factor"]) if not df.empty else df.assign(p_adjusted=[], significant=[])
+    family = ["factor", "model", "train_data", "train_size"]  # one question in one condition
+    return stats.adjust(df, family) if not df.empty else df.assign(p_adjusted=[], significant=[])
+
+
+def _interactions(groups: dict, rank) -> list[dict]:
+    """Does a factor change the answer? For two methods compared in two conditions that differ
+    in one factor (same seeds), the change of their gap: (B - A under the second value) minus
+    (B - A under the first), item by item, each method's change against its own reference.
+    Rows `factor` = "method x <factor>", `method` = "B - A"."""
+    import itertools
+
+    from ftstudy import stats
+
+    method_groups = {k: v for k, v in groups.items() if k[0] == "method"}
+    rows = []
+    fixed_names = [f for f in FACTORS if f != "method"]
+    for k0, k1 in itertools.combinations(method_groups, 2):
+        if k0[4:] != k1[4:]:  # same pair of methods, task and metric
+            continue
+        differ = [j for j in range(3) if k0[1 + j] != k1[1 + j]]
+        if len(differ) != 1:
+            continue
+        factor = fixed_names[differ[0]]
+        if rank(factor, k1[1 + differ[0]]) < rank(factor, k0[1 + differ[0]]):
+            k0, k1 = k1, k0
+        by_seed0 = {a["cell"].get("seed"): (db - da) for a, _, da, db in method_groups[k0]}
+        by_seed1 = {a["cell"].get("seed"): (db - da) for a, _, da, db in method_groups[k1]}
+        seeds = sorted(set(by_seed0) & set(by_seed1), key=str)
+        if not seeds:
+            continue
+        common = sorted(set.intersection(*(set(by_seed0[s].index) & set(by_seed1[s].index) for s in seeds)))
+        diffs = [(by_seed1[s].loc[common] - by_seed0[s].loc[common]).to_numpy() for s in seeds]
+        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
+        fixed = {f: k0[1 + j] for j, f in enumerate(fixed_names) if j != differ[0]}
+        rows.append(dict(factor=f"method x {factor}", method=f"{k0[5]} - {k0[4]}", **fixed,
+                         **{"from": k0[1 + differ[0]], "to": k1[1 + differ[0]]}, task=k0[6], metric=k0[7],
+                         seeds=len(seeds), n=len(common),
+                         run_id_from=",".join(r["run_id"] for a, b, _, _ in method_groups[k0] for r in (a, b)),
+                         run_id_to=",".join(r["run_id"] for a, b, _, _ in method_groups[k1] for r in (a, b)),
+                         change_from=float(np.mean([by_seed0[s].loc[common].mean() for s in seeds])),
+                         change_to=float(np.mean([by_seed1[s].loc[common].mean() for s in seeds])),
+                         **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
+    return rows
 
 
 def baselines_table(outputs: Path, records: list[dict]):
