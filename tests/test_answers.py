@@ -111,3 +111,18 @@ def test_a_cited_number_links_to_the_runs_behind_it():
     ans, cit = answers.build(_tables())
     linked = answers.markdown(ans, cit, link=lambda c: f"[{c['text']}]({','.join(c['run_ids'])})")
     assert "[0.160](a,b,c,d,e,f)" in linked.replace("+0.160", "0.160")
+
+
+def test_an_interaction_says_whether_a_factor_changes_the_gap_between_methods(tmp_path):
+    records = [
+        _run(tmp_path, "base", "base", [1.0, 1.0, 1.0, 1.0]),
+        _run(tmp_path, "full16", "full", [0.8, 0.8, 0.8, 0.8]),             # -0.2
+        _run(tmp_path, "lora16", "lora", [0.9, 0.9, 0.9, 0.9]),             # -0.1: gap +0.1
+        _run(tmp_path, "full48", "full", [0.6, 0.6, 0.6, 0.6], size=48),    # -0.4
+        _run(tmp_path, "lora48", "lora", [0.7, 0.8, 0.7, 0.8], size=48),    # -0.25: gap +0.15
+    ]
+    df = tables.contrasts_table(tmp_path, records, {"method": ["full", "lora"], "train_size": [16, 48]})
+    row = df[df["factor"] == "method x train_size"].iloc[0]
+    assert (row["method"], row["from"], row["to"]) == ("lora - full", 16, 48)
+    assert row["change_from"] == pytest.approx(0.1) and row["change_to"] == pytest.approx(0.15)
+    assert row["mean_diff"] == pytest.approx(0.05)
