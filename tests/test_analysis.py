@@ -297,3 +297,24 @@ def test_a_clear_change_survives_holm_in_a_large_family():
     family = pd.DataFrame({"comparison": "vs base", "headline": True,
                            "p_value": [p] + [0.5] * 99})
     assert stats.adjust(family, ["comparison", "headline"])["significant"].iloc[0]
+
+
+def test_holm_and_sign_flip_agree_with_statsmodels_and_scipy():
+    """The two tests written out for speed give the libraries' answers: Holm's adjusted
+    p-values are statsmodels' (ties and p near 1 included), and the sign-flip p-value is
+    scipy's exact one where it enumerates every sign, and within Monte Carlo error of it
+    otherwise."""
+    from scipy import stats as sps
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for p in (rng.uniform(0, 1, 17), np.array([0.01, 0.01, 0.04, 0.9, 0.9, 0.002]), rng.uniform(0, 0.02, 5)):
+        np.testing.assert_allclose(stats.holm(p), multipletests(p, method="holm")[1])
+    for n, shift in ((6, 0.0), (11, 0.5), (15, 0.2)):
+        d = rng.normal(shift, 1, n)
+        exact = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf).pvalue
+        assert stats.sign_flip_p(d) == pytest.approx(exact)
+    d = rng.normal(0.3, 1, 40)
+    scipy_p = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=stats.SIGN_FLIPS,
+                                   random_state=np.random.default_rng(0)).pvalue
+    assert abs(stats.sign_flip_p(d) - scipy_p) < 0.01

@@ -126,3 +126,40 @@ def test_an_interaction_says_whether_a_factor_changes_the_gap_between_methods(tm
     assert (row["method"], row["from"], row["to"]) == ("lora - full", 16, 48)
     assert row["change_from"] == pytest.approx(0.1) and row["change_to"] == pytest.approx(0.15)
     assert row["mean_diff"] == pytest.approx(0.05)
+
+
+def _with_reversal(separated_at_48: bool):
+    """`_tables()` plus an accuracy task no item of which changed for two methods, and LoRA
+    overtaking full fine-tuning at 48 examples (separated there or not)."""
+    t = _tables()
+    acc = [dict(t["aggregated"].iloc[0], task="hellaswag", metric="acc", method=m, mean_diff=d, ci_low=lo,
+                ci_high=hi, p_value=p, p_adjusted=p, significant=False)
+           for m, d, lo, hi, p in (("full", 0.0, np.nan, np.nan, 1.0), ("lora", 0.0, np.nan, np.nan, 1.0),
+                                   ("prompt_tuning", 0.08, -0.17, 0.33, 1.0))]
+    t["aggregated"] = pd.concat([t["aggregated"], pd.DataFrame(acc)], ignore_index=True)
+    base = t["contrasts"].iloc[0].to_dict()
+    at48 = dict(base, train_size=48, change_from=-0.40, change_to=-0.45, mean_diff=-0.05, ci_low=-0.08,
+                ci_high=-0.02 if separated_at_48 else 0.01, p_adjusted=0.01 if separated_at_48 else 0.2,
+                significant=separated_at_48)
+    gap = dict(base, factor="method x train_size", method="lora - full", train_size=np.nan,
+               **{"from": "16", "to": "48"}, change_from=0.16, change_to=-0.05, mean_diff=-0.21, ci_low=-0.3,
+               ci_high=-0.12, p_adjusted=0.001, significant=True)
+    t["contrasts"] = pd.concat([t["contrasts"], pd.DataFrame([at48, gap])], ignore_index=True)
+    return t
+
+
+def test_answers_say_what_each_verdict_means_and_fold_what_did_not_move():
+    """An interval that excludes zero but fails Holm is said so (not "inside the noise"); an
+    accuracy no item of which moved is one clause, not a row of "+0.00" per method; a
+    separated change of an effect says better or worse; two methods "change places" only
+    when each side's own test separates them in opposite directions."""
+    ans, cit = answers.build(_with_reversal(separated_at_48=True))
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert "lora +0.140 [+0.120, +0.170] (not significant after Holm's correction)" in text
+    assert "full -0.020 [-0.080, +0.040] (inside the noise)" in text
+    assert "no item changed for full, lora" in text and "+0.00 (no interval)" not in text
+    assert "full, training examples (one epoch each) 16 → 48" in text and "-0.130 [-0.200, -0.070] (better)" in text
+    assert "change places" in text
+    ans, cit = answers.build(_with_reversal(separated_at_48=False))
+    assert "change places" not in answers.markdown(ans, cit)

@@ -63,7 +63,8 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
     assert (STUDY / "answers.md").read_text().strip() == text.strip()
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- answers:cpu-study -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
-    assert text.strip() in block and "results/cpu-study/headline.png" in block
+    assert answers.markdown(ans, cit, brief=True) in block and "results/cpu-study/headline.png" in block
+    assert "(results/cpu-study/answers.md)" in block
     assert not any("stays open" in line or "does not vary" in line for q in ans.values() for line in q)
     front = (book / "generated" / "front.md").read_text()
     assert "{ref}`" in front and "figures/headline.png" in front and "figures/curves.png" in front

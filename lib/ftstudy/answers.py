@@ -1,4 +1,5 @@
-"""The study's four answers, as short sentences generated from its tables.
+"""The study's four answers, as short sentences generated from its tables: per question a
+lead sentence (what the README shows), then the details behind it.
 
 Every number in an answer is written through `Citations.num`, which formats a value read
 from one cell of one table and records where it came from (table, row, column, run ids):
@@ -28,6 +29,7 @@ QUESTIONS = {
 MDE_FACTOR = 1.96 + 0.84
 # An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
 BLIND_ACCURACY = 0.2
+PLACES = " (the two methods change places: each side's own test separates them)"
 NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
 
 
@@ -118,13 +120,47 @@ def _separated(row) -> bool:
     return bool(row["significant"]) and bool(excludes)
 
 
-def _verdict(row) -> str:
-    return "outside the noise" if _separated(row) else "inside the noise"
+def _tag(row) -> str:
+    """What a reader needs after an interval: nothing when separated from zero; "not
+    significant after Holm" when the interval alone excludes zero; else "inside the noise"."""
+    if _separated(row):
+        return ""
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if not pd.isna(lo) and (lo > 0 or hi < 0):
+        return " (not significant after Holm's correction)"
+    return " (inside the noise)"
+
+
+def _direction(row) -> str:
+    """For a separated change of an effect: whether the task came out better or worse
+    (lower bits/byte and higher accuracy are better)."""
+    if not _separated(row):
+        return ""
+    better = row["mean_diff"] < 0 if row["metric"] in stats.LOWER_IS_BETTER else row["mean_diff"] > 0
+    return " (better)" if better else " (worse)"
+
+
+def _unchanged(row) -> bool:
+    """No item's score moved at all (an accuracy with no interval and no change)."""
+    return pd.isna(row.get("ci_low")) and float(row["mean_diff"]) == 0
+
+
+def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fmt_of, direction=False) -> str:
+    """'name interval (tag)' per row, rows with no change at all folded into one clause;
+    with `direction`, a separated change says whether the task came out better or worse."""
+    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r)}{_direction(r) if direction else ''}"
+             for i, r in g.iterrows() if not _unchanged(r)]
+    still = [str(r[name]) for _, r in g.iterrows() if _unchanged(r)]
+    if still:
+        moved.append(f"{what} {', '.join(still)}")
+    return "; ".join(moved)
 
 
 def _same(col: pd.Series, value) -> pd.Series:
     """`col == value` for a table read back from CSV, where sizes may be ints, floats or text."""
     num = pd.to_numeric(col, errors="coerce")
+    if isinstance(value, str) and not pd.isna(pd.to_numeric(value, errors="coerce")):
+        value = float(value)
     if isinstance(value, (int, float, np.integer, np.floating)):
         return num == float(value)
     return col.astype(str) == str(value)
@@ -139,21 +175,43 @@ def q1(c: Citations, main: tuple) -> list[str]:
     seeds = ", ".join(f"{r['method']} {c.num('aggregated', i, 'seeds', 'd')}" for i, r in first.iterrows())
     out = [f"Trained on **{label}** ({c.num('aggregated', vs.index[0], 'train_size', 'd')} examples, {model}; "
            f"seeds per method: {seeds}; with one seed an interval covers item sampling only), change vs each "
-           "method's reference model, mean [interval], lower bits/byte and higher accuracy are better:"]
+           "method's reference model, mean [confidence interval], lower bits/byte and higher accuracy are better; "
+           "\"inside the noise\": not separated from zero after Holm's correction:"]
     for task, g in vs.groupby("task", sort=False):
         metric = g["metric"].iloc[0]
         g = g.assign(order=g["mean_diff"] * (1 if metric == "bits_per_byte" else -1)).sort_values("order")
-        parts = [f"{r['method']} {c.interval('aggregated', i, _fmt(metric))}"
-                 + ("" if _separated(r) else " (inside the noise)") for i, r in g.iterrows()]
+        parts = _listing(c, "aggregated", g, "method", "no item changed for", lambda r: _fmt(r["metric"]))
         m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
                 & (mde["task"] == task)]
         detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', '.3f' if metric == 'bits_per_byte' else '.2f')} "
                   f"{_unit(metric)} are unlikely to be detected here (before Holm's correction, which needs larger "
                   "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         n = c.num("aggregated", g.index[0], "n", "d")
-        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + "; ".join(parts) + detect + ".")
-    out.append(_best_on_target(c, vs, main))
-    return out
+        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + ".")
+    best = _best_on_target(c, vs, main)
+    prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
+    if best.startswith(prefix):  # the lead already named the target
+        best = "Of all methods, " + best[len(prefix):]
+    return [_lead_q1(vs) + " " + best] + out
+
+
+def _names(methods) -> str:
+    methods = list(methods)
+    return ", ".join(methods[:-1]) + " and " + methods[-1] if len(methods) > 1 else "".join(methods)
+
+
+def _lead_q1(vs: pd.DataFrame) -> str:
+    """Which methods moved their target outside the noise, in words (the numbers follow)."""
+    target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
+    t = vs[vs["task"] == target].sort_values("mean_diff")
+    if target is None or t.empty:
+        return "No method was scored on its training target, so the question has no answer here."
+    gained = [r["method"] for _, r in t.iterrows() if _separated(r) and r["mean_diff"] < 0]
+    rest = [m for m in t["method"] if m not in gained]
+    if not gained:
+        return f"On its target {target}, no method improved outside the noise."
+    return (f"On its target {target}, {_names(gained)} improved outside the noise"
+            + (f"; {_names(rest)} did not." if rest else "."))
 
 
 def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
@@ -194,19 +252,22 @@ def q2(c: Citations, main: tuple) -> list[str]:
     mde = mde[(mde["model"] == model) & (mde["train_data"] == label) & _same(mde["train_size"], size)
               & (mde["task"] != target)] if not mde.empty else mde
     blind = mde[(mde["metric"] != "bits_per_byte") & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
-    out = []
+    out, lead = [], []
+    seeing = mde[~mde.index.isin(blind.index)] if not mde.empty else mde
     if len(blind):
         out.append("Commonsense and domain knowledge cannot be answered here: on " + ", ".join(
             f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
-        out.append(f"Trained on {label}, no loss outside the noise on the other tasks "
-                   f"({', '.join(sorted(other['task'].unique()))}); the first answer gives the smallest detectable changes.")
+        sees = "; ".join(f"on {r['task']} a change of about {c.num('detectable', i, 'mde', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
+                         f"{_unit(r['metric'])} would likely have been detected" for i, r in seeing.iterrows())
+        lead.append(f"Trained on {label}, no method lost outside the noise on the other tasks "
+                    f"({', '.join(sorted(other['task'].unique()))})" + (f"; {sees}." if sees else "."))
     else:
-        out.append("Forgetting outside the noise: " + "; ".join(
+        lead.append("Forgetting outside the noise: " + "; ".join(
             f"{r['method']} on {r['task']} {c.interval('aggregated', i, _fmt(r['metric']))}"
             for i, r in worse.iterrows()) + "; no other loss outside the noise.")
-    out += _matched(c, main)
+    out = [" ".join(lead + out[:1])] + out[1:] + _matched(c, main)
     out += _factor(c, "train_data", "training data", main) + _interaction(c, "train_data", "training data", main)
     return out
 
@@ -227,14 +288,15 @@ def _matched(c: Citations, main: tuple) -> list[str]:
         sep = c.tables.get("matched_between", pd.DataFrame())
         sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
                   & (sep["train_data"] == main[1]) & _same(sep["train_size"], main[2])] if not sep.empty else sep
-        n_sep = sum(_separated(r) for _, r in sep.iterrows()) if not sep.empty else 0
+        pairs = [f"{r['method']} vs {r['other']}" for _, r in sep.iterrows() if _separated(r)] if not sep.empty else []
         out.append(
             f"At matched learning (each curve taken where it first gains "
             f"{c.num('matched', lo, 'matched_learning', '.3f')} bits/byte on the target, seed "
             f"{c.num('matched', lo, 'seed', 'd')}), forgetting on {task} ranged from {g.loc[lo, 'method']} "
             f"{c.interval('matched', lo, column='forgetting')} to {g.loc[hi, 'method']} "
             f"{c.interval('matched', hi, column='forgetting')} bits/byte; "
-            + (f"{n_sep} of {len(sep)} method pairs separated after Holm" if len(sep) else "no pair tested")
+            + (("separated after Holm: " + ", ".join(pairs) if pairs else "no pair of methods separated after Holm")
+               if len(sep) else "no pair tested")
             + f"{note}.")
     return out
 
@@ -248,13 +310,33 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
     k = k[(k["factor"] == factor) & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])]
     out = []
     for (to, method), g in k.groupby(["to", "method"], sort=False):
-        parts = [f"{r['task']} {c.interval('contrasts', i, _fmt(r['metric']))}"
-                 + ("" if _separated(r) else " (inside the noise)") for i, r in g.iterrows()]
+        parts = _listing(c, "contrasts", g, "task", "no change on", lambda r: _fmt(r["metric"]), direction=True)
         i0 = g.index[0]
         out.append(f"{method}, {words} {c.num('contrasts', i0, 'from', '')} → {c.num('contrasts', i0, 'to', '')} "
                    f"({c.num('contrasts', i0, 'seeds', 'd')} seed(s)), change in its effect vs its reference: "
-                   + "; ".join(parts) + ".")
+                   + parts + ".")
     return out or [f"No pair of runs differs from the main condition in {words} alone."]
+
+
+def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
+    """The order of two methods on a task reverses when the factor moves: each condition's
+    own paired test of the two (`contrasts`, factor method) separates them, in opposite
+    directions, and the change of their gap is separated too."""
+    k = c.tables["contrasts"]
+    if not _separated(row):
+        return False
+    pair = {m.strip() for m in str(row["method"]).split(" - ")}
+    keys = ("model", "train_data", "train_size")
+
+    def gap(condition):
+        g = k[(k["factor"] == "method") & (k["task"] == row["task"]) & k["from"].isin(pair) & k["to"].isin(pair)]
+        for key, value in zip(keys, condition):
+            g = g[_same(g[key], value)]
+        return g.iloc[0] if len(g) and _separated(g.iloc[0]) else None
+
+    moved = tuple(row["to"] if key == factor else v for key, v in zip(keys, main))
+    a, b = gap(main), gap(moved)
+    return a is not None and b is not None and a["mean_diff"] * b["mean_diff"] < 0
 
 
 def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
@@ -266,14 +348,42 @@ def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str
         if not k.empty else k
     out = []
     for (to, pair), g in k.groupby(["to", "method"], sort=False):
-        parts = [f"{r['task']}: {c.num('contrasts', i, 'change_from')} → {c.num('contrasts', i, 'change_to')}, "
-                 f"change {c.interval('contrasts', i, _fmt(r['metric']))}" + ("" if _separated(r) else " (inside the noise)")
-                 for i, r in g.iterrows()]
+        parts = [f"{r['task']}: {c.num('contrasts', i, 'change_from', _fmt(r['metric']))} → "
+                 f"{c.num('contrasts', i, 'change_to', _fmt(r['metric']))}, "
+                 f"change {c.interval('contrasts', i, _fmt(r['metric']))}{_tag(r)}{PLACES if _reverses(c, r, factor, main) else ''}"
+                 for i, r in g.iterrows() if not _unchanged(r)]
+        still = [str(r["task"]) for _, r in g.iterrows() if _unchanged(r)]
+        parts += [f"no change on {', '.join(still)}"] if still else []
         i0 = g.index[0]
         out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
                    f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s)): "
                    + "; ".join(parts) + ".")
     return out
+
+
+def _lead_factor(c: Citations, factor: str, words: str, main: tuple, moved_to: str) -> str:
+    """Does the factor change the answer: the change of the gap between two methods on the
+    main condition's target task (from `contrasts`, "method x <factor>")."""
+    k = c.tables["contrasts"]
+    agg = c.tables["aggregated"]
+    target = agg["target_nll"].dropna().iloc[0] if not agg.empty and agg["target_nll"].notna().any() else None
+    k = k[(k["factor"] == f"method x {factor}") & (k["task"] == target)
+          & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])] if not k.empty else k
+    if k.empty:
+        return (f"No pair of methods ran under a second {words}, so whether it changes which method "
+                "learns most is not measured.")
+    parts = []
+    for i, r in k.iterrows():
+        first, second = (m.strip() for m in str(r["method"]).split(" - "))
+        head = (f"{'yes' if _separated(r) else 'not detectably'} for {first} and {second} on {target} "
+                f"(seeds: {c.num('contrasts', i, 'seeds', 'd')}): {first}'s change minus {second}'s, each vs its own "
+                f"reference, moved from {c.num('contrasts', i, 'change_from')} to "
+                f"{c.num('contrasts', i, 'change_to')} bits/byte {moved_to.format(c.num('contrasts', i, 'to', ''))}")
+        parts.append(f"{head} (change {c.interval('contrasts', i)}{_tag(r)})"
+                     + (", and the two methods change places: each side's own test separates them"
+                        if _reverses(c, r, factor, main) else ""))
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
 
 
 def q3(c: Citations, main: tuple) -> list[str]:
@@ -282,15 +392,24 @@ def q3(c: Citations, main: tuple) -> list[str]:
         models = sorted(c.tables["aggregated"]["model"].dropna().unique())
         return [f"The grid has one base model ({', '.join(models)}), so it cannot say whether the "
                 "base model changes the answer; this question stays open."]
-    out = ["Each model is compared with its own reference model, item by item; absolute scores across "
+    out = [_lead_factor(c, "model", "base model", main, "on {}"), "Each model is compared with its own reference model, item by item; absolute scores across "
            "models are not compared (their prompt formats and tokenizers differ). The second model also "
            "differs in size and instruction tuning, so a difference is not the architecture's alone."]
+    runs = c.tables.get("runs", pd.DataFrame())
+    if not runs.empty and "learning_rate" in runs:
+        tuned = runs[runs["status"] == "done"].dropna(subset=["learning_rate"])
+        if len(tuned) and (tuned.groupby("method")["learning_rate"].nunique() == 1).all():
+            out[0] += (" Each method used one learning rate on every model, so a method that gains less on one "
+                       "model may only need another rate there; this grid does not tune rates per model.")
     return out + _factor(c, "model", "base model", main) + _interaction(c, "model", "base model", main)
 
 
 def q4(c: Citations, main: tuple) -> list[str]:
     words = "training examples (one epoch each)"
-    return _factor(c, "train_size", words, main) + _interaction(c, "train_size", words, main)
+    if c.tables["contrasts"].empty or "train_size" not in set(c.tables["contrasts"]["factor"]):
+        return _factor(c, "train_size", words, main)
+    return ([_lead_factor(c, "train_size", words, main, "with {} examples")] + _factor(c, "train_size", words, main)
+            + _interaction(c, "train_size", words, main))
 
 
 def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:
@@ -312,10 +431,14 @@ def load_tables(outputs: str | Path) -> dict[str, pd.DataFrame]:
     return {n: analysis.load_table(outputs, n) for n in names if (outputs / f"{n}.csv").is_file()}
 
 
-def markdown(answers: dict[str, list[str]], c: Citations, link=None) -> str:
-    """The answers as markdown, one list per question; `link(citation)` renders a number."""
-    return "\n\n".join(f"**{QUESTIONS[q]}**\n\n" + "\n".join(f"- {c.render(s, link)}" for s in lines)
-                       for q, lines in answers.items())
+def markdown(answers: dict[str, list[str]], c: Citations, link=None, brief: bool = False) -> str:
+    """The answers as markdown: per question its lead sentence, then (unless `brief`) the
+    details as a list; `link(citation)` renders a number."""
+    if brief:
+        return "\n\n".join(f"**{QUESTIONS[q]}** {c.render(lines[0], link)}" for q, lines in answers.items())
+    return "\n\n".join(f"**{QUESTIONS[q]}**\n\n{c.render(lines[0], link)}\n\n"
+                       + "\n".join(f"- {c.render(s, link)}" for s in lines[1:])
+                       for q, lines in answers.items()).replace("\n\n\n", "\n\n")
 
 
 def numbers_in(text: str) -> list[str]:

@@ -208,7 +208,7 @@ def _cost_markdown(runs, main: tuple) -> str:
 def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_runs: int):
     """The book's first page: what ran, the four answers (every number linked to the runs it
     comes from), the headline figure, the learning-forgetting curves and the cost. Returns
-    (markdown, plain answers text, citations)."""
+    (markdown, answers, citations)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -238,34 +238,41 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
                   f"changed since they ran (see Provenance): {', '.join(flagged)}." if flagged else
                   f"All {len(stale)} runs' fingerprints match today's code, packages and data.", ""]
     link = lambda c: f"{{ref}}`{c['text']} <{_cite_label(c['run_ids'])}>`" if c["run_ids"] else c["text"]
-    lines += ["## Answers", "", answers.markdown(ans, cit, link), ""]
+    figures = {}
     if main is not None:
         fig = plots.headline(tables_["aggregated"], main)
         fig.savefig(figs / "headline.png", dpi=100, bbox_inches="tight")
         fig.savefig(outputs / "headline.png", dpi=100, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        lines += ["## Change vs the reference model", "", "```{figure} figures/headline.png", ":name: headline", "",
-                  "Each method's paired change vs its reference (the base model; the 4-bit base for QLoRA) in "
-                  "the main condition, 95% interval; filled: outside the noise after Holm's correction.", "```", ""]
+        figures["q1"] = ["```{figure} figures/headline.png", ":name: headline", "",
+                         "Each method's paired change vs its reference (the base model; the 4-bit base for QLoRA) "
+                         "in the main condition, 95% interval; filled: outside the noise after Holm's correction.",
+                         "```"]
         curve = analysis.curve_table(outputs, runs)
-        m = tables_.get("matched")
         if not curve.empty:
             path = analysis.learning_path(curve)
             path = path[(path["model"] == main[0]) & (path["train_data"] == main[1]) & (path["train_size"] == main[2])]
-            fig = plots.learning_forgetting_curves(path, m)
+            fig = plots.learning_forgetting_curves(path, tables_.get("matched"))
             fig.savefig(figs / "curves.png", dpi=100, bbox_inches="tight")
             plt.close(fig)
-            lines += ["## Learning and forgetting along training", "", "```{figure} figures/curves.png", "",
-                      "Bits per byte gained on the target (x) against bits per byte lost on another held-out "
-                      "task (y) since step 0, one line per method; dotted: the matched learning level.", "```", ""]
+            figures["q2"] = ["```{figure} figures/curves.png", "",
+                             "Learning and forgetting along training: bits per byte gained on the target (x) "
+                             "against bits per byte lost on another held-out task (y) since step 0, one line per "
+                             "method; dotted: the matched learning level.", "```"]
+    for q, sentences in ans.items():
+        lines += [f"## {answers.QUESTIONS[q]}", "", cit.render(sentences[0], link), "", *figures.get(q, [])]
+        if len(sentences) > 1:  # the comparisons behind the lead, folded
+            lines += ["", "````{dropdown} Every comparison behind this answer", "",
+                      *(f"- {cit.render(x, link)}" for x in sentences[1:]), "````"]
+        lines.append("")
+    if main is not None:
         lines += ["## Cost", "", f"Per method in the main condition ({main[0]}, {main[1]}, {int(main[2])} "
                   f"examples): the mean of its runs (one per seed), measured on {hw}.", "",
                   _cost_markdown(runs, main), ""]
     lines += ["## Runs behind the numbers", "",
               "The detailed results page has every table; the provenance page lists each run's parameters, "
               "versions, data hashes, fingerprint and executed notebook.", ""]
-    plain = answers.markdown(ans, cit)
-    return "\n".join(lines), plain, cit
+    return "\n".join(lines), ans, cit
 
 
 def _hardware(outputs: Path, done) -> str:
@@ -290,16 +297,18 @@ def _wall_span(outputs: Path) -> str:
     return f"first run start to last run end {span / 60:.0f} min" if span else "wall time not recorded"
 
 
-def update_readme(readme: Path, study: str, plain: str, figure: str) -> None:
+def update_readme(readme: Path, study: str, brief: str, figure: str, details: str) -> None:
     """Replace the block between `<!-- answers:<study> -->` and `<!-- /answers:<study> -->` in
-    the README with the generated answers and the headline figure (refused if absent)."""
+    the README with the headline figure, the answers' lead sentences and a link to the
+    comparisons behind them (refused if absent)."""
     text = readme.read_text()
     start, end = f"<!-- answers:{study} -->", f"<!-- /answers:{study} -->"
     if start not in text or end not in text:
         raise ValueError(f"{readme}: no '{start}' ... '{end}' block to fill")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    block = f"{start}\n![{study}: change vs reference]({figure})\n\n{plain}\n{end}"
+    block = (f"{start}\n![{study}: change vs reference]({figure})\n\n{brief}\n\n"
+             f"Every comparison behind these answers: [{Path(details).name}]({details}).\n{end}")
     readme.write_text(head + block + tail)
 
 
@@ -354,8 +363,8 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     that file's generated answers block (see `update_readme`)."""
     import papermill
 
+    from ftstudy import answers, grid
     from ftstudy import cell as cell_mod
-    from ftstudy import grid
 
     root = paths.project_root()
     outputs = Path(results_dir or params.output_dir).resolve()
@@ -372,12 +381,13 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     stale = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
               if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
     derived_tables(outputs)
-    front, plain, cit = front_page(params, outputs, gen, stale, len(cells))
+    front, ans, cit = front_page(params, outputs, gen, stale, len(cells))
     (gen / "front.md").write_text(front)
-    (outputs / "answers.md").write_text(plain + "\n")
+    (outputs / "answers.md").write_text(answers.markdown(ans, cit) + "\n")
     if readme is not None:
-        update_readme(Path(readme), params.study, plain,
-                      os.path.relpath(outputs / "headline.png", Path(readme).resolve().parent))
+        here = Path(readme).resolve().parent
+        update_readme(Path(readme), params.study, answers.markdown(ans, cit, brief=True),
+                      os.path.relpath(outputs / "headline.png", here), os.path.relpath(outputs / "answers.md", here))
     groups = {_cite_label(c["run_ids"]): c["run_ids"] for c in cit.cited if c["run_ids"]}
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}, stale,
                                                        groups))
