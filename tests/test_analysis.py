@@ -291,7 +291,7 @@ def test_a_clear_change_survives_holm_in_a_large_family():
     """A Monte Carlo p-value has a floor of 1/(resamples+1): with too few sign flips, Holm over
     the default grid's ~60 comparisons could never call even a large change outside the noise."""
     rng = np.random.default_rng(5)
-    clear = rng.normal(-0.2, 0.05, 24)  # 24 items, every one lower: exact p is 2/2^24
+    clear = rng.normal(-0.2, 0.05, 24)  # 24 items: 2^24 sign patterns, so Monte Carlo, floor 1/(B+1)
     p = stats.sign_flip_p(clear)
     assert p < 1e-4
     family = pd.DataFrame({"comparison": "vs base", "headline": True,

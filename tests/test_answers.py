@@ -163,3 +163,93 @@ def test_answers_say_what_each_verdict_means_and_fold_what_did_not_move():
     assert "change places" in text
     ans, cit = answers.build(_with_reversal(separated_at_48=False))
     assert "change places" not in answers.markdown(ans, cit)
+
+
+def _learned(t: dict, size, gains: dict) -> dict:
+    """`t` plus vs-base target rows at training size `size`: per method its change on
+    gsm8k_nll, separated from zero or inside the noise (`gains`: method -> (change, separated))."""
+    rows = [dict(t["aggregated"].iloc[0], method=m, train_size=size, mean_diff=d, ci_low=d - 0.03,
+                 ci_high=d + 0.03 if sep else 0.05, p_adjusted=0.001 if sep else 0.6, significant=sep)
+            for m, (d, sep) in gains.items()]
+    return dict(t, aggregated=pd.concat([t["aggregated"], pd.DataFrame(rows)], ignore_index=True))
+
+
+def test_a_method_that_did_not_learn_its_target_gets_no_verdict():
+    """LoRA overtakes full fine-tuning at 48 examples only because full did not train there
+    (its loss diverged): the answer says it cannot be told, and never "change places"."""
+    t = _learned(_with_reversal(separated_at_48=True), 48, {"full": (-0.01, False), "lora": (-0.45, True)})
+    t["runs"] = pd.DataFrame([dict(run_id="g", model="m", method="full", train_data="gsm8k", train_size=48,
+                                   seed=0, status="done", loss_first=1.58, loss_max=8.98)])
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert_no_typed_number("\n".join(line for lines in ans.values() for line in lines))
+    lead = cit.render(ans["q4"][0])
+    assert lead.startswith("Cannot be told for lora and full")
+    assert "full did not learn its target gsm8k_nll with 48 examples" in lead
+    assert "its training loss rose from 1.58 at the first step to 8.98" in text
+    assert "change places" not in text
+    # both trained: the reversal stands
+    ans, cit = answers.build(_learned(_with_reversal(separated_at_48=True), 48,
+                                      {"full": (-0.40, True), "lora": (-0.45, True)}))
+    assert ans["q4"][0].startswith("Yes for lora and full") and "change places" in ans["q4"][0]
+
+
+def test_a_single_seed_change_within_training_noise_is_not_called_a_change():
+    """Full fine-tuning's effect moves by -0.13 with 48 examples on one seed; if the main
+    condition's seeds alone move it by up to 0.2, that is no finding."""
+    t = _tables()
+    t["contrasts"].loc[1, "training_noise"] = 0.2
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert "-0.130 [-0.200, -0.070] (within training noise: the seed alone moves it by up to ±0.200)" in text
+    assert "(better)" not in text
+    t["contrasts"].loc[1, "training_noise"] = 0.05
+    assert "-0.130 [-0.200, -0.070] (better)" in answers.markdown(*answers.build(t))
+
+
+def test_contrasts_estimate_training_noise_from_the_first_conditions_seeds(tmp_path):
+    """Three seeds at 16 examples, one at 48: the gap between LoRA and full at 16 varies by
+    seed (0.1, 0.14, 0.12), so a one-seed change of the gap carries that spread."""
+    records = [_run(tmp_path, "base", "base", [1.0] * 4)]
+    for seed, lora in enumerate((0.9, 0.94, 0.92)):
+        records += [_run(tmp_path, f"full16-{seed}", "full", [0.8] * 4, seed=seed),
+                    _run(tmp_path, f"lora16-{seed}", "lora", [lora] * 4, seed=seed)]
+    records += [_run(tmp_path, "full48", "full", [0.6] * 4, size=48),
+                _run(tmp_path, "lora48", "lora", [0.75] * 4, size=48)]
+    df = tables.contrasts_table(tmp_path, records, {"method": ["full", "lora"], "train_size": [16, 48]})
+    row = df[df["factor"] == "method x train_size"].iloc[0]
+    sd = np.std([0.1, 0.14, 0.12], ddof=1)
+    assert row["seeds"] == 1 and row["seed_sd"] == pytest.approx(sd)
+    assert row["training_noise"] == pytest.approx(stats_t(2) * sd * np.sqrt(2))
+    full = df[(df["factor"] == "train_size") & (df["method"] == "full")].iloc[0]
+    assert full["seed_sd"] == pytest.approx(0.0)  # full scored alike on every seed
+    assert df[df["factor"] == "method"]["training_noise"].isna().all()  # two methods: not one spread
+
+
+def stats_t(dof: int) -> float:
+    from scipy import stats as sps
+    return float(sps.t.ppf(0.975, dof))
+
+
+def test_a_run_on_the_4bit_base_is_also_compared_with_the_unquantised_base(tmp_path):
+    """QLoRA learns as much as LoRA against its own 4-bit reference, but the quantisation cost
+    0.2 bits/byte: the tables carry its net change against the unquantised base, and the
+    answer says both."""
+    records = [
+        _run(tmp_path, "base", "base", [1.0, 1.1, 1.0, 1.1]),
+        _run(tmp_path, "b4", "base_4bit", [1.2, 1.3, 1.2, 1.3], quantised=True),
+        _run(tmp_path, "lora", "lora", [0.9, 1.0, 0.9, 1.0]),
+        _run(tmp_path, "qlora", "qlora", [1.1, 1.2, 1.1, 1.2], quantised=True),
+    ]
+    for r in records:
+        r["cell"].update(target_nll="gsm8k_nll", target_task="gsm8k")
+    _, aggregated, _ = tables.paired_tables(tmp_path, records)
+    net = aggregated[aggregated["comparison"] == "vs unquantised base"].set_index("method")["mean_diff"]
+    assert net.to_dict() == pytest.approx({"base_4bit": 0.2, "qlora": 0.1})
+    ans, cit = answers.build({"aggregated": aggregated, "contrasts": pd.DataFrame()})
+    lead = cit.render(ans["q1"][0])
+    assert_every_number_is_cited(answers.markdown(ans, cit), cit, cit.tables)
+    assert "qlora is measured against the quantised base it trains on" in lead
+    assert "changed gsm8k_nll by +0.200" in lead and "net change is +0.100" in lead

@@ -45,20 +45,33 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
     """The CPU study's book from its committed records: every number in the front page's
     answers is a value of the rebuilt tables, the README shows those same answers, the
     tables match the committed ones, and each run's fingerprint matches today's code and
-    data or is flagged stale."""
-    from test_answers import assert_every_number_is_cited
+    data or is flagged stale (one run's recorded fingerprint is edited here, as if its
+    packages had changed since: the book must flag it)."""
+    import json
+
+    from test_answers import assert_every_number_is_cited, assert_no_typed_number
 
     from ftstudy import answers
 
     p = params.load(ROOT / "params" / "cpu-study.yaml")
     results = tmp_path / "results"
     shutil.copytree(STUDY, results)
+    edited = sorted(f.parent.name for f in (results / "runs").glob("*/fingerprint.json"))[0]
+    fp = results / "runs" / edited / "fingerprint.json"
+    record = json.loads(fp.read_text())
+    record["train_packages"]["peft"] = "0.0-older"  # not an evaluation part: its scores still compare
+    fp.write_text(json.dumps(record))
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
     report.build(p, book=False, book_dir=book, results_dir=results)
     ans, cit = answers.build(answers.load_tables(results))
     text = answers.markdown(ans, cit)
     assert_every_number_is_cited(text, cit, cit.tables)
+    assert_no_typed_number("\n".join(line for lines in ans.values() for line in lines))
+    for c in cit.cited:  # and those tables are the committed ones
+        if c["fmt"] not in ("", "d"):
+            committed = pd.read_csv(STUDY / f"{c['table']}.csv").loc[c["row"], c["column"]]
+            assert format(float(committed), c["fmt"]) == c["text"], c
     # the committed answers are what today's code says from the committed records
     assert (STUDY / "answers.md").read_text().strip() == text.strip()
     readme = (ROOT / "README.md").read_text()
@@ -72,5 +85,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
     prov = (book / "generated" / "provenance.md").read_text()
     assert prov.count("Fingerprint: matches today's code") + prov.count("**Stale**") == len(cells)
     assert ("runs are stale" in front) == ("**Stale**" in prov)
+    section = prov.split(f"(run-{edited})=", 1)[1].split("(run-", 1)[0]
+    assert "**Stale**" in section and "peft" in section and edited in front.split("runs are stale", 1)[1]
     for table in ("results", "aggregated", "contrasts", "matched", "detectable"):  # rebuilt: the same numbers
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

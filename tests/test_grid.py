@@ -86,9 +86,11 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     assert acc["value"].between(0, 1).all() and (df.loc[df["metric"] == "bits_per_byte", "value"] > 0).all()
     assert len(df) == 6 * 9  # 6 runs x (2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL)
     paired = pd.read_csv(outputs / "paired.csv")
-    assert {"vs base", "vs method", "control"} == set(paired["comparison"])
+    assert {"vs base", "vs method", "control", "vs unquantised base"} == set(paired["comparison"])
     refs = paired[paired["comparison"] == "vs base"].groupby("method")["reference"].first()
     assert refs.to_dict() == {"lora": "base", "qlora": "base_4bit"}  # QLoRA vs its 4-bit base
+    net = paired[paired["comparison"] == "vs unquantised base"].groupby("method")["reference"].first()
+    assert net.to_dict() == {"base_4bit": "base", "qlora": "base"}  # and its net change, quantisation included
     assert paired["p_value"].notna().all()
     nll = paired[(paired["comparison"] == "vs base") & (paired["metric"] == "bits_per_byte")]
     assert len(nll) == 4 and nll[["ci_low", "ci_high"]].notna().all().all()

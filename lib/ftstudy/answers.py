@@ -29,6 +29,7 @@ QUESTIONS = {
 MDE_FACTOR = 1.96 + 0.84
 # An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
 BLIND_ACCURACY = 0.2
+CONDITION = ("model", "train_data", "train_size")  # what defines a configuration besides the method
 PLACES = " (the two methods change places: each side's own test separates them)"
 NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
 
@@ -77,20 +78,24 @@ class Citations:
 def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
     """Per configuration and task (headline metric, vs the reference): the minimum detectable
     difference, MDE_FACTOR times the median standard error of the methods' paired mean
-    differences (read from the width of their 95% intervals). Smaller true changes are
-    likely to be called "inside the noise"."""
+    differences (read from the width of their 95% intervals), and `mde_max` from the largest
+    (the least sensitive method: what "no method lost" can claim). Smaller true changes are
+    likely to be called "inside the noise". Against the reference, not between two methods
+    (whose difference has both methods' noise)."""
     if aggregated.empty:
         return pd.DataFrame()
     vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
     vs["se"] = (vs["ci_high"] - vs["ci_low"]) / (2 * 1.96)
     keys = ["model", "train_data", "train_size", "task", "metric"]
-    out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"))
-    out["mde"] = MDE_FACTOR * out["se"]
+    out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"),
+                                             se_max=("se", "max"))
+    out["mde"], out["mde_max"] = MDE_FACTOR * out["se"], MDE_FACTOR * out["se_max"]
     # an accuracy no item of which changed has no interval: fall back to the difference two
     # independent runs at p = 0.5 could detect on n items (conservative for paired items)
     binary = out.index.get_level_values("metric") != "bits_per_byte"
     fallback = [stats.min_detectable_difference(int(n)) for n in out["n"]]
-    out["mde"] = np.where(binary & out["mde"].isna(), fallback, out["mde"])
+    for col in ("mde", "mde_max"):
+        out[col] = np.where(binary & out[col].isna(), fallback, out[col])
     return out.reset_index()
 
 
@@ -112,23 +117,43 @@ def _fmt(metric: str) -> str:
     return "+.3f" if metric == "bits_per_byte" else "+.2f"
 
 
-def _separated(row) -> bool:
-    """Outside the noise: the Holm-adjusted test rejects, and (with seeds pooled, whose test
-    sees items only) the interval over seeds and items excludes zero too."""
+def _item_separated(row) -> bool:
+    """The Holm-adjusted test rejects, and (with seeds pooled, whose test sees items only)
+    the interval over seeds and items excludes zero too."""
     lo, hi = row.get("ci_low"), row.get("ci_high")
     excludes = pd.isna(lo) or lo > 0 or hi < 0
     return bool(row["significant"]) and bool(excludes)
 
 
-def _tag(row) -> str:
-    """What a reader needs after an interval: nothing when separated from zero; "not
-    significant after Holm" when the interval alone excludes zero; else "inside the noise"."""
+def _within_training_noise(row) -> bool:
+    """A comparison on fewer seeds than its first condition has, no larger than what training
+    randomness alone moves it by (`training_noise`, from that condition's seeds)."""
+    noise = row.get("training_noise")
+    return noise is not None and not pd.isna(noise) and abs(float(row["mean_diff"])) <= float(noise)
+
+
+def _separated(row) -> bool:
+    """Outside the noise: separated from zero item by item (`_item_separated`) and, where the
+    spread across seeds is known, larger than training randomness alone could make it."""
+    return _item_separated(row) and not _within_training_noise(row)
+
+
+def _tag(row, c: "Citations | None" = None, table: str = "", i=None, inline: bool = False) -> str:
+    """What a reader needs after an interval: nothing when separated from zero; "within
+    training noise" (with its size when `c` can cite it) when only the seeds' spread explains
+    it; "not significant after Holm" when the interval alone excludes zero; else "inside the
+    noise". In parentheses, or after a comma when `inline` (already inside parentheses)."""
     if _separated(row):
         return ""
     lo, hi = row.get("ci_low"), row.get("ci_high")
-    if not pd.isna(lo) and (lo > 0 or hi < 0):
-        return " (not significant after Holm's correction)"
-    return " (inside the noise)"
+    if _item_separated(row):
+        size = f": the seed alone moves it by up to ±{c.num(table, i, 'training_noise', '.3f')}" if c else ""
+        text = f"within training noise{size}"
+    elif not pd.isna(lo) and (lo > 0 or hi < 0):
+        text = "not significant after Holm's correction"
+    else:
+        text = "inside the noise"
+    return f", {text}" if inline else f" ({text})"
 
 
 def _direction(row) -> str:
@@ -148,7 +173,7 @@ def _unchanged(row) -> bool:
 def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fmt_of, direction=False) -> str:
     """'name interval (tag)' per row, rows with no change at all folded into one clause;
     with `direction`, a separated change says whether the task came out better or worse."""
-    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r)}{_direction(r) if direction else ''}"
+    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r, c, table, i)}{_direction(r) if direction else ''}"
              for i, r in g.iterrows() if not _unchanged(r)]
     still = [str(r[name]) for _, r in g.iterrows() if _unchanged(r)]
     if still:
@@ -183,8 +208,10 @@ def q1(c: Citations, main: tuple) -> list[str]:
         parts = _listing(c, "aggregated", g, "method", "no item changed for", lambda r: _fmt(r["metric"]))
         m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
                 & (mde["task"] == task)]
-        detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', '.3f' if metric == 'bits_per_byte' else '.2f')} "
-                  f"{_unit(metric)} are unlikely to be detected here (before Holm's correction, which needs larger "
+        f = ".3f" if metric == "bits_per_byte" else ".2f"
+        detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', f)} {_unit(metric)} "
+                  f"(median over methods; {c.num('detectable', m.index[0], 'mde_max', f)} for the least sensitive) "
+                  "are unlikely to be detected against the reference (before Holm's correction, which needs larger "
                   "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         n = c.num("aggregated", g.index[0], "n", "d")
         out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + ".")
@@ -192,7 +219,28 @@ def q1(c: Citations, main: tuple) -> list[str]:
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
     if best.startswith(prefix):  # the lead already named the target
         best = "Of all methods, " + best[len(prefix):]
-    return [_lead_q1(vs) + " " + best] + out
+    return [_lead_q1(vs) + " " + best + _quantised_net(c, main)] + out
+
+
+def _quantised_net(c: Citations, main: tuple) -> str:
+    """For methods trained on the 4-bit base (their reference): what quantising the base cost
+    on the target, and their net change against the unquantised base, which the change vs
+    their own reference leaves out (rows "vs unquantised base" of `aggregated`)."""
+    agg = c.tables["aggregated"]
+    q = agg[(agg["comparison"] == "vs unquantised base") & agg["headline"].astype(bool)
+            & (agg["task"] == agg["target_nll"])]
+    for key, value in zip(CONDITION, main):
+        q = q[_same(q[key], value)]
+    cost = agg[(agg["comparison"] == "vs unquantised base") & agg["headline"].astype(bool)
+               & (agg["model"] == main[0]) & agg["train_data"].isna()]
+    out = []
+    for i, r in q.iterrows():
+        k = cost[cost["task"] == r["task"]]
+        paid = (f"quantising the base ({k['method'].iloc[0]}) changed {r['task']} by "
+                f"{c.interval('aggregated', k.index[0])} bits/byte, so " if len(k) else "")
+        out.append(f" {r['method']} is measured against the quantised base it trains on; {paid}against the "
+                   f"unquantised base its net change is {c.interval('aggregated', i)}{_tag(r)}{_direction(r)}.")
+    return "".join(out)
 
 
 def _names(methods) -> str:
@@ -233,7 +281,7 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
     r = pair.loc[i]
     head = (f"On its target {target}, {first} learned most, separated from the runner-up {second}" if _separated(r)
             else f"On its target {target}, {first} has the largest point estimate but is not separated from {second}")
-    return (f"{head}: on the seeds both ran ({c.num('contrasts', i, 'seeds', 'd')}), {r['from']} changed by "
+    return (f"{head}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
             f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
             f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
             f"{c.num('contrasts', i, 'p_adjusted', '.2g')}.")
@@ -259,8 +307,8 @@ def q2(c: Citations, main: tuple) -> list[str]:
             f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
-        sees = "; ".join(f"on {r['task']} a change of about {c.num('detectable', i, 'mde', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
-                         f"{_unit(r['metric'])} would likely have been detected" for i, r in seeing.iterrows())
+        sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
+                         f"{_unit(r['metric'])} would likely have been detected for every method" for i, r in seeing.iterrows())
         lead.append(f"Trained on {label}, no method lost outside the noise on the other tasks "
                     f"({', '.join(sorted(other['task'].unique()))})" + (f"; {sees}." if sees else "."))
     else:
@@ -289,10 +337,13 @@ def _matched(c: Citations, main: tuple) -> list[str]:
         sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
                   & (sep["train_data"] == main[1]) & _same(sep["train_size"], main[2])] if not sep.empty else sep
         pairs = [f"{r['method']} vs {r['other']}" for _, r in sep.iterrows() if _separated(r)] if not sep.empty else []
+        steps = g["at_step"].astype(float)
         out.append(
             f"At matched learning (each curve taken where it first gains "
             f"{c.num('matched', lo, 'matched_learning', '.3f')} bits/byte on the target, seed "
-            f"{c.num('matched', lo, 'seed', 'd')}), forgetting on {task} ranged from {g.loc[lo, 'method']} "
+            f"{c.num('matched', lo, 'seed', 'd')}, between training steps {c.num('matched', steps.idxmin(), 'at_step', '.2f')} "
+            f"and {c.num('matched', steps.idxmax(), 'at_step', '.2f')}, interpolated linearly between the curve's "
+            f"measured steps), forgetting on {task} ranged from {g.loc[lo, 'method']} "
             f"{c.interval('matched', lo, column='forgetting')} to {g.loc[hi, 'method']} "
             f"{c.interval('matched', hi, column='forgetting')} bits/byte; "
             + (("separated after Holm: " + ", ".join(pairs) if pairs else "no pair of methods separated after Holm")
@@ -307,7 +358,7 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
     k = c.tables["contrasts"]
     if k.empty or factor not in set(k["factor"]):
         return [f"The grid does not vary the {words}, so it cannot say how the answer depends on it."]
-    k = k[(k["factor"] == factor) & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])]
+    k = k[(k["factor"] == factor) & _same(k["from"], main[CONDITION.index(factor)])]
     out = []
     for (to, method), g in k.groupby(["to", "method"], sort=False):
         parts = _listing(c, "contrasts", g, "task", "no change on", lambda r: _fmt(r["metric"]), direction=True)
@@ -321,21 +372,21 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
 def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
     """The order of two methods on a task reverses when the factor moves: each condition's
     own paired test of the two (`contrasts`, factor method) separates them, in opposite
-    directions, and the change of their gap is separated too."""
+    directions, the change of their gap is separated too, and both methods learned their
+    target in both conditions (else an untrained run, not a method, is what moved)."""
     k = c.tables["contrasts"]
-    if not _separated(row):
-        return False
     pair = {m.strip() for m in str(row["method"]).split(" - ")}
-    keys = ("model", "train_data", "train_size")
+    if not _separated(row) or any(_did_not_learn(c, _condition(main, factor, v), m) is not None
+                                  for v in (row["from"], row["to"]) for m in pair):
+        return False
 
     def gap(condition):
         g = k[(k["factor"] == "method") & (k["task"] == row["task"]) & k["from"].isin(pair) & k["to"].isin(pair)]
-        for key, value in zip(keys, condition):
+        for key, value in zip(CONDITION, condition):
             g = g[_same(g[key], value)]
         return g.iloc[0] if len(g) and _separated(g.iloc[0]) else None
 
-    moved = tuple(row["to"] if key == factor else v for key, v in zip(keys, main))
-    a, b = gap(main), gap(moved)
+    a, b = gap(main), gap(_condition(main, factor, row["to"]))
     return a is not None and b is not None and a["mean_diff"] * b["mean_diff"] < 0
 
 
@@ -344,44 +395,111 @@ def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str
     between two methods (each against its own reference) under the main condition and under
     the other value, and the change of that gap with its interval."""
     k = c.tables["contrasts"]
-    k = k[(k["factor"] == f"method x {factor}") & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])] \
-        if not k.empty else k
+    if k.empty:
+        return []
+    k = k[(k["factor"] == f"method x {factor}") & _same(k["from"], main[CONDITION.index(factor)])]
     out = []
     for (to, pair), g in k.groupby(["to", "method"], sort=False):
         parts = [f"{r['task']}: {c.num('contrasts', i, 'change_from', _fmt(r['metric']))} → "
                  f"{c.num('contrasts', i, 'change_to', _fmt(r['metric']))}, "
-                 f"change {c.interval('contrasts', i, _fmt(r['metric']))}{_tag(r)}{PLACES if _reverses(c, r, factor, main) else ''}"
+                 f"change {c.interval('contrasts', i, _fmt(r['metric']))}{_tag(r, c, 'contrasts', i)}"
+                 f"{PLACES if _reverses(c, r, factor, main) else ''}"
                  for i, r in g.iterrows() if not _unchanged(r)]
         still = [str(r["task"]) for _, r in g.iterrows() if _unchanged(r)]
         parts += [f"no change on {', '.join(still)}"] if still else []
         i0 = g.index[0]
+        untrained = [f"{m} did not learn its own target with {words} {c.num('contrasts', i0, end, '')}"
+                     for end in ("from", "to") for m in (x.strip() for x in pair.split(" - "))
+                     if _did_not_learn(c, _condition(main, factor, g.loc[i0, end]), m) is not None]
         out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
                    f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s)): "
-                   + "; ".join(parts) + ".")
+                   + "; ".join(parts) + "."
+                   + (f" Not a comparison of two trained methods: {'; '.join(untrained)}." if untrained else ""))
     return out
 
 
-def _lead_factor(c: Citations, factor: str, words: str, main: tuple, moved_to: str) -> str:
+def _condition(main: tuple, factor: str, value) -> tuple:
+    """The main condition with one factor moved to `value`."""
+    return tuple(value if key == factor else v for key, v in zip(CONDITION, main))
+
+
+def _did_not_learn(c: Citations, condition: tuple, method: str):
+    """The `aggregated` row of `method`'s change on its own training target in `condition`
+    when that is no improvement outside the noise (the run did not learn what it was
+    trained on, so comparing it with a method that did says nothing about either); else None."""
+    agg = c.tables["aggregated"]
+    g = agg[(agg["comparison"] == "vs base") & (agg["method"] == method) & agg["headline"].astype(bool)
+            & (agg["task"] == agg["target_nll"])]
+    for key, value in zip(CONDITION, condition):
+        g = g[_same(g[key], value)]
+    if g.empty:
+        return None
+    return None if _separated(g.iloc[0]) and g.iloc[0]["mean_diff"] < 0 else g.index[0]
+
+
+def _diverged(c: Citations, condition: tuple, method: str) -> str:
+    """', its training loss rose from A at the first step to B' when a run of `method` in
+    `condition` more than doubled its first logged loss (its rate too high there); else ''."""
+    runs = c.tables.get("runs", pd.DataFrame())
+    if runs.empty or "loss_max" not in runs:
+        return ""
+    g = runs[(runs["method"] == method) & (runs["status"] == "done")]
+    for key, value in zip(CONDITION, condition):
+        g = g[_same(g[key], value)]
+    g = g[g["loss_max"] > 2 * g["loss_first"]]
+    if g.empty:
+        return ""
+    i = g.index[0]
+    return (f"; its training loss rose from {c.num('runs', i, 'loss_first', '.2f')} at the first step to "
+            f"{c.num('runs', i, 'loss_max', '.2f')}")
+
+
+def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
+    """Why an interaction row compares no two trained methods: each method that did not learn
+    its own target in either condition, with its change (and divergence); '' when both did."""
+    out = []
+    for value in (r["from"], r["to"]):
+        condition = _condition(main, factor, value)
+        for m in (x.strip() for x in str(r["method"]).split(" - ")):
+            i = _did_not_learn(c, condition, m)
+            if i is not None:
+                row = c.tables["aggregated"].loc[i]
+                place = where.format(c.num("contrasts", r.name, "to" if value == r["to"] else "from", ""))
+                out.append(f"{m} did not learn its target {row['task']} {place} (change "
+                           f"{c.interval('aggregated', i)}{_tag(row, inline=True)}{_diverged(c, condition, m)})")
+    return "; ".join(out)
+
+
+def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str) -> str:
     """Does the factor change the answer: the change of the gap between two methods on the
-    main condition's target task (from `contrasts`, "method x <factor>")."""
+    main condition's target task (from `contrasts`, "method x <factor>"). No verdict when a
+    method did not learn its target in either condition; with fewer seeds than the main
+    condition, a change within training noise is said so."""
     k = c.tables["contrasts"]
     agg = c.tables["aggregated"]
     target = agg["target_nll"].dropna().iloc[0] if not agg.empty and agg["target_nll"].notna().any() else None
     k = k[(k["factor"] == f"method x {factor}") & (k["task"] == target)
-          & _same(k["from"], main[("model", "train_data", "train_size").index(factor)])] if not k.empty else k
+          & _same(k["from"], main[CONDITION.index(factor)])] if not k.empty else k
     if k.empty:
         return (f"No pair of methods ran under a second {words}, so whether it changes which method "
                 "learns most is not measured.")
     parts = []
     for i, r in k.iterrows():
         first, second = (m.strip() for m in str(r["method"]).split(" - "))
-        head = (f"{'yes' if _separated(r) else 'not detectably'} for {first} and {second} on {target} "
-                f"(seeds: {c.num('contrasts', i, 'seeds', 'd')}): {first}'s change minus {second}'s, each vs its own "
-                f"reference, moved from {c.num('contrasts', i, 'change_from')} to "
-                f"{c.num('contrasts', i, 'change_to')} bits/byte {moved_to.format(c.num('contrasts', i, 'to', ''))}")
-        parts.append(f"{head} (change {c.interval('contrasts', i)}{_tag(r)})"
-                     + (", and the two methods change places: each side's own test separates them"
-                        if _reverses(c, r, factor, main) else ""))
+        failed = _untrained(c, r, factor, main, where)
+        verdict = ("cannot be told" if failed else "yes" if _separated(r)
+                   else "not beyond training noise" if _item_separated(r) else "not detectably")
+        head = (f"{verdict} for {first} and {second} on {target} (seeds: {c.num('contrasts', i, 'seeds', 'd')}): "
+                f"{first}'s change minus {second}'s, each vs its own reference, moved from "
+                f"{c.num('contrasts', i, 'change_from')} to {c.num('contrasts', i, 'change_to')} bits/byte "
+                f"{where.format(c.num('contrasts', i, 'to', ''))} (change {c.interval('contrasts', i)}"
+                f"{_tag(r, c, 'contrasts', i, inline=True)})")
+        if failed:
+            head += (f", but {failed}, so the gap compares a trained method with an untrained one; "
+                     f"it needs a learning rate that trains both")
+        elif _reverses(c, r, factor, main):
+            head += ", and the two methods change places: each side's own test separates them"
+        parts.append(head)
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 

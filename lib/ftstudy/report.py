@@ -154,9 +154,25 @@ def limitations_page(params: Params, outputs: Path) -> str:
         lines += [""]
     if min(len(v) for v in per_method.values()) == 1:
         lines += ["- One seed for some configurations: their intervals cover the sampling of evaluation items, "
-                  "not the randomness of training (adapter initialisation, data order).", ""]
-    caveats = [f"- {name} is dequantised from the GGUF file `{m.gguf.file or m.gguf.path}`: a "
-               "4-bit-quantised file scores a little below the full-precision model it came from."
+                  "not the randomness of training (adapter initialisation, data order). Where the main "
+                  "condition has several seeds, a single-seed change is also compared with how far the seed "
+                  "alone moves it there (a t interval from those few seeds, assuming the same spread in the "
+                  "other condition); smaller changes are called within training noise.", ""]
+    if max(len(v) for v in per_method.values()) > 1:
+        lines += ["- Several seeds are pooled by a bootstrap over seeds, then items: with as few seeds as here, "
+                  "resampling seeds understates their spread, so those intervals are on the narrow side.", ""]
+    mixes = {label: mix for label, mix in params.train_data.items() if len(mix) > 1}
+    for label, mix in mixes.items():
+        parts = ", ".join(f"{100 * share:.0f}% {name}" for name, share in mix.items())
+        lines += [f"- `{label}` mixes {parts} at the same size as the other training sets, so it has fewer "
+                  "examples of its target task than a set of that task alone: a smaller gain on the target "
+                  "there is partly less target data, not only the replay.", ""]
+    lines += ["- A smallest detectable change is against the reference model; between two methods (each with "
+              "its own noise) the detectable difference is larger.", ""]
+    caveats = [f"- {name} is dequantised from the GGUF file `{m.gguf.file or m.gguf.path}`: its scores differ "
+               "from those of the full-precision model the file was made from by an amount this grid does not "
+               "measure. Every run of it and its reference start from the same dequantised weights, so the "
+               "paired changes compare like with like."
                for name, m in params.models.items() if m.gguf is not None]
     if data_dir_is_mirror(params) and "hellaswag" in ev.tasks:
         caveats.append("- HellaSwag from the offline mirror lacks lm-eval's capitalisation of `ctx_b`, "

@@ -165,6 +165,21 @@ def seeds_then_items(diffs: list[np.ndarray], seed: int = 0) -> dict:
     return out
 
 
+def training_noise(per_seed: list[float], seeds_used: int) -> tuple[float, float]:
+    """How far a difference between two conditions, each run on `seeds_used` seed(s), can move
+    from training randomness alone (adapter initialisation, data order), estimated from one
+    condition's per-seed values (on the same items, so item sampling cancels): returns (the
+    between-seed standard deviation, the half-width of a 95% t interval for a difference of
+    two means of `seeds_used` seeds, assuming that spread in both conditions). NaN with
+    fewer than two seeds to estimate from. The items-only interval of a single-seed
+    comparison does not contain this."""
+    v = np.asarray(per_seed, dtype=float)
+    if len(v) < 2 or seeds_used < 1:
+        return np.nan, np.nan
+    sd = float(v.std(ddof=1))
+    return sd, float(sps.t.ppf(0.975, len(v) - 1) * sd * np.sqrt(2 / seeds_used))
+
+
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (what statsmodels' `multipletests(method="holm")`
     returns; tests check they agree). Written out because that function calls

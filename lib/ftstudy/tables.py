@@ -59,8 +59,9 @@ def reference_key(cell: dict) -> str:
 
 
 def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
-    """(reference, run, kind): each run and control vs its reference, and methods vs each
-    other within one (model, evaluation, training data, size, seed)."""
+    """(reference, run, kind): each run and control vs its reference, runs on the 4-bit base
+    vs the unquantised base, and methods vs each other within one (model, evaluation,
+    training data, size, seed)."""
     import itertools
 
     refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
@@ -69,6 +70,14 @@ def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
         if r["cell"]["method"] not in REFERENCES:  # ref None: no reference loaded and scored alike
             pairs.append((refs.get(reference_key(r["cell"])), r,
                           "control" if r["cell"].get("control") else "vs base"))
+    # a run on the 4-bit base (and that base itself) against the unquantised base as well: its
+    # net effect, quantisation included, which its own-reference change leaves out
+    plain = {_eval_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES
+             and not (r["cell"].get("load") or {}).get("quantize_4bit")}
+    for r in done:
+        c = r["cell"]
+        if (c.get("load") or {}).get("quantize_4bit") and not c.get("control") and _eval_key(c) in plain:
+            pairs.append((plain[_eval_key(c)], r, "vs unquantised base"))
     groups: dict = {}
     for r in done:
         c = r["cell"]
@@ -167,7 +176,10 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
     several seeds, pooled like `aggregated` (bootstrap over seeds, then items). Holm's
     correction within each factor. `order` (factor: values, e.g. in the grid's order) says
     which value is A: the earlier one (else the smaller size, or the first by name). The
-    data-size, replay, base-model and "learned most" answers rest on it."""
+    data-size, replay, base-model and "learned most" answers rest on it. `seed_sd` and
+    `training_noise` (see `stats.training_noise`): how much the first condition's value varies
+    across its seeds, and so how far a comparison on fewer seeds can move by training
+    randomness alone, which its items-only interval does not cover (none for two methods)."""
     import itertools
 
     import pandas as pd
@@ -233,15 +245,22 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         common = sorted(set.intersection(*(set(da.index) for _, _, da, _ in pairs)))
         diffs = [(db.loc[common] - da.loc[common]).to_numpy() for _, _, da, db in pairs]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
+        if factor == "method":  # two methods' training noise differ: not estimated from one
+            sd, noise = np.nan, np.nan
+        else:  # the method's own change on each seed it ran in the first condition
+            first = {**fixed, factor: key[4]}
+            per_seed = [change(r, key[6], key[7]).reindex(common).mean() for r in runs if axes(r) == first]
+            sd, noise = stats.training_noise([v for v in per_seed if not np.isnan(v)], len(pairs))
         rows.append(dict(factor=factor, **fixed, **{"from": key[4], "to": key[5]}, task=key[6], metric=key[7],
-                         seeds=len(pairs), n=len(common),
+                         seeds=len(pairs), n=len(common), seed_sd=sd, training_noise=noise,
                          run_id_from=",".join(a["run_id"] for a, _, _, _ in pairs),
                          run_id_to=",".join(b["run_id"] for _, b, _, _ in pairs),
                          change_from=float(np.mean([da.loc[common].mean() for _, _, da, _ in pairs])),
                          change_to=float(np.mean([db.loc[common].mean() for _, _, _, db in pairs])),
                          **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
     rows += _interactions(groups, rank)
-    cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "run_id_from", "run_id_to",
+    cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "seed_sd", "training_noise",
+            "run_id_from", "run_id_to",
             "change_from", "change_to", "mean_diff", "ci_low", "ci_high", "p_value", "test"]
     df = pd.DataFrame(rows, columns=cols)
     family = ["factor", "model", "train_data", "train_size"]  # one question in one condition
@@ -277,10 +296,12 @@ def _interactions(groups: dict, rank) -> list[dict]:
         common = sorted(set.intersection(*(set(by_seed0[s].index) & set(by_seed1[s].index) for s in seeds)))
         diffs = [(by_seed1[s].loc[common] - by_seed0[s].loc[common]).to_numpy() for s in seeds]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
+        # the gap on every seed of the first condition (more seeds there than both share)
+        sd, noise = stats.training_noise([by_seed0[s].reindex(common).mean() for s in by_seed0], len(seeds))
         fixed = {f: k0[1 + j] for j, f in enumerate(fixed_names) if j != differ[0]}
         rows.append(dict(factor=f"method x {factor}", method=f"{k0[5]} - {k0[4]}", **fixed,
                          **{"from": k0[1 + differ[0]], "to": k1[1 + differ[0]]}, task=k0[6], metric=k0[7],
-                         seeds=len(seeds), n=len(common),
+                         seeds=len(seeds), n=len(common), seed_sd=sd, training_noise=noise,
                          run_id_from=",".join(r["run_id"] for a, b, _, _ in method_groups[k0] for r in (a, b)),
                          run_id_to=",".join(r["run_id"] for a, b, _, _ in method_groups[k1] for r in (a, b)),
                          change_from=float(np.mean([by_seed0[s].loc[common].mean() for s in seeds])),
@@ -308,6 +329,13 @@ def baselines_table(outputs: Path, records: list[dict]):
                                  task=task, **dist,
                                  **{f"share_{k}": v for k, v in shares.items()}))
     return pd.DataFrame(rows)
+
+
+def _loss_span(curve) -> dict:
+    """The training loss at the first logged step and its highest value: a run whose loss
+    jumps far above where it started diverged (its rate is too high for that model)."""
+    losses = [p["loss"] for p in curve or [] if p.get("loss") is not None]
+    return {"loss_first": losses[0] if losses else None, "loss_max": max(losses) if losses else None}
 
 
 def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rates: dict | None = None):
@@ -347,7 +375,8 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
                      "examples_kept": sum(c["kept"] for c in counts.values()) if counts else None,
                      "examples_dropped_too_long": (sum(c["dropped_too_long"] for c in counts.values())
                                                    if counts else None),
-                     **{k: rec.get(k) for k in COST_KEYS}})  # wall_s: the whole cell, from status.json
+                     **{k: rec.get(k) for k in COST_KEYS},  # wall_s: the whole cell, from status.json
+                     **_loss_span(rec.get("loss_curve"))})
         if rec["status"] != "done":
             continue
         for m in rec.get("metrics", []):
@@ -357,7 +386,7 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
     results = pd.DataFrame(rows, columns=RUN_KEYS + ["task", "metric", "value", "stderr",
                                                      "limit", "num_fewshot"])
     runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error", "learning_rate", "steps", "examples_kept",
-                                                     "examples_dropped_too_long"] + COST_KEYS)
+                                                     "examples_dropped_too_long"] + COST_KEYS + ["loss_first", "loss_max"])
     outputs.mkdir(parents=True, exist_ok=True)
     results.to_csv(outputs / "results.csv", index=False)
     runs_df.to_csv(outputs / "runs.csv", index=False)
