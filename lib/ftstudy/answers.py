@@ -209,8 +209,10 @@ def q1(c: Citations, main: tuple) -> list[str]:
         m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
                 & (mde["task"] == task)]
         f = ".3f" if metric == "bits_per_byte" else ".2f"
-        detect = (f"; changes smaller than about {c.num('detectable', m.index[0], 'mde', f)} {_unit(metric)} "
-                  f"(median over methods; {c.num('detectable', m.index[0], 'mde_max', f)} for the least sensitive) "
+        j = m.index[0]
+        spread = (f" (median over methods; {c.num('detectable', j, 'mde_max', f)} for the least sensitive)"
+                  if format(m.loc[j, "mde"], f) != format(m.loc[j, "mde_max"], f) else "")
+        detect = (f"; changes smaller than about {c.num('detectable', j, 'mde', f)} {_unit(metric)}{spread} "
                   "are unlikely to be detected against the reference (before Holm's correction, which needs larger "
                   "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         n = c.num("aggregated", g.index[0], "n", "d")
@@ -280,11 +282,12 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
     i = pair.index[0]
     r = pair.loc[i]
     head = (f"On its target {target}, {first} learned most, separated from the runner-up {second}" if _separated(r)
-            else f"On its target {target}, {first} has the largest point estimate but is not separated from {second}")
+            else f"On its target {target}, {first} has the largest point estimate but is not separated from {second}"
+            + (" beyond training noise" if _item_separated(r) else ""))
     return (f"{head}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
             f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
             f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
-            f"{c.num('contrasts', i, 'p_adjusted', '.2g')}.")
+            f"{c.num('contrasts', i, 'p_adjusted', '.2g')}{_tag(r, c, 'contrasts', i, inline=True)}.")
 
 
 def q2(c: Citations, main: tuple) -> list[str]:
@@ -308,16 +311,35 @@ def q2(c: Citations, main: tuple) -> list[str]:
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
         sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
-                         f"{_unit(r['metric'])} would likely have been detected for every method" for i, r in seeing.iterrows())
+                         f"{_unit(r['metric'])} would likely have been detected for every method (before Holm's correction, "
+                         "which needs larger ones)" for i, r in seeing.iterrows())
         lead.append(f"Trained on {label}, no method lost outside the noise on the other tasks "
                     f"({', '.join(sorted(other['task'].unique()))})" + (f"; {sees}." if sees else "."))
     else:
         lead.append("Forgetting outside the noise: " + "; ".join(
             f"{r['method']} on {r['task']} {c.interval('aggregated', i, _fmt(r['metric']))}"
             for i, r in worse.iterrows()) + "; no other loss outside the noise.")
-    out = [" ".join(lead + out[:1])] + out[1:] + _matched(c, main)
+    net = _quantised_losses(c, main, target)
+    out = [" ".join(lead + ([net] if net else []) + out[:1])] + out[1:] + _matched(c, main)
     out += _factor(c, "train_data", "training data", main) + _interaction(c, "train_data", "training data", main)
     return out
+
+
+def _quantised_losses(c: Citations, main: tuple, target) -> str:
+    """Tasks other than the target on which a method trained on the 4-bit base ends worse than
+    the unquantised base, outside the noise (the quantisation's cost, which its change vs its
+    own reference does not show)."""
+    agg = c.tables["aggregated"]
+    q = agg[(agg["comparison"] == "vs unquantised base") & agg["headline"].astype(bool) & (agg["task"] != target)
+            & agg["train_data"].notna()]
+    for key, value in zip(CONDITION, main):
+        q = q[_same(q[key], value)]
+    worse = [(i, r) for i, r in q.iterrows() if _direction(r) == " (worse)"]
+    if not worse:
+        return ""
+    return ("Against the unquantised base, though, " + "; ".join(
+        f"{r['method']} ends worse on {r['task']} by {c.interval('aggregated', i, _fmt(r['metric']))} {_unit(r['metric'])}"
+        for i, r in worse) + ": the cost of quantising its base, not of its training.")
 
 
 def _matched(c: Citations, main: tuple) -> list[str]:
@@ -363,8 +385,11 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
     for (to, method), g in k.groupby(["to", "method"], sort=False):
         parts = _listing(c, "contrasts", g, "task", "no change on", lambda r: _fmt(r["metric"]), direction=True)
         i0 = g.index[0]
+        failed = [f"with {words} {c.num('contrasts', i0, end, '')}" for _, end in _not_learning(c, g.loc[i0], factor, main)]
+        warn = (f"; it showed no detectable gain on its own target {' and '.join(failed)}, so its change here may be "
+                "a failure to train rather than the factor's effect" if failed else "")
         out.append(f"{method}, {words} {c.num('contrasts', i0, 'from', '')} → {c.num('contrasts', i0, 'to', '')} "
-                   f"({c.num('contrasts', i0, 'seeds', 'd')} seed(s)), change in its effect vs its reference: "
+                   f"({c.num('contrasts', i0, 'seeds', 'd')} seed(s){warn}), change in its effect vs its reference: "
                    + parts + ".")
     return out or [f"No pair of runs differs from the main condition in {words} alone."]
 
@@ -376,8 +401,7 @@ def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
     target in both conditions (else an untrained run, not a method, is what moved)."""
     k = c.tables["contrasts"]
     pair = {m.strip() for m in str(row["method"]).split(" - ")}
-    if not _separated(row) or any(_did_not_learn(c, _condition(main, factor, v), m) is not None
-                                  for v in (row["from"], row["to"]) for m in pair):
+    if not _separated(row) or _not_learning(c, row, factor, main):
         return False
 
     def gap(condition):
@@ -408,13 +432,13 @@ def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str
         still = [str(r["task"]) for _, r in g.iterrows() if _unchanged(r)]
         parts += [f"no change on {', '.join(still)}"] if still else []
         i0 = g.index[0]
-        untrained = [f"{m} did not learn its own target with {words} {c.num('contrasts', i0, end, '')}"
-                     for end in ("from", "to") for m in (x.strip() for x in pair.split(" - "))
-                     if _did_not_learn(c, _condition(main, factor, g.loc[i0, end]), m) is not None]
+        untrained = [f"{m} showed no detectable gain on its own target with {words} "
+                     f"{c.num('contrasts', i0, end, '')}" for m, end in _not_learning(c, g.loc[i0], factor, main)]
+        warn = (f"; cannot be told, not a comparison of two trained methods: {'; '.join(untrained)}"
+                if untrained else "")
         out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
-                   f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s)): "
-                   + "; ".join(parts) + "."
-                   + (f" Not a comparison of two trained methods: {'; '.join(untrained)}." if untrained else ""))
+                   f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s){warn}): "
+                   + "; ".join(parts) + ".")
     return out
 
 
@@ -454,19 +478,26 @@ def _diverged(c: Citations, condition: tuple, method: str) -> str:
             f"{c.num('runs', i, 'loss_max', '.2f')}")
 
 
+def _not_learning(c: Citations, r, factor: str, main: tuple) -> list[tuple[str, str]]:
+    """(method, "from"/"to") for each method of a contrasts row ("B - A", or one method) that
+    showed no detectable gain on its own target at that end of the factor."""
+    methods = [x.strip() for x in str(r["method"]).split(" - ")]
+    return [(m, end) for end in ("from", "to") for m in methods
+            if _did_not_learn(c, _condition(main, factor, r[end]), m) is not None]
+
+
 def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
-    """Why an interaction row compares no two trained methods: each method that did not learn
-    its own target in either condition, with its change (and divergence); '' when both did."""
+    """Why an interaction row compares no two trained methods: each method that showed no
+    detectable gain on its own target in either condition, with its change (and divergence);
+    '' when both learned."""
     out = []
-    for value in (r["from"], r["to"]):
-        condition = _condition(main, factor, value)
-        for m in (x.strip() for x in str(r["method"]).split(" - ")):
-            i = _did_not_learn(c, condition, m)
-            if i is not None:
-                row = c.tables["aggregated"].loc[i]
-                place = where.format(c.num("contrasts", r.name, "to" if value == r["to"] else "from", ""))
-                out.append(f"{m} did not learn its target {row['task']} {place} (change "
-                           f"{c.interval('aggregated', i)}{_tag(row, inline=True)}{_diverged(c, condition, m)})")
+    for m, end in _not_learning(c, r, factor, main):
+        condition = _condition(main, factor, r[end])
+        i = _did_not_learn(c, condition, m)
+        row = c.tables["aggregated"].loc[i]
+        place = where.format(c.num("contrasts", r.name, end, ""))
+        out.append(f"{m} showed no detectable gain on its target {row['task']} {place} (change "
+                   f"{c.interval('aggregated', i)}{_tag(row, inline=True)}{_diverged(c, condition, m)})")
     return "; ".join(out)
 
 

@@ -165,19 +165,21 @@ def seeds_then_items(diffs: list[np.ndarray], seed: int = 0) -> dict:
     return out
 
 
-def training_noise(per_seed: list[float], seeds_used: int) -> tuple[float, float]:
-    """How far a difference between two conditions, each run on `seeds_used` seed(s), can move
-    from training randomness alone (adapter initialisation, data order), estimated from one
-    condition's per-seed values (on the same items, so item sampling cancels): returns (the
-    between-seed standard deviation, the half-width of a 95% t interval for a difference of
-    two means of `seeds_used` seeds, assuming that spread in both conditions). NaN with
-    fewer than two seeds to estimate from. The items-only interval of a single-seed
-    comparison does not contain this."""
-    v = np.asarray(per_seed, dtype=float)
-    if len(v) < 2 or seeds_used < 1:
+def training_noise(per_seed: list[list[float]], seeds_used: int) -> tuple[float, float]:
+    """How far a difference between two sides, each the mean of `seeds_used` seed(s), can move
+    from training randomness alone (adapter initialisation, data order), from each side's
+    per-seed values (on the same items, so item sampling cancels): returns (the pooled
+    between-seed standard deviation, the half-width of a 95% t prediction interval for the
+    difference, assuming that spread on both sides). NaN when no side has two seeds to
+    estimate from, or when every side's seeds were all used (the comparison's own interval,
+    over seeds then items, already covers them)."""
+    sides = [np.asarray(v, dtype=float) for v in per_seed]
+    sides = [v[~np.isnan(v)] for v in sides]
+    dof = sum(len(v) - 1 for v in sides if len(v) > 1)
+    if dof < 1 or seeds_used < 1 or seeds_used >= max(len(v) for v in sides):
         return np.nan, np.nan
-    sd = float(v.std(ddof=1))
-    return sd, float(sps.t.ppf(0.975, len(v) - 1) * sd * np.sqrt(2 / seeds_used))
+    sd = float(np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in sides if len(v) > 1) / dof))
+    return sd, float(sps.t.ppf(0.975, dof) * sd * np.sqrt(2 / seeds_used))
 
 
 def holm(p: np.ndarray) -> np.ndarray:

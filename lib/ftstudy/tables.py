@@ -177,9 +177,9 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
     correction within each factor. `order` (factor: values, e.g. in the grid's order) says
     which value is A: the earlier one (else the smaller size, or the first by name). The
     data-size, replay, base-model and "learned most" answers rest on it. `seed_sd` and
-    `training_noise` (see `stats.training_noise`): how much the first condition's value varies
-    across its seeds, and so how far a comparison on fewer seeds can move by training
-    randomness alone, which its items-only interval does not cover (none for two methods)."""
+    `training_noise` (see `stats.training_noise`): how much each side's value varies across
+    its seeds (pooled), and so how far a comparison on fewer seeds than a side has can move
+    by training randomness alone, which its items-only interval does not cover."""
     import itertools
 
     import pandas as pd
@@ -245,12 +245,10 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         common = sorted(set.intersection(*(set(da.index) for _, _, da, _ in pairs)))
         diffs = [(db.loc[common] - da.loc[common]).to_numpy() for _, _, da, db in pairs]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
-        if factor == "method":  # two methods' training noise differ: not estimated from one
-            sd, noise = np.nan, np.nan
-        else:  # the method's own change on each seed it ran in the first condition
-            first = {**fixed, factor: key[4]}
-            per_seed = [change(r, key[6], key[7]).reindex(common).mean() for r in runs if axes(r) == first]
-            sd, noise = stats.training_noise([v for v in per_seed if not np.isnan(v)], len(pairs))
+        # each side's change on every seed it ran (more than both share, where one has more)
+        sides = [[change(r, key[6], key[7]).reindex(common).mean() for r in runs
+                  if axes(r) == {**fixed, factor: value}] for value in key[4:6]]
+        sd, noise = stats.training_noise(sides, len(pairs))
         rows.append(dict(factor=factor, **fixed, **{"from": key[4], "to": key[5]}, task=key[6], metric=key[7],
                          seeds=len(pairs), n=len(common), seed_sd=sd, training_noise=noise,
                          run_id_from=",".join(a["run_id"] for a, _, _, _ in pairs),
@@ -296,8 +294,9 @@ def _interactions(groups: dict, rank) -> list[dict]:
         common = sorted(set.intersection(*(set(by_seed0[s].index) & set(by_seed1[s].index) for s in seeds)))
         diffs = [(by_seed1[s].loc[common] - by_seed0[s].loc[common]).to_numpy() for s in seeds]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
-        # the gap on every seed of the first condition (more seeds there than both share)
-        sd, noise = stats.training_noise([by_seed0[s].reindex(common).mean() for s in by_seed0], len(seeds))
+        # the gap on every seed of each condition (more seeds there than both share)
+        sd, noise = stats.training_noise([[by_seed[s].reindex(common).mean() for s in by_seed]
+                                          for by_seed in (by_seed0, by_seed1)], len(seeds))
         fixed = {f: k0[1 + j] for j, f in enumerate(fixed_names) if j != differ[0]}
         rows.append(dict(factor=f"method x {factor}", method=f"{k0[5]} - {k0[4]}", **fixed,
                          **{"from": k0[1 + differ[0]], "to": k1[1 + differ[0]]}, task=k0[6], metric=k0[7],
