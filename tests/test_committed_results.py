@@ -15,7 +15,7 @@ RESULTS = ROOT / "results" / "cpu-sweep"
 def test_committed_sweep_rebuilds_its_report(tmp_path, data_dir):
     import json
 
-    p = params.load(ROOT / "params" / "cpu-sweep.yaml")
+    p = params.load(ROOT / "params" / "cpu-sweep.yaml", for_compute=False)
     results = tmp_path / "results"
     shutil.copytree(RESULTS, results)  # the report rewrites the tables: never in the checkout
     book = tmp_path / "book"
@@ -53,7 +53,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
 
     from ftstudy import answers
 
-    p = params.load(ROOT / "params" / "cpu-study.yaml")
+    p = params.load(ROOT / "params" / "cpu-study.yaml", for_compute=False)
     results = tmp_path / "results"
     shutil.copytree(STUDY, results)
     edited = sorted(f.parent.name for f in (results / "runs").glob("*/fingerprint.json"))[0]

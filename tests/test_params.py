@@ -159,3 +159,21 @@ def test_designs_are_one_factor_at_a_time_around_the_first_values(tmp_path, data
     full = params.load(write_params(tmp_path / "q.yaml", tiny_model_dir, tmp_path / "out",
                                     methods=("lora", "ia3"), train_sizes=[8, 16], seeds=[0, 1]))
     assert len([c for c in grid.expand(full) if c["method"] != "base"]) == 2 * 2 * 2
+
+
+def test_committed_results_rebuild_on_a_bf16_cpu_but_a_run_there_is_refused(data_dir, monkeypatch, capsys):
+    """The CPU study ran with `dtype: auto` where that meant float32, and scores curves: on a
+    CPU with native bf16, `auto` means bfloat16, which its float32 evaluation cannot match.
+    Running it there must stop before compute, naming the key; rebuilding the report from
+    its committed results must not ask how this machine would compute."""
+    from ftstudy import cli, precision, report
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    built = []
+    monkeypatch.setattr(report, "build", lambda p, **kw: built.append(kw))
+    study = str(ROOT / "params" / "cpu-study.yaml")
+    assert cli.main(["report", study, "--results", str(ROOT / "results" / "cpu-study"), "--no-book"]) == 0
+    assert built and built[0]["results_dir"].endswith("cpu-study")
+    assert cli.main(["run", study, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "cpu-study.yaml: training.eval_every" in err and "models.smollm2-135m.dtype: float32" in err

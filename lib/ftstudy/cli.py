@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                 params_mod.load(p)
                 print(f"{p}: ok")
             return 0
-        params = params_mod.load(args.params)
+        # report and export read finished runs: how this machine would compute is not asked
+        params = params_mod.load(args.params, for_compute=args.command == "run")
     except params_mod.ParamsError as e:
         print(e, file=sys.stderr)
         return 2

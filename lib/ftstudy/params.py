@@ -390,8 +390,11 @@ def _closest(loc) -> str:
     return f" (did you mean {match[0]!r}?)" if match else f" (allowed: {', '.join(fields)})"
 
 
-def load(path: str | Path) -> Params:
-    """Read and validate a params file; raise ParamsError with file and key on any problem."""
+def load(path: str | Path, for_compute: bool = True) -> Params:
+    """Read and validate a params file; raise ParamsError with file and key on any problem.
+    `for_compute=False` reads it for finished results (report, export): the checks of how this
+    machine would train and evaluate (precision, GPU, trackers) are skipped, so committed
+    results rebuild on any machine, e.g. a bf16 CPU reading a grid computed in fp32."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
@@ -416,12 +419,13 @@ def load(path: str | Path) -> Params:
                 msg = "required key is missing"
             lines.append(f"{path}: {_key_path(loc)}: {msg}")
         raise ParamsError("\n".join(lines)) from None
-    check_environment(params, path)
+    check_environment(params, path, for_compute)
     return params
 
 
-def check_environment(params: Params, path: Path) -> None:
-    """Checks that need the machine: mirror files, sizes vs data, CPU-only options, outputs."""
+def check_environment(params: Params, path: Path, for_compute: bool = True) -> None:
+    """Checks that need the machine: mirror files, sizes vs data, outputs, and with
+    `for_compute` how its runs would compute here (CPU-only dtypes, trackers, curve precision)."""
     from ftstudy import paths
 
     problems = []
@@ -448,6 +452,25 @@ def check_environment(params: Params, path: Path) -> None:
             problems.append(f"models.{name}.gguf: {e}")
     if not problems:
         problems += _check_sizes(params, data_dir)
+    if for_compute:
+        problems += _compute_problems(params)
+    out = Path(params.output_dir)
+    probe = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        problems.append(f"output_dir: {out} is not writable ({e})")
+    if problems:
+        raise ParamsError("\n".join(f"{path}: {p}" for p in problems))
+
+
+def _compute_problems(params: Params) -> list[str]:
+    """What would stop a run on this machine: float16 without a GPU, a tracker not installed,
+    curves scored in another precision than the final evaluation (`dtype: auto` resolves here)."""
+    problems = []
     try:
         import torch
         has_gpu = torch.cuda.is_available()
@@ -471,18 +494,9 @@ def check_environment(params: Params, path: Path) -> None:
             if dtype != params.evaluation.dtype:
                 problems.append(f"training.eval_every: curves are scored in the training precision, which is "
                                 f"{dtype} for models.{name} on this machine, and the final evaluation in "
-                                f"evaluation.dtype {params.evaluation.dtype}; set both alike")
-    out = Path(params.output_dir)
-    probe = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    try:
-        if not probe.is_dir():
-            raise NotADirectoryError(f"{probe} is a file")
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        problems.append(f"output_dir: {out} is not writable ({e})")
-    if problems:
-        raise ParamsError("\n".join(f"{path}: {p}" for p in problems))
+                                f"evaluation.dtype {params.evaluation.dtype}; set both alike "
+                                f"(models.{name}.dtype: {params.evaluation.dtype}, or evaluation.dtype: {dtype})")
+    return problems
 
 
 def _check_sizes(params: Params, data_dir) -> list[str]:
