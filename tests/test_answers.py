@@ -276,3 +276,17 @@ def test_a_run_on_the_4bit_base_is_also_compared_with_the_unquantised_base(tmp_p
     assert_every_number_is_cited(answers.markdown(ans, cit), cit, cit.tables)
     assert "qlora is measured against the quantised base it trains on" in lead
     assert "changed gsm8k_nll by +0.200" in lead and "net change is +0.100" in lead
+
+
+def test_an_accuracy_no_item_of_which_changed_counts_as_least_sensitive():
+    """On 12 HellaSwag items one method moved a few items (an interval) and the others none
+    (no interval): the detectable change "no method lost" can claim is the unmeasured
+    methods' conservative bound, not the one measured method's narrower one."""
+    row = dict(comparison="vs base", headline=True, model="m", train_data="gsm8k", train_size=16,
+               task="hellaswag", metric="acc_norm", n=12, seeds=1)
+    aggregated = pd.DataFrame([{**row, "method": "prompt_tuning", "mean_diff": 0.08, "ci_low": -0.17, "ci_high": 0.33},
+                               {**row, "method": "lora", "mean_diff": 0.0, "ci_low": np.nan, "ci_high": np.nan},
+                               {**row, "method": "full", "mean_diff": 0.0, "ci_low": np.nan, "ci_high": np.nan}])
+    d = answers.detectable(aggregated).iloc[0]
+    assert d["mde_max"] == pytest.approx(stats.min_detectable_difference(12))
+    assert d["mde"] == pytest.approx(stats.min_detectable_difference(12))  # the median of three

@@ -86,16 +86,15 @@ def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
     vs["se"] = (vs["ci_high"] - vs["ci_low"]) / (2 * 1.96)
+    # a method no item of whose accuracy changed has no interval, which says nothing of its
+    # sensitivity: it counts with the difference two independent runs at p = 0.5 could detect
+    # on n items (conservative for paired items), so the least sensitive is never understated
+    unmeasured = (vs["metric"] != "bits_per_byte") & vs["se"].isna()
+    vs.loc[unmeasured, "se"] = [stats.min_detectable_difference(int(n)) / MDE_FACTOR for n in vs.loc[unmeasured, "n"]]
     keys = ["model", "train_data", "train_size", "task", "metric"]
     out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"),
                                              se_max=("se", "max"))
     out["mde"], out["mde_max"] = MDE_FACTOR * out["se"], MDE_FACTOR * out["se_max"]
-    # an accuracy no item of which changed has no interval: fall back to the difference two
-    # independent runs at p = 0.5 could detect on n items (conservative for paired items)
-    binary = out.index.get_level_values("metric") != "bits_per_byte"
-    fallback = [stats.min_detectable_difference(int(n)) for n in out["n"]]
-    for col in ("mde", "mde_max"):
-        out[col] = np.where(binary & out[col].isna(), fallback, out[col])
     return out.reset_index()
 
 
@@ -126,8 +125,8 @@ def _item_separated(row) -> bool:
 
 
 def _within_training_noise(row) -> bool:
-    """A comparison on fewer seeds than its first condition has, no larger than what training
-    randomness alone moves it by (`training_noise`, from that condition's seeds)."""
+    """A comparison on fewer seeds than its sides have, no larger than what training
+    randomness alone moves it by (`training_noise`, pooled from every side's seeds)."""
     noise = row.get("training_noise")
     return noise is not None and not pd.isna(noise) and abs(float(row["mean_diff"])) <= float(noise)
 
@@ -504,8 +503,8 @@ def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
 def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str) -> str:
     """Does the factor change the answer: the change of the gap between two methods on the
     main condition's target task (from `contrasts`, "method x <factor>"). No verdict when a
-    method did not learn its target in either condition; with fewer seeds than the main
-    condition, a change within training noise is said so."""
+    method showed no gain on its own target in either condition; with fewer seeds than its
+    sides have, a change within training noise is said so."""
     k = c.tables["contrasts"]
     agg = c.tables["aggregated"]
     target = agg["target_nll"].dropna().iloc[0] if not agg.empty and agg["target_nll"].notna().any() else None
