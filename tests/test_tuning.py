@@ -192,7 +192,10 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
     for task in ("gsm8k_nll", "alpaca_nll"):
         final = stats.item_logliks(run, task)
         in_training = stats.item_logliks(curves.step_folder(tmp_path / "check", 3), task)
-        assert final.index.equals(in_training.index) and float((final - in_training).abs().max()) <= 1e-4
+        # equal up to fp32 rounding of a sum of ~1000 nats (one ulp there is 1.2e-4; AVX512 and
+        # AVX2 kernels sum in different orders): a bf16 or different-weights score is off by ~1e-2
+        assert final.index.equals(in_training.index)
+        assert float(((final - in_training).abs() / final.abs().clip(lower=1.0)).max()) <= 1e-6
 
 
 def _fake_curve(outputs, run_id, method, target, other):
