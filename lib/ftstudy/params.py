@@ -423,9 +423,10 @@ def load(path: str | Path, for_compute: bool = True) -> Params:
     return params
 
 
-def check_environment(params: Params, path: Path, for_compute: bool = True) -> None:
+def check_environment(params: Params, path: Path, for_compute: bool) -> None:
     """Checks that need the machine: mirror files, sizes vs data, outputs, and with
-    `for_compute` how its runs would compute here (CPU-only dtypes, trackers, curve precision)."""
+    `for_compute` whether its runs could compute here (model files, CPU-only dtypes, trackers,
+    curve precision)."""
     from ftstudy import paths
 
     problems = []
@@ -439,17 +440,6 @@ def check_environment(params: Params, path: Path, for_compute: bool = True) -> N
                 if not f.is_file():
                     problems.append(f"data_dir: mirror {data_dir} lacks {f.relative_to(data_dir)} "
                                     f"(needed for {name})")
-    for name, m in params.models.items():
-        try:
-            if m.gguf is not None:
-                from ftstudy.models import gguf_path
-                f = gguf_path(m.gguf.model_dump(exclude_none=True))
-                if not f.is_file():
-                    problems.append(f"models.{name}.gguf: file not found: {f}")
-            elif m.path is not None and not (Path(m.path).expanduser() / "config.json").is_file():
-                problems.append(f"models.{name}.path: {m.path} is not a model folder (no config.json)")
-        except FileNotFoundError as e:
-            problems.append(f"models.{name}.gguf: {e}")
     if not problems:
         problems += _check_sizes(params, data_dir)
     if for_compute:
@@ -469,8 +459,20 @@ def check_environment(params: Params, path: Path, for_compute: bool = True) -> N
 
 def _compute_problems(params: Params) -> list[str]:
     """What would stop a run on this machine: float16 without a GPU, a tracker not installed,
-    curves scored in another precision than the final evaluation (`dtype: auto` resolves here)."""
+    curves scored in another precision than the final evaluation (`dtype: auto` resolves here),
+    a model's weights missing (a report reads no weights)."""
     problems = []
+    for name, m in params.models.items():
+        try:
+            if m.gguf is not None:
+                from ftstudy.models import gguf_path
+                f = gguf_path(m.gguf.model_dump(exclude_none=True))
+                if not f.is_file():
+                    problems.append(f"models.{name}.gguf: file not found: {f}")
+            elif m.path is not None and not (Path(m.path).expanduser() / "config.json").is_file():
+                problems.append(f"models.{name}.path: {m.path} is not a model folder (no config.json)")
+        except FileNotFoundError as e:
+            problems.append(f"models.{name}.gguf: {e}")
     try:
         import torch
         has_gpu = torch.cuda.is_available()
