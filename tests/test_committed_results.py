@@ -41,17 +41,21 @@ def test_committed_sweep_rebuilds_its_report(tmp_path, data_dir):
 STUDY = ROOT / "results" / "cpu-study"
 
 
-def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
+def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monkeypatch):
     """The CPU study's book from its committed records: every number in the front page's
     answers is a value of the rebuilt tables, the README shows those same answers, the
     tables match the committed ones, and each run's fingerprint matches today's code and
     data or is flagged stale (one run's recorded fingerprint is edited here, as if its
-    packages had changed since: the book must flag it)."""
+    packages had changed since: the book must flag it, and only it). Read as on a CPU with
+    native bf16, where `dtype: auto` is not the float32 the runs computed in: the book says
+    so, without calling their code or data changed."""
     import json
 
     from test_answers import assert_every_number_is_cited, assert_no_typed_number
 
-    from ftstudy import answers
+    from ftstudy import answers, precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
 
     p = params.load(ROOT / "params" / "cpu-study.yaml", for_compute=False)
     results = tmp_path / "results"
@@ -87,5 +91,8 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir):
     assert ("runs are stale" in front) == ("**Stale**" in prov)
     section = prov.split(f"(run-{edited})=", 1)[1].split("(run-", 1)[0]
     assert "**Stale**" in section and "peft" in section and edited in front.split("runs are stale", 1)[1]
+    assert f"**1 of {len(cells)} runs are stale**" in front and "compute (dtype)" not in prov
+    assert f"{len(cells)} of {len(cells)} runs ran in another precision than `dtype: auto` means on this " \
+           "machine (bfloat16)" in front
     for table in ("results", "aggregated", "contrasts", "matched", "detectable"):  # rebuilt: the same numbers
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

@@ -156,6 +156,17 @@ def differences(old: dict | None, new: dict | None, parts=None) -> list[str]:
     return out
 
 
+# Parts that describe the machine reading the records rather than the run: where `auto`
+# resolves to another precision, a run is not reproduced here (`ftstudy run` calls it stale),
+# but its recorded numbers stand and a report must not say its code or data changed.
+MACHINE_PARTS = ("compute",)
+
+
+def code_and_data_differences(diffs: list[str]) -> list[str]:
+    """`differences` without the MACHINE_PARTS."""
+    return [d for d in diffs if d.split(" (")[0] not in MACHINE_PARTS]
+
+
 def evaluation_differences(a: dict | None, b: dict | None) -> list[str]:
     """Why two runs' scores may not be compared; empty when they may (or a record predates
     fingerprints: then staleness, not comparison, flags it)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy import paths, results, tables
+from ftstudy import fingerprint, paths, precision, results, tables
 from ftstudy.methods import REFERENCES
 from ftstudy.params import Params
 
@@ -221,10 +221,12 @@ def _cost_markdown(runs, main: tuple) -> str:
     return t.to_markdown(index=False, floatfmt=".4g")
 
 
-def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_runs: int):
-    """The book's first page: what ran, the four answers (every number linked to the runs it
-    comes from), the headline figure, the learning-forgetting curves and the cost. Returns
-    (markdown, answers, citations)."""
+def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_runs: int,
+               other_precision: list[str] = ()):
+    """The book's first page: what ran (and which runs are stale, or ran in another precision
+    than this machine would: `other_precision`), the four answers (every number linked to the
+    runs it comes from), the headline figure, the learning-forgetting curves and the cost.
+    Returns (markdown, answers, citations)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -253,6 +255,11 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
         lines += [f"**{len(flagged)} of {len(stale)} runs are stale**: their code, packages or data "
                   f"changed since they ran (see Provenance): {', '.join(flagged)}." if flagged else
                   f"All {len(stale)} runs' fingerprints match today's code, packages and data.", ""]
+    if other_precision:
+        here = precision.resolve_dtype("auto")
+        lines += [f"{len(other_precision)} of {len(stale)} runs ran in another precision than `dtype: auto` "
+                  f"means on this machine ({here}): their numbers stand as recorded, but rerun here they "
+                  "would compute in that precision (`ftstudy run` calls them stale).", ""]
     link = lambda c: f"{{ref}}`{c['text']} <{_cite_label(c['run_ids'])}>`" if c["run_ids"] else c["text"]
     figures = {}
     if main is not None:
@@ -394,10 +401,12 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     tables.collect(outputs, cells, tuning.configured_rates(params))
     (gen / "methods.md").write_text(methods_page(params, cells))
     data_dir = paths.data_dir(params.data_dir)
-    stale = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
-              if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
+    checked = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
+                if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
+    stale = None if checked is None else {r: fingerprint.code_and_data_differences(w) for r, w in checked.items()}
+    other_precision = [] if checked is None else sorted(r for r, w in checked.items() if w != stale[r])
     derived_tables(outputs)
-    front, ans, cit = front_page(params, outputs, gen, stale, len(cells))
+    front, ans, cit = front_page(params, outputs, gen, stale, len(cells), other_precision)
     (gen / "front.md").write_text(front)
     (outputs / "answers.md").write_text(answers.markdown(ans, cit) + "\n")
     if readme is not None:
