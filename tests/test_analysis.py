@@ -153,6 +153,13 @@ def test_baselines_and_one_answer_warning(tmp_path):
     assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
 
+def test_min_paired_detectable_is_the_exact_sign_tests_resolution():
+    from scipy import stats as sps
+
+    assert stats.min_paired_detectable(12) == 6 / 12
+    assert sps.binomtest(6, 6).pvalue <= 0.05 < sps.binomtest(5, 5).pvalue
+
+
 def test_min_detectable_difference_shrinks_with_items():
     assert stats.min_detectable_difference(100) == pytest.approx(0.198, abs=0.002)
     assert stats.min_detectable_difference(1000) < stats.min_detectable_difference(100) / 3

@@ -290,3 +290,12 @@ def test_an_accuracy_no_item_of_which_changed_counts_as_least_sensitive():
     d = answers.detectable(aggregated).iloc[0]
     assert d["mde_max"] == pytest.approx(stats.min_detectable_difference(12))
     assert d["mde"] == pytest.approx(stats.min_detectable_difference(12))  # the median of three
+
+
+def test_a_few_changed_items_do_not_make_an_accuracy_look_sensitive():
+    """Every method moved one of 12 items: their bootstrap intervals are narrow, but no paired
+    test on 12 items detects a change below 6/12, and that is what the table must say."""
+    row = dict(comparison="vs base", headline=True, model="m", train_data="gsm8k", train_size=16,
+               task="hellaswag", metric="acc_norm", n=12, seeds=1, mean_diff=-1 / 12, ci_low=-0.25, ci_high=0.0)
+    d = answers.detectable(pd.DataFrame([{**row, "method": m} for m in ("lora", "full")])).iloc[0]
+    assert d["mde"] == pytest.approx(0.5) and d["mde_max"] == pytest.approx(0.5)

@@ -78,7 +78,8 @@ class Citations:
 def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
     """Per configuration and task (headline metric, vs the reference): the minimum detectable
     difference, MDE_FACTOR times the median standard error of the methods' paired mean
-    differences (read from the width of their 95% intervals), and `mde_max` from the largest
+    differences (read from the width of their 95% intervals; for an accuracy, bounded below as
+    explained inline), and `mde_max` from the largest
     (the least sensitive method: what "no method lost" can claim). Smaller true changes are
     likely to be called "inside the noise". Against the reference, not between two methods
     (whose difference has both methods' noise)."""
@@ -86,11 +87,15 @@ def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
     vs["se"] = (vs["ci_high"] - vs["ci_low"]) / (2 * 1.96)
-    # a method no item of whose accuracy changed has no interval, which says nothing of its
+    # Accuracy: a method no item of which changed has no interval, which says nothing of its
     # sensitivity: it counts with the difference two independent runs at p = 0.5 could detect
-    # on n items (conservative for paired items), so the least sensitive is never understated
-    unmeasured = (vs["metric"] != "bits_per_byte") & vs["se"].isna()
+    # on n items (conservative for paired items); one with a few changed items has a narrow
+    # interval, but no paired test on n items detects less than `min_paired_detectable`.
+    acc = vs["metric"] != "bits_per_byte"
+    unmeasured = acc & vs["se"].isna()
     vs.loc[unmeasured, "se"] = [stats.min_detectable_difference(int(n)) / MDE_FACTOR for n in vs.loc[unmeasured, "n"]]
+    floor = [stats.min_paired_detectable(int(n)) / MDE_FACTOR for n in vs.loc[acc, "n"]]
+    vs.loc[acc, "se"] = np.maximum(vs.loc[acc, "se"].to_numpy(dtype=float), floor)
     keys = ["model", "train_data", "train_size", "task", "metric"]
     out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"),
                                              se_max=("se", "max"))

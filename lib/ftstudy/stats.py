@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -221,6 +222,13 @@ def answer_distribution(samples: pd.DataFrame) -> dict:
                 majority_baseline=golds.most_common(1)[0][1] / n,
                 top_answer=top, top_answer_share=top_n / n,
                 answer_shares={k: preds.get(k, 0) / n for k in range(int(mc["n_choices"].max()))})
+
+
+def min_paired_detectable(n: int, alpha: float = 0.05) -> float:
+    """The smallest accuracy change a paired sign(-flip) test on n items can call significant
+    at all: k/n, k the fewest changed items, all one way, with 2 * 0.5**k <= alpha (6 at 5%).
+    A bootstrap interval over a few changed items is narrower than any test could resolve."""
+    return math.ceil(math.log2(2 / alpha)) / n if n > 0 else float("nan")
 
 
 def min_detectable_difference(n: int, p: float = 0.5, alpha: float = 0.05, power: float = 0.8) -> float:
