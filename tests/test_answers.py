@@ -299,3 +299,19 @@ def test_a_few_changed_items_do_not_make_an_accuracy_look_sensitive():
                task="hellaswag", metric="acc_norm", n=12, seeds=1, mean_diff=-1 / 12, ci_low=-0.25, ci_high=0.0)
     d = answers.detectable(pd.DataFrame([{**row, "method": m} for m in ("lora", "full")])).iloc[0]
     assert d["mde"] == pytest.approx(0.5) and d["mde_max"] == pytest.approx(0.5)
+
+
+def test_an_accuracy_on_too_few_items_says_no_change_could_be_detected():
+    """On 3 GSM8K items no paired test can reject "no change": the answers say so rather
+    than "changes smaller than about 2.00 accuracy are unlikely to be detected"."""
+    t = _tables()
+    acc = t["aggregated"].query("task == 'gsm8k_nll'").assign(task="gsm8k", metric="exact_match", n=3, mean_diff=0.0,
+                                                              ci_low=np.nan, ci_high=np.nan, significant=False)
+    t["aggregated"] = pd.concat([t["aggregated"], acc], ignore_index=True)
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    assert "**gsm8k** (accuracy, 3 items): no item changed for full, lora, prompt_tuning; with 3 items no change " \
+           "could be detected against the reference." in text
+    assert "on gsm8k no change could be detected with 3 items" in cit.render(ans["q2"][0])
+    assert "2.00" not in text and "1.14" not in text

@@ -160,6 +160,12 @@ def _tag(row, c: "Citations | None" = None, table: str = "", i=None, inline: boo
     return f", {text}" if inline else f" ({text})"
 
 
+def _whole_scale(detectable_row) -> bool:
+    """An accuracy whose detectable change is the whole scale (too few items for any paired
+    test to reject): saying "changes smaller than about 2.00" would be meaningless."""
+    return detectable_row["metric"] != "bits_per_byte" and float(detectable_row["mde"]) >= 1
+
+
 def _direction(row) -> str:
     """For a separated change of an effect: whether the task came out better or worse
     (lower bits/byte and higher accuracy are better)."""
@@ -216,10 +222,12 @@ def q1(c: Citations, main: tuple) -> list[str]:
         j = m.index[0]
         spread = (f" (median over methods; {c.num('detectable', j, 'mde_max', f)} for the least sensitive)"
                   if format(m.loc[j, "mde"], f) != format(m.loc[j, "mde_max"], f) else "")
+        n = c.num("aggregated", g.index[0], "n", "d")
         detect = (f"; changes smaller than about {c.num('detectable', j, 'mde', f)} {_unit(metric)}{spread} "
                   "are unlikely to be detected against the reference (before Holm's correction, which needs larger "
                   "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
-        n = c.num("aggregated", g.index[0], "n", "d")
+        if len(m) and _whole_scale(m.loc[j]):
+            detect = f"; with {n} items no change could be detected against the reference"
         out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + ".")
     best = _best_on_target(c, vs, main)
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
@@ -311,7 +319,8 @@ def q2(c: Citations, main: tuple) -> list[str]:
     seeing = mde[~mde.index.isin(blind.index)] if not mde.empty else mde
     if len(blind):
         out.append("Commonsense and domain knowledge cannot be answered here: on " + ", ".join(
-            f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
+            f"{r['task']} no change could be detected with {c.num('detectable', i, 'n', 'd')} items" if _whole_scale(r)
+            else f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
         sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
