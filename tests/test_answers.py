@@ -315,3 +315,17 @@ def test_an_accuracy_on_too_few_items_says_no_change_could_be_detected():
            "could be detected against the reference." in text
     assert "on gsm8k no change could be detected with 3 items" in cit.render(ans["q2"][0])
     assert "2.00" not in text and "1.14" not in text
+
+
+def test_among_equal_conditions_the_main_one_is_where_the_factors_start():
+    """The demo grid trains every method on GSM8K and on Alpaca, one seed each: the answers
+    rest on GSM8K, the condition its training-data contrast starts from, not on whichever
+    sorts first (Alpaca), which left that contrast unread."""
+    t = _tables()
+    alpaca = t["aggregated"].assign(train_data="alpaca", target_nll="alpaca_nll", seeds=1)
+    t["aggregated"] = pd.concat([t["aggregated"].assign(seeds=1), alpaca], ignore_index=True)
+    row = t["contrasts"].iloc[1].to_dict()
+    t["contrasts"] = pd.DataFrame([{**row, "factor": "train_data", "train_data": np.nan, "train_size": 16.0,
+                                    "from": "gsm8k", "to": "alpaca"}])
+    assert answers.main_condition(t["aggregated"], t["contrasts"]) == ("m", "gsm8k", 16)
+    assert answers.main_condition(t["aggregated"]) == ("m", "alpaca", 16)  # without contrasts: first in order

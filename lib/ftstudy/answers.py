@@ -103,14 +103,26 @@ def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def main_condition(aggregated: pd.DataFrame) -> tuple | None:
+def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> tuple | None:
     """The configuration the verdicts rest on: the (model, training data, size) with the most
-    seeds and methods compared with their reference."""
+    seeds and methods compared with their reference; among equals, the one the factor
+    contrasts start from (a grid's first values), so that each factor's change is read from it."""
     vs = aggregated[aggregated["comparison"] == "vs base"] if not aggregated.empty else aggregated
     if vs.empty:
         return None
-    g = vs.groupby(["model", "train_data", "train_size"]).agg(seeds=("seeds", "max"), methods=("method", "nunique"))
-    return g.sort_values(["seeds", "methods"], ascending=False).index[0]
+    g = vs.groupby(list(CONDITION)).agg(seeds=("seeds", "max"), methods=("method", "nunique"))
+    starts = set()
+    if contrasts is not None and not contrasts.empty:
+        for _, r in contrasts[contrasts["factor"].isin(CONDITION)].iterrows():
+            starts.add(tuple(_text(r["from"] if key == r["factor"] else r[key]) for key in CONDITION))
+    g["start"] = [tuple(_text(v) for v in key) in starts for key in g.index]
+    return g.sort_values(["seeds", "methods", "start"], ascending=False, kind="stable").index[0]
+
+
+def _text(value) -> str:
+    """A condition's value as text, whether read back as int, float or text (16, 16.0, "16")."""
+    num = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return str(int(num)) if not pd.isna(num) and float(num).is_integer() else str(value)
 
 
 def _unit(metric: str) -> str:
@@ -581,7 +593,7 @@ def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citati
     for name in ("contrasts", "runs", "matched", "matched_between"):
         tables.setdefault(name, pd.DataFrame())
     c = Citations(tables)
-    main = main_condition(tables["aggregated"])
+    main = main_condition(tables["aggregated"], tables.get("contrasts"))
     if main is None:
         return {q: ["No fine-tuned run has finished, so there is no answer yet."] for q in QUESTIONS}, c
     return {"q1": q1(c, main), "q2": q2(c, main), "q3": q3(c, main), "q4": q4(c, main)}, c

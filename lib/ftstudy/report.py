@@ -235,7 +235,7 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
 
     tables_ = answers.load_tables(outputs)
     ans, cit = answers.build(tables_)
-    main = answers.main_condition(tables_["aggregated"]) if "aggregated" in tables_ else None
+    main = answers.main_condition(tables_["aggregated"], tables_.get("contrasts")) if "aggregated" in tables_ else None
     figs = gen / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     _, runs = analysis.load(outputs)
