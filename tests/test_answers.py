@@ -315,6 +315,12 @@ def test_an_accuracy_on_too_few_items_says_no_change_could_be_detected():
            "could be detected against the reference." in text
     assert "on gsm8k no change could be detected with 3 items" in cit.render(ans["q2"][0])
     assert "2.00" not in text and "1.14" not in text
+    # with 6 items all six changing one way is significant (p = 1/32): a change can be detected
+    t["aggregated"].loc[t["aggregated"]["task"] == "gsm8k", "n"] = 6
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert "no change could be detected" not in text
+    assert f"changes smaller than about {stats.min_detectable_difference(6):.2f} accuracy" in text
 
 
 def test_among_equal_conditions_the_main_one_is_where_the_factors_start():
@@ -329,3 +335,24 @@ def test_among_equal_conditions_the_main_one_is_where_the_factors_start():
                                     "from": "gsm8k", "to": "alpaca"}])
     assert answers.main_condition(t["aggregated"], t["contrasts"]) == ("m", "gsm8k", 16)
     assert answers.main_condition(t["aggregated"]) == ("m", "alpaca", 16)  # without contrasts: first in order
+    # three training sets: every pair is contrasted (alpaca -> replay starts at alpaca too), but
+    # gsm8k starts the most factors (training data and size) and the most pairs
+    replay = alpaca.assign(train_data="gsm8k+replay")
+    t["aggregated"] = pd.concat([t["aggregated"], replay], ignore_index=True)
+    pairs = [("gsm8k", "alpaca"), ("gsm8k", "gsm8k+replay"), ("alpaca", "gsm8k+replay")]
+    t["contrasts"] = pd.DataFrame([{**row, "factor": "train_data", "train_data": np.nan, "train_size": 16.0,
+                                    "from": a, "to": b} for a, b in pairs]
+                                  + [{**row, "factor": "train_size", "train_data": "alpaca", "train_size": np.nan,
+                                      "from": "16", "to": "48"},
+                                     {**row, "factor": "train_size", "train_data": "gsm8k", "train_size": np.nan,
+                                      "from": "16", "to": "48"}])
+    assert answers.main_condition(t["aggregated"], t["contrasts"]) == ("m", "gsm8k", 16)
+
+
+def test_with_several_seeds_the_sign_tests_resolution_is_per_seed():
+    """Three seeds per item: a mean change of 6 items by one seed each (6/36) is already the
+    smallest a paired test can call significant, so the floor is 6/(12*3), not 6/12."""
+    row = dict(comparison="vs base", headline=True, model="m", train_data="gsm8k", train_size=16,
+               task="hellaswag", metric="acc_norm", n=12, seeds=3, mean_diff=-1 / 36, ci_low=-0.08, ci_high=0.0)
+    d = answers.detectable(pd.DataFrame([{**row, "method": "lora"}])).iloc[0]
+    assert d["mde"] == pytest.approx(6 / 36)

@@ -65,6 +65,11 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     record = json.loads(fp.read_text())
     record["train_packages"]["peft"] = "0.0-older"  # not an evaluation part: its scores still compare
     fp.write_text(json.dumps(record))
+    older = sorted(f.parent.name for f in (results / "runs").glob("*/fingerprint.json"))[1]
+    fp_older = results / "runs" / older / "fingerprint.json"
+    record = json.loads(fp_older.read_text())
+    del record["compute"]  # recorded before precision was part of a fingerprint: stale, not "another precision"
+    fp_older.write_text(json.dumps(record))
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
     report.build(p, book=False, book_dir=book, results_dir=results)
@@ -91,8 +96,9 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     assert ("runs are stale" in front) == ("**Stale**" in prov)
     section = prov.split(f"(run-{edited})=", 1)[1].split("(run-", 1)[0]
     assert "**Stale**" in section and "peft" in section and edited in front.split("runs are stale", 1)[1]
-    assert f"**1 of {len(cells)} runs are stale**" in front and "compute (dtype)" not in prov
-    assert f"{len(cells)} of {len(cells)} runs ran in another precision than `dtype: auto` means on this " \
+    assert f"**2 of {len(cells)} runs are stale**" in front and older in front.split("runs are stale", 1)[1]
+    assert prov.count("compute (dtype)") == 1 and "compute (dtype)" in prov.split(f"(run-{older})=", 1)[1]
+    assert f"{len(cells) - 1} of {len(cells)} runs ran in another precision than `dtype: auto` means on this " \
            "machine (bfloat16)" in front
     for table in ("results", "aggregated", "contrasts", "matched", "detectable"):  # rebuilt: the same numbers
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

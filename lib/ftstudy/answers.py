@@ -90,33 +90,41 @@ def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
     # Accuracy: a method no item of which changed has no interval, which says nothing of its
     # sensitivity: it counts with the difference two independent runs at p = 0.5 could detect
     # on n items (conservative for paired items); one with a few changed items has a narrow
-    # interval, but no paired test on n items detects less than `min_paired_detectable`.
+    # interval, but no paired test on n items (each the mean of S seeds) detects less than
+    # `min_paired_detectable(n) / S`; and no accuracy changes by more than the whole scale.
     acc = vs["metric"] != "bits_per_byte"
     unmeasured = acc & vs["se"].isna()
     vs.loc[unmeasured, "se"] = [stats.min_detectable_difference(int(n)) / MDE_FACTOR for n in vs.loc[unmeasured, "n"]]
-    floor = [stats.min_paired_detectable(int(n)) / MDE_FACTOR for n in vs.loc[acc, "n"]]
+    floor = [stats.min_paired_detectable(int(n)) / max(int(s), 1) / MDE_FACTOR
+             for n, s in zip(vs.loc[acc, "n"], vs.loc[acc, "seeds"].fillna(1))]
     vs.loc[acc, "se"] = np.maximum(vs.loc[acc, "se"].to_numpy(dtype=float), floor)
     keys = ["model", "train_data", "train_size", "task", "metric"]
     out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"),
                                              se_max=("se", "max"))
     out["mde"], out["mde_max"] = MDE_FACTOR * out["se"], MDE_FACTOR * out["se_max"]
+    binary = out.index.get_level_values("metric") != "bits_per_byte"
+    for col in ("mde", "mde_max"):
+        out[col] = np.where(binary, np.minimum(out[col], 1.0), out[col])
     return out.reset_index()
 
 
 def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> tuple | None:
     """The configuration the verdicts rest on: the (model, training data, size) with the most
-    seeds and methods compared with their reference; among equals, the one the factor
-    contrasts start from (a grid's first values), so that each factor's change is read from it."""
+    seeds and methods compared with their reference; among equals, the one from which the most
+    factors' contrasts start (a grid's first values), so that each factor's change is read from it."""
     vs = aggregated[aggregated["comparison"] == "vs base"] if not aggregated.empty else aggregated
     if vs.empty:
         return None
     g = vs.groupby(list(CONDITION)).agg(seeds=("seeds", "max"), methods=("method", "nunique"))
-    starts = set()
+    starts = []  # (condition, factor) of each factor contrast: every pair of a factor's values
     if contrasts is not None and not contrasts.empty:
         for _, r in contrasts[contrasts["factor"].isin(CONDITION)].iterrows():
-            starts.add(tuple(_text(r["from"] if key == r["factor"] else r[key]) for key in CONDITION))
-    g["start"] = [tuple(_text(v) for v in key) in starts for key in g.index]
-    return g.sort_values(["seeds", "methods", "start"], ascending=False, kind="stable").index[0]
+            starts.append((tuple(_text(r["from"] if key == r["factor"] else r[key]) for key in CONDITION),
+                           r["factor"]))
+    conditions = [tuple(_text(v) for v in key) for key in g.index]
+    g["factors"] = [len({f for c, f in starts if c == k}) for k in conditions]  # a grid's first values
+    g["pairs"] = [sum(c == k for c, _ in starts) for k in conditions]           # start the most factors
+    return g.sort_values(["seeds", "methods", "factors", "pairs"], ascending=False, kind="stable").index[0]
 
 
 def _text(value) -> str:
@@ -173,9 +181,10 @@ def _tag(row, c: "Citations | None" = None, table: str = "", i=None, inline: boo
 
 
 def _whole_scale(detectable_row) -> bool:
-    """An accuracy whose detectable change is the whole scale (too few items for any paired
-    test to reject): saying "changes smaller than about 2.00" would be meaningless."""
-    return detectable_row["metric"] != "bits_per_byte" and float(detectable_row["mde"]) >= 1
+    """An accuracy on too few items for any paired test to reject "no change", even with every
+    item changed one way (`stats.min_paired_detectable` above 1)."""
+    return (detectable_row["metric"] != "bits_per_byte"
+            and stats.min_paired_detectable(int(detectable_row["n"])) > 1)
 
 
 def _direction(row) -> str:

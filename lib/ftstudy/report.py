@@ -403,8 +403,16 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     data_dir = paths.data_dir(params.data_dir)
     checked = ({c["run_id"]: cell_mod.staleness(c, outputs, data_dir) for c in cells
                 if (outputs / "runs" / c["run_id"] / "status.json").is_file()} if data_dir else None)
-    stale = None if checked is None else {r: fingerprint.code_and_data_differences(w) for r, w in checked.items()}
-    other_precision = [] if checked is None else sorted(r for r, w in checked.items() if w != stale[r])
+    stale, other_precision = None, []
+    if checked is not None:  # a recorded precision unlike this machine's: said apart, not stale
+        stale = {}
+        for r, why in checked.items():
+            rest = fingerprint.code_and_data_differences(why)
+            recorded = outputs / "runs" / r / "fingerprint.json"
+            if rest != why and (results.read_json(recorded).get("compute") or {}).get("dtype"):
+                other_precision.append(r)
+                why = rest
+            stale[r] = why
     derived_tables(outputs)
     front, ans, cit = front_page(params, outputs, gen, stale, len(cells), other_precision)
     (gen / "front.md").write_text(front)
