@@ -122,8 +122,9 @@ def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = No
             starts.append((tuple(_text(r["from"] if key == r["factor"] else r[key]) for key in CONDITION),
                            r["factor"]))
     conditions = [tuple(_text(v) for v in key) for key in g.index]
-    g["factors"] = [len({f for c, f in starts if c == k}) for k in conditions]  # a grid's first values
-    g["pairs"] = [sum(c == k for c, _ in starts) for k in conditions]           # start the most factors
+    # a grid's first values start the most factors' contrasts, then the most pairs
+    g["factors"] = [len({f for c, f in starts if c == k}) for k in conditions]
+    g["pairs"] = [sum(c == k for c, _ in starts) for k in conditions]
     return g.sort_values(["seeds", "methods", "factors", "pairs"], ascending=False, kind="stable").index[0]
 
 

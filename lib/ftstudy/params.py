@@ -393,7 +393,7 @@ def _closest(loc) -> str:
 def load(path: str | Path, for_compute: bool = True) -> Params:
     """Read and validate a params file; raise ParamsError with file and key on any problem.
     `for_compute=False` reads it for finished results (report, export): the checks of how this
-    machine would train and evaluate (precision, GPU, trackers) are skipped, so committed
+    machine would train and evaluate (model files, precision, GPU, trackers) are skipped, so committed
     results rebuild on any machine, e.g. a bf16 CPU reading a grid computed in fp32."""
     path = Path(path)
     if not path.is_file():
