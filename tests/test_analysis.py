@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import analysis, data, findings, results, stats, tables
+from ftstudy import analysis, answers, data, results, stats, tables, verdicts
 
 EVAL = {"batch_size": 8, "tasks": {"mmlu_high_school_computer_science": {"limit": 200},
                                    "gsm8k_nll": {"limit": 200}, "alpaca_nll": {"limit": 200}}}
@@ -98,42 +98,40 @@ def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
     assert set(vs_method["method"]) | set(vs_method["reference"]) == {"ia3", "lora"}
 
 
+def _answers(outputs) -> str:
+    ans, cit = answers.build(answers.load_tables(outputs))
+    return answers.markdown(ans, cit)
+
+
 def test_generated_sentences_follow_the_numbers(synthetic):
+    text = _answers(synthetic)
+    assert "**mmlu_high_school_computer_science** (accuracy, 200 items): lora +0.15 [+0.10, +0.20] (separated)" in text
+    assert "ia3 +0.00 [-0.02, +0.02] (inside the noise)" in text
+    assert "On its target gsm8k_nll, lora (separated) and ia3 (separated) improved." in text
+    assert "lora learned most: against the runner-up ia3 the gap is separated" in text
+    assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (separated)" in text
     paired = analysis.load_paired(synthetic)
-    effects = " ".join(findings.method_effects(paired))
-    assert ("on **mmlu_high_school_computer_science** (acc, higher is better, 200 items; one seed: the "
-            "intervals cover item sampling only, not training randomness): better than the reference "
-            "model: lora." in effects)
-    assert "lora +15.0 points (95% CI +" in effects and "30 items gained, 0 lost" in effects
-    assert "ia3 +0.0 points" in effects and "inside the noise" in effects
     lf = analysis.learning_forgetting(paired, "nll")
     lora = lf[lf["method"] == "lora"].iloc[0]
     assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
+    assert lora["learned"] and lora["forgot_on"] == "alpaca_nll"
     assert set(lf[lf["pareto"]]["method"]) == {"lora", "ia3"}  # ia3 forgets less, lora learns more
-    trade = " ".join(findings.tradeoffs(lf, "nll", paired))
-    assert "lora learned most (+0.2; ia3 +0.05, separated by the paired between-method test)" in trade
-    unseparated = " ".join(findings.tradeoffs(lf, "nll"))  # no between-method table: no winner named
-    assert "highest learning point estimate lora" in unseparated and "learned most" not in unseparated
-    nll_text = " ".join(findings.method_effects(paired))
-    assert "(bits_per_byte, lower is better, 200 items; one seed" in nll_text
-    assert "better than the reference model: lora, ia3" in nll_text
-    assert "lora -0.2000 bits/byte (no interval: every item changed by the same amount), outside the noise" in nll_text
-    assert "Forgetting outside the noise: lora (on alpaca_nll)." in trade
 
 
 def test_sentences_change_when_results_change(synthetic):
-    p = analysis.load_paired(synthetic)
-    flip = p.copy()
-    m = (flip["method"] == "lora") & (flip["metric"] == "acc") & (flip["comparison"] == "vs base")
-    flip.loc[m, ["mean_diff", "ci_low", "ci_high"]] = [-0.15, -0.21, -0.09]
-    text = " ".join(findings.method_effects(flip))
-    assert "worse: lora" in text and "lora -15.0 points" in text
+    agg = pd.read_csv(synthetic / "aggregated.csv")
+    m = (agg["method"] == "lora") & (agg["metric"] == "acc") & (agg["comparison"] == "vs base")
+    agg.loc[m, ["mean_diff", "ci_low", "ci_high"]] = [-0.15, -0.21, -0.09]
+    agg.to_csv(synthetic / "aggregated.csv", index=False)
+    text = _answers(synthetic)
+    assert "lora -0.15 [-0.21, -0.09] (separated)" in text
+    assert "lora on mmlu_high_school_computer_science -0.15 [-0.21, -0.09] (separated)" in text  # a loss
 
 
 def test_grid_limits_are_said_plainly(synthetic):
-    res, _ = analysis.load(synthetic)
-    assert "one base model (m)" in findings.base_models(res)[0]
-    assert "one size (100)" in findings.data_size(res)[0]
+    text = _answers(synthetic)
+    assert "The grid has one base model (m)" in text
+    assert "The grid does not vary the training examples" in text
 
 
 def test_baselines_and_one_answer_warning(tmp_path):
@@ -145,11 +143,11 @@ def test_baselines_and_one_answer_warning(tmp_path):
     row = b.iloc[0]
     assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
     assert row["top_answer"] == 1 and row["top_answer_share"] == 0.75
-    warn = findings.warnings(b)
+    warn = answers.warnings(b)
     assert len(warn) == 1 and "base on mmlu_high_school_computer_science: 75% of answers are choice B" in warn[0]
     _fake_run(tmp_path, "l", "lora", correct, {})
     tables.collect(tmp_path)
-    warn = findings.warnings(analysis.load_baselines(tmp_path))
+    warn = answers.warnings(analysis.load_baselines(tmp_path))
     assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
 
@@ -176,7 +174,7 @@ def test_mcnemar_decides_not_the_bootstrap(tmp_path):
     row = analysis.load_paired(tmp_path).iloc[0]
     assert row["ci_low"] > 0  # the interval alone would have said "outside the noise"
     assert row["p_value"] == pytest.approx(0.25) and not row["significant"]
-    assert "inside the noise" in " ".join(findings.method_effects(analysis.load_paired(tmp_path)))
+    assert verdicts.decide(row)[0] == verdicts.NOT_AFTER_HOLM  # not separated
 
 
 def test_holm_correction_within_a_family():
@@ -199,8 +197,8 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     assert row["seeds"] == 3 and row["interval"] == "seeds then items"
     assert row["mean_diff"] == pytest.approx(-0.15)
     assert row["ci_low"] < -0.15 < row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.05  # seed spread
-    text = " ".join(findings.method_effects(agg))
-    assert "3 seeds: means over seeds" in text and "lora -0.1500 bits/byte" in text
+    text = _answers(tmp_path)
+    assert "seeds per method: lora 3" in text and "lora -0.150 [" in text
     assert len(pd.read_csv(tmp_path / "paired.csv").query("task == 'gsm8k_nll' and metric == 'bits_per_byte'")) == 3
 
 
@@ -272,9 +270,7 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     paired = analysis.load_paired(tmp_path)
     lf = analysis.learning_forgetting(paired, "nll")
     assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
-    text = " ".join(findings.method_effects(paired))
-    assert "note: this run's training mix replays alpaca_nll's source data" in text
-    assert "the mix replays alpaca_nll" in " ".join(findings.tradeoffs(lf, "nll"))
+    assert "lora -0.050 (no interval) (separated); its training mix replays alpaca_nll's source data" in _answers(tmp_path)
 
 
 def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
@@ -287,9 +283,8 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     metrics = json.loads((tmp_path / "runs" / "pt0" / "metrics.json").read_text())
     results.write_json(tmp_path / "runs" / "pt0" / "metrics.json", {**metrics, "cell": cell})
     tables.collect(tmp_path)
-    text = " ".join(findings.method_effects(analysis.load_paired(tmp_path)))
-    assert "prompt_tuning +0.3000 bits/byte" in text
-    assert "at 0 steps (its control, one initialisation) already +0.2500 bits/byte" in text
+    text = _answers(tmp_path)
+    assert "prompt_tuning +0.300 (no interval) (separated); at 0 steps (its control, one initialisation) already +0.250" in text
     table = analysis.controls(tmp_path, analysis.load_table(tmp_path, "paired"))
     assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import answers, stats, tables
+from ftstudy import answers, verdicts, stats, tables
 
 EV = {"tasks": {"gsm8k_nll": {"limit": 4}}}
 
@@ -78,6 +78,9 @@ def assert_every_number_is_cited(text: str, cit: answers.Citations, tables_: dic
         assert n in cited, f"{n} in the answers is not a table value"
     for c in cit.cited:
         value = tables_[c["table"]].loc[c["row"], c["column"]]
+        if "verdict_id" in c:  # a verdict, in one of its phrasings
+            assert c["text"].lower() in verdicts.PHRASES[value], c
+            continue
         expected = (str(int(value)) if c["fmt"] == "d" else format(float(value), c["fmt"]) if c["fmt"]
                     else str(value))
         assert c["text"] == expected, c
@@ -94,7 +97,7 @@ def test_answers_cite_every_number_and_say_what_they_cannot_answer():
     ans, cit = answers.build(t)
     text = answers.markdown(ans, cit)
     assert_every_number_is_cited(text, cit, cit.tables)
-    assert "-0.270 [-0.330, -0.210]" in text and "full learned most, separated from the runner-up lora" in text
+    assert "-0.270 [-0.330, -0.210]" in text and "full learned most: against the runner-up lora the gap is separated" in text
     assert "(3 examples" not in text and "16" in answers.numbers_in(text)
     assert "one base model (m)" in text and "stays open" in text  # Q3 cannot be answered
     assert "16 → 48" in text  # Q4 from the contrasts table
@@ -159,7 +162,7 @@ def test_answers_say_what_each_verdict_means_and_fold_what_did_not_move():
     assert "lora +0.140 [+0.120, +0.170] (not significant after Holm's correction)" in text
     assert "full -0.020 [-0.080, +0.040] (inside the noise)" in text
     assert "no item changed for full, lora" in text and "+0.00 (no interval)" not in text
-    assert "full, training examples (one epoch each) 16 → 48" in text and "-0.130 [-0.200, -0.070] (better)" in text
+    assert "full, training examples (one epoch each) 16 → 48" in text and "-0.130 [-0.200, -0.070] (separated; better)" in text
     assert "change places" in text
     ans, cit = answers.build(_with_reversal(separated_at_48=False))
     assert "change places" not in answers.markdown(ans, cit)
@@ -185,14 +188,15 @@ def test_a_method_that_did_not_learn_its_target_gets_no_verdict():
     assert_every_number_is_cited(text, cit, cit.tables)
     assert_no_typed_number("\n".join(line for lines in ans.values() for line in lines))
     lead = cit.render(ans["q4"][0])
-    assert lead.startswith("Cannot be told for lora and full")
+    assert lead.startswith("For lora and full on gsm8k_nll (seeds: 3), cannot be told")
     assert "full showed no detectable gain on its target gsm8k_nll with 48 examples" in lead
     assert "its training loss rose from 1.58 at the first step to 8.98" in text
     assert "change places" not in text
     # both trained: the reversal stands
     ans, cit = answers.build(_learned(_with_reversal(separated_at_48=True), 48,
                                       {"full": (-0.40, True), "lora": (-0.45, True)}))
-    assert ans["q4"][0].startswith("Yes for lora and full") and "change places" in ans["q4"][0]
+    lead = cit.render(ans["q4"][0])
+    assert lead.startswith("For lora and full on gsm8k_nll (seeds: 3), yes:") and "change places" in lead
 
 
 def test_a_single_seed_change_within_training_noise_is_not_called_a_change():
@@ -204,9 +208,9 @@ def test_a_single_seed_change_within_training_noise_is_not_called_a_change():
     text = answers.markdown(ans, cit)
     assert_every_number_is_cited(text, cit, cit.tables)
     assert "-0.130 [-0.200, -0.070] (within training noise: the seed alone moves it by up to ±0.200)" in text
-    assert "(better)" not in text
+    assert "(separated; better)" not in text
     t["contrasts"].loc[1, "training_noise"] = 0.05
-    assert "-0.130 [-0.200, -0.070] (better)" in answers.markdown(*answers.build(t))
+    assert "-0.130 [-0.200, -0.070] (separated; better)" in answers.markdown(*answers.build(t))
 
 
 def test_contrasts_estimate_training_noise_from_the_sides_seeds(tmp_path):

@@ -84,7 +84,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     # the committed answers are what today's code says from the committed records
     assert (STUDY / "answers.md").read_text().strip() == text.strip()
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- answers:cpu-study -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
+    block = readme.split("<!-- answers:cpu-study from 21 runs -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
     assert answers.markdown(ans, cit, brief=True) in block and "results/cpu-study/headline.png" in block
     assert "(results/cpu-study/answers.md)" in block
     assert not any("stays open" in line or "does not vary" in line for q in ans.values() for line in q)
@@ -100,5 +100,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     assert prov.count("compute (dtype)") == 1 and "compute (dtype)" in prov.split(f"(run-{older})=", 1)[1]
     assert f"{len(cells) - 1} of {len(cells)} runs ran in another precision than `dtype: auto` means on this " \
            "machine (bfloat16)" in front
-    for table in ("results", "aggregated", "contrasts", "matched", "detectable"):  # rebuilt: the same numbers
+    # the front page says where the learning rates came from, as params name it
+    assert "Learning rates: from the sweep in `results/cpu-sweep`" in front and "Each is the rate that sweep chose" in front
+    for table in ("results", "aggregated", "contrasts", "matched", "detectable", "verdicts"):  # rebuilt: the same
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

@@ -249,7 +249,7 @@ def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
 def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices():
     import pandas as pd
 
-    from ftstudy import analysis, findings
+    from ftstudy import analysis, answers
 
     rows = []
     # at default rates lora (1.50) beats ia3 (1.60); at chosen rates ia3 (1.20) beats lora (1.40)
@@ -262,18 +262,18 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
                              default_rate=default))
     summary = analysis.tuning_summary(pd.DataFrame(rows))
     assert list(summary["edge"]) == ["largest", "largest"] and list(summary["sweep_wall_s"]) == [30.0, 30.0]
-    text = " ".join(findings.tuning(summary))
+    text = " ".join(answers.tuning_lines(summary))
     assert "at the configured rates: lora < ia3; at the chosen rates: ia3 < lora" in text
     assert "the order of point estimates changed" in text and "ia3 (largest)" in text
     unchanged = summary.assign(validation_bpb_default=summary["method"].map({"ia3": 1.3, "lora": 1.5}))  # ia3 ahead at both
-    assert "the same order" in " ".join(findings.tuning(unchanged))
+    assert "the same order" in " ".join(answers.tuning_lines(unchanged))
     # a flip is claimed only where the paired test separates the pair at both rates, opposite signs
     ident = dict(model="m", train_data="gsm8k", train_size=8, seed=0, method="ia3", other="lora")
-    pairs = pd.DataFrame([{**ident, "rates": "default", "difference": 0.1, "significant": True},
-                          {**ident, "rates": "chosen", "difference": -0.2, "significant": True}])
-    assert "lora ahead of ia3 at the configured rates, behind at the chosen ones" in " ".join(findings.tuning(summary, pairs))
-    noisy = pairs.assign(significant=[True, False])
-    assert "No pair of methods flipped order beyond the noise" in " ".join(findings.tuning(summary, noisy))
+    pairs = pd.DataFrame([{**ident, "rates": "default", "difference": 0.1, "p_adjusted": 0.01, "significant": True},
+                          {**ident, "rates": "chosen", "difference": -0.2, "p_adjusted": 0.01, "significant": True}])
+    assert "lora ahead of ia3 at the configured rates, behind at the chosen ones" in " ".join(answers.tuning_lines(summary, pairs))
+    noisy = pairs.assign(significant=[True, False], p_adjusted=[0.01, 0.2])
+    assert "No pair of methods reversed its order" in " ".join(answers.tuning_lines(summary, noisy))
 
 
 def test_export_refuses_a_destination_overlapping_the_outputs(tmp_path):

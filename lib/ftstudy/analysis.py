@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftstudy import stats, tuning
+from ftstudy import stats, tuning, verdicts
 from ftstudy.evaluate import HEADLINE, headline_metric
 from ftstudy.methods import REFERENCES
 from ftstudy.stats import LOWER_IS_BETTER
@@ -79,9 +79,11 @@ def measurement_check(outputs: str | Path, runs: pd.DataFrame) -> str:
     precision and on the same items of each task (what the comparisons assume)."""
     import json
 
+    from ftstudy import records
+
     dtypes, items = {}, {}
     for rid in runs.loc[runs["status"] == "done", "run_id"]:
-        m = json.loads((Path(outputs) / "runs" / rid / "metrics.json").read_text())
+        m = records.read_json(Path(outputs) / "runs" / rid / "metrics.json")
         dtypes.setdefault(str(m.get("eval_dtype")), []).append(rid)
         for task, ids in (m.get("eval_items") or {}).items():
             items.setdefault(task, set()).add(json.dumps(ids))
@@ -178,14 +180,18 @@ def learning_forgetting(paired: pd.DataFrame, axes: str = "nll") -> pd.DataFrame
                          learning_low=learn["gain_low"].iloc[0], learning_high=learn["gain_high"].iloc[0],
                          forgetting=-other["gain"].mean(), **_mean_interval(-other["gain"], other),
                          retention_tasks=", ".join(other["task"]),
-                         learned=bool(learn["significant"].iloc[0] and learn["gain"].iloc[0] > 0),
-                         forgot_on=", ".join(other[other["significant"] & (other["gain"] < 0)]["task"]),
+                         learned=bool(_separated(learn.iloc[0]) and learn["gain"].iloc[0] > 0),
+                         forgot_on=", ".join(r["task"] for _, r in other.iterrows() if _separated(r) and r["gain"] < 0),
                          replayed=", ".join(t for t in other["task"]
                                             if t in str(g["replayed_nll"].iloc[0]).split(","))))
     out = pd.DataFrame(rows)
     if not out.empty:
         out["pareto"] = pareto_front(out)
     return out
+
+
+def _separated(row) -> bool:
+    return verdicts.decide(row)[0] == verdicts.SEPARATED
 
 
 def _mean_interval(values: pd.Series, rows: pd.DataFrame) -> dict:

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftstudy import analysis, stats
+from ftstudy import analysis, stats, verdicts
+from ftstudy.methods import REFERENCES
+from ftstudy.verdicts import CONDITION, SEPARATED, TRAINING_NOISE, CANNOT_TELL
 
 QUESTIONS = {
     "q1": "Which method changes which task, and by how much?",
@@ -29,7 +31,6 @@ QUESTIONS = {
 MDE_FACTOR = 1.96 + 0.84
 # An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
 BLIND_ACCURACY = 0.2
-CONDITION = ("model", "train_data", "train_size")  # what defines a configuration besides the method
 PLACES = " (the two methods change places: each side's own test separates them)"
 NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
 
@@ -61,6 +62,17 @@ class Citations:
                     pick = pick[(pick[k] == r[k]) | pick["method"].isin(("base", "base_4bit"))]
             ids = sorted(pick["run_id"])
         return ids
+
+    def verdict(self, table: str, row, text: str | None = None) -> str:
+        """The verdict of one comparison (`verdicts.annotate`'s column of `table`'s `row`), in
+        its own words or `text` (one of `verdicts.PHRASES`), cited so it links to its row of
+        the verdicts table."""
+        r = self.tables[table].loc[row]
+        words = text or verdicts.phrase(r["verdict"])
+        assert words.lower() in verdicts.PHRASES[r["verdict"]], (words, r["verdict"])
+        self.cited.append(dict(table=table, row=row, column="verdict", text=words, fmt="",
+                               verdict_id=r["verdict_id"], verdict=r["verdict"], run_ids=[]))
+        return f"\x00{len(self.cited) - 1}\x00"
 
     def render(self, text: str, link=None) -> str:
         """`text` with each cited number in place: plain, or through `link(citation)`."""
@@ -142,42 +154,21 @@ def _fmt(metric: str) -> str:
     return "+.3f" if metric == "bits_per_byte" else "+.2f"
 
 
-def _item_separated(row) -> bool:
-    """The Holm-adjusted test rejects, and (with seeds pooled, whose test sees items only)
-    the interval over seeds and items excludes zero too."""
-    lo, hi = row.get("ci_low"), row.get("ci_high")
-    excludes = pd.isna(lo) or lo > 0 or hi < 0
-    return bool(row["significant"]) and bool(excludes)
-
-
-def _within_training_noise(row) -> bool:
-    """A comparison on fewer seeds than its sides have, no larger than what training
-    randomness alone moves it by (`training_noise`, pooled from every side's seeds)."""
-    noise = row.get("training_noise")
-    return noise is not None and not pd.isna(noise) and abs(float(row["mean_diff"])) <= float(noise)
-
-
 def _separated(row) -> bool:
-    """Outside the noise: separated from zero item by item (`_item_separated`) and, where the
-    spread across seeds is known, larger than training randomness alone could make it."""
-    return _item_separated(row) and not _within_training_noise(row)
+    """The verdicts table says separated (`verdicts.decide`: the one rule)."""
+    return row.get("verdict") == SEPARATED
 
 
-def _tag(row, c: "Citations | None" = None, table: str = "", i=None, inline: bool = False) -> str:
-    """What a reader needs after an interval: nothing when separated from zero; "within
-    training noise" (with its size when `c` can cite it) when only the seeds' spread explains
-    it; "not significant after Holm" when the interval alone excludes zero; else "inside the
-    noise". In parentheses, or after a comma when `inline` (already inside parentheses)."""
-    if _separated(row):
-        return ""
-    lo, hi = row.get("ci_low"), row.get("ci_high")
-    if _item_separated(row):
-        size = f": the seed alone moves it by up to ±{c.num(table, i, 'training_noise', '.3f')}" if c else ""
-        text = f"within training noise{size}"
-    elif not pd.isna(lo) and (lo > 0 or hi < 0):
-        text = "not significant after Holm's correction"
-    else:
-        text = "inside the noise"
+def _tag(row, c: "Citations", table: str, i, inline: bool = False, direction: bool = False) -> str:
+    """The verdict after an interval, linked to its row: "separated" (with `direction`, also
+    whether the task came out better or worse); "within training noise" with the size the
+    seed alone moves it by; "not significant after Holm's correction"; "inside the noise";
+    "cannot be told". In parentheses, or after a comma when `inline` (already inside ones)."""
+    text = c.verdict(table, i)
+    if row["verdict"] == TRAINING_NOISE and not pd.isna(row.get("training_noise")):
+        text += f": the seed alone moves it by up to ±{c.num(table, i, 'training_noise', '.3f')}"
+    if direction and _separated(row):
+        text += "; " + _direction(row)
     return f", {text}" if inline else f" ({text})"
 
 
@@ -189,12 +180,9 @@ def _whole_scale(detectable_row) -> bool:
 
 
 def _direction(row) -> str:
-    """For a separated change of an effect: whether the task came out better or worse
-    (lower bits/byte and higher accuracy are better)."""
-    if not _separated(row):
-        return ""
+    """Whether a change came out better or worse (lower bits/byte and higher accuracy are better)."""
     better = row["mean_diff"] < 0 if row["metric"] in stats.LOWER_IS_BETTER else row["mean_diff"] > 0
-    return " (better)" if better else " (worse)"
+    return "better" if better else "worse"
 
 
 def _unchanged(row) -> bool:
@@ -202,10 +190,12 @@ def _unchanged(row) -> bool:
     return pd.isna(row.get("ci_low")) and float(row["mean_diff"]) == 0
 
 
-def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fmt_of, direction=False) -> str:
+def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fmt_of, direction=False,
+             extra=lambda i, r: "") -> str:
     """'name interval (tag)' per row, rows with no change at all folded into one clause;
-    with `direction`, a separated change says whether the task came out better or worse."""
-    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r, c, table, i)}{_direction(r) if direction else ''}"
+    with `direction`, a separated change says whether the task came out better or worse;
+    `extra(i, row)` adds what a reader needs beside a row's number."""
+    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r, c, table, i, direction=direction)}{extra(i, r)}"
              for i, r in g.iterrows() if not _unchanged(r)]
     still = [str(r[name]) for _, r in g.iterrows() if _unchanged(r)]
     if still:
@@ -213,14 +203,7 @@ def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fm
     return "; ".join(moved)
 
 
-def _same(col: pd.Series, value) -> pd.Series:
-    """`col == value` for a table read back from CSV, where sizes may be ints, floats or text."""
-    num = pd.to_numeric(col, errors="coerce")
-    if isinstance(value, str) and not pd.isna(pd.to_numeric(value, errors="coerce")):
-        value = float(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return num == float(value)
-    return col.astype(str) == str(value)
+_same = verdicts._same
 
 
 def q1(c: Citations, main: tuple) -> list[str]:
@@ -232,12 +215,13 @@ def q1(c: Citations, main: tuple) -> list[str]:
     seeds = ", ".join(f"{r['method']} {c.num('aggregated', i, 'seeds', 'd')}" for i, r in first.iterrows())
     out = [f"Trained on **{label}** ({c.num('aggregated', vs.index[0], 'train_size', 'd')} examples, {model}; "
            f"seeds per method: {seeds}; with one seed an interval covers item sampling only), change vs each "
-           "method's reference model, mean [confidence interval], lower bits/byte and higher accuracy are better; "
-           "\"inside the noise\": not separated from zero after Holm's correction:"]
+           "method's reference model, mean [confidence interval] and the verdict (see the verdicts table); lower "
+           "bits/byte and higher accuracy are better:"]
     for task, g in vs.groupby("task", sort=False):
         metric = g["metric"].iloc[0]
         g = g.assign(order=g["mean_diff"] * (1 if metric == "bits_per_byte" else -1)).sort_values("order")
-        parts = _listing(c, "aggregated", g, "method", "no item changed for", lambda r: _fmt(r["metric"]))
+        parts = _listing(c, "aggregated", g, "method", "no item changed for", lambda r: _fmt(r["metric"]),
+                         extra=lambda i, r: _beside(c, i, r))
         m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
                 & (mde["task"] == task)]
         f = ".3f" if metric == "bits_per_byte" else ".2f"
@@ -255,7 +239,22 @@ def q1(c: Citations, main: tuple) -> list[str]:
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
     if best.startswith(prefix):  # the lead already named the target
         best = "Of all methods, " + best[len(prefix):]
-    return [_lead_q1(vs) + " " + best + _quantised_net(c, main)] + out
+    return [_lead_q1(c, vs) + " " + best + _quantised_net(c, main)] + out
+
+
+def _beside(c: Citations, i, r) -> str:
+    """What a change vs the reference needs said next to it: that the run's training mix
+    replays the task's source data, and a method's shift at 0 steps (its control row) when it
+    is not an identity at initialisation (prompt tuning)."""
+    agg = c.tables["aggregated"]
+    out = ""
+    if r["task"] in str(r.get("replayed_nll") or "").split(","):
+        out += f"; its training mix replays {r['task']}'s source data"
+    ctl = agg[(agg["comparison"] == "control") & agg["headline"].astype(bool) & (agg["model"] == r["model"])
+              & (agg["method"] == r["method"]) & (agg["task"] == r["task"])]
+    if len(ctl) and float(ctl["mean_diff"].iloc[0]) != 0:
+        out += f"; at 0 steps (its control, one initialisation) already {c.num('aggregated', ctl.index[0], 'mean_diff', _fmt(r['metric']))}"
+    return out
 
 
 def _quantised_net(c: Citations, main: tuple) -> str:
@@ -275,7 +274,8 @@ def _quantised_net(c: Citations, main: tuple) -> str:
         paid = (f"quantising the base ({k['method'].iloc[0]}) changed {r['task']} by "
                 f"{c.interval('aggregated', k.index[0])} bits/byte, so " if len(k) else "")
         out.append(f" {r['method']} is measured against the quantised base it trains on; {paid}against the "
-                   f"unquantised base its net change is {c.interval('aggregated', i)}{_tag(r)}{_direction(r)}.")
+                   f"unquantised base its net change is {c.interval('aggregated', i)}"
+                   f"{_tag(r, c, 'aggregated', i, direction=True)}.")
     return "".join(out)
 
 
@@ -284,18 +284,20 @@ def _names(methods) -> str:
     return ", ".join(methods[:-1]) + " and " + methods[-1] if len(methods) > 1 else "".join(methods)
 
 
-def _lead_q1(vs: pd.DataFrame) -> str:
-    """Which methods moved their target outside the noise, in words (the numbers follow)."""
+def _lead_q1(c: Citations, vs: pd.DataFrame) -> str:
+    """Which methods improved their target, which got worse, which are undecided: each with its
+    verdict, linked (the numbers follow)."""
     target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
     t = vs[vs["task"] == target].sort_values("mean_diff")
     if target is None or t.empty:
         return "No method was scored on its training target, so the question has no answer here."
-    gained = [r["method"] for _, r in t.iterrows() if _separated(r) and r["mean_diff"] < 0]
-    rest = [m for m in t["method"] if m not in gained]
-    if not gained:
-        return f"On its target {target}, no method improved outside the noise."
-    return (f"On its target {target}, {_names(gained)} improved outside the noise"
-            + (f"; {_names(rest)} did not." if rest else "."))
+    named = lambda rows: _names(f"{r['method']} ({c.verdict('aggregated', i)})" for i, r in rows)
+    gained = [(i, r) for i, r in t.iterrows() if _separated(r) and r["mean_diff"] < 0]
+    worse = [(i, r) for i, r in t.iterrows() if _separated(r) and r["mean_diff"] > 0]
+    rest = [(i, r) for i, r in t.iterrows() if not _separated(r)]
+    parts = ([f"{named(gained)} improved"] if gained else []) + ([f"{named(worse)} got worse"] if worse else [])
+    parts += [f"{named(rest)} did not improve detectably"] if rest else []
+    return f"On its target {target}, " + "; ".join(parts) + "."
 
 
 def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
@@ -315,10 +317,9 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
         return f"{first} has the largest point estimate on {target}; no paired test of it against {second} was recorded."
     i = pair.index[0]
     r = pair.loc[i]
-    head = (f"On its target {target}, {first} learned most, separated from the runner-up {second}" if _separated(r)
-            else f"On its target {target}, {first} has the largest point estimate but is not separated from {second}"
-            + (" beyond training noise" if _item_separated(r) else ""))
-    return (f"{head}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
+    head = (f"On its target {target}, {first} learned most: against the runner-up {second}" if _separated(r)
+            else f"On its target {target}, {first} has the largest point estimate; against the runner-up {second}")
+    return (f"{head} the gap is {c.verdict('contrasts', i)}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
             f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
             f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
             f"{c.num('contrasts', i, 'p_adjusted', '.2g')}{_tag(r, c, 'contrasts', i, inline=True)}.")
@@ -348,12 +349,14 @@ def q2(c: Citations, main: tuple) -> list[str]:
         sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
                          f"{_unit(r['metric'])} would likely have been detected for every method (before Holm's correction, "
                          "which needs larger ones)" for i, r in seeing.iterrows())
-        lead.append(f"Trained on {label}, no method lost outside the noise on the other tasks "
-                    f"({', '.join(sorted(other['task'].unique()))})" + (f"; {sees}." if sees else "."))
+        lead.append(f"Trained on {label}, no method showed a loss that its paired test detects on the other tasks "
+                    f"({', '.join(sorted(other['task'].unique()))}; each comparison is listed under the first "
+                    "question)" + (f"; {sees}." if sees else "."))
     else:
-        lead.append("Forgetting outside the noise: " + "; ".join(
+        lead.append("Forgetting: " + "; ".join(
             f"{r['method']} on {r['task']} {c.interval('aggregated', i, _fmt(r['metric']))}"
-            for i, r in worse.iterrows()) + "; no other loss outside the noise.")
+            f"{_tag(r, c, 'aggregated', i)}" for i, r in worse.iterrows())
+            + "; no other loss detected by its paired test.")
     net = _quantised_losses(c, main, target)
     out = [" ".join(lead + ([net] if net else []) + out[:1])] + out[1:] + _matched(c, main)
     out += _factor(c, "train_data", "training data", main) + _interaction(c, "train_data", "training data", main)
@@ -369,12 +372,12 @@ def _quantised_losses(c: Citations, main: tuple, target) -> str:
             & agg["train_data"].notna()]
     for key, value in zip(CONDITION, main):
         q = q[_same(q[key], value)]
-    worse = [(i, r) for i, r in q.iterrows() if _direction(r) == " (worse)"]
+    worse = [(i, r) for i, r in q.iterrows() if _separated(r) and _direction(r) == "worse"]
     if not worse:
         return ""
     return ("Against the unquantised base, though, " + "; ".join(
         f"{r['method']} ends worse on {r['task']} by {c.interval('aggregated', i, _fmt(r['metric']))} {_unit(r['metric'])}"
-        for i, r in worse) + ": the cost of quantising its base, not of its training.")
+        f"{_tag(r, c, 'aggregated', i)}" for i, r in worse) + ": the cost of quantising its base, not of its training.")
 
 
 def _matched(c: Citations, main: tuple) -> list[str]:
@@ -393,7 +396,8 @@ def _matched(c: Citations, main: tuple) -> list[str]:
         sep = c.tables.get("matched_between", pd.DataFrame())
         sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
                   & (sep["train_data"] == main[1]) & _same(sep["train_size"], main[2])] if not sep.empty else sep
-        pairs = [f"{r['method']} vs {r['other']}" for _, r in sep.iterrows() if _separated(r)] if not sep.empty else []
+        pairs = [f"{r['method']} vs {r['other']} ({c.verdict('matched_between', j)})"
+                 for j, r in sep.iterrows() if _separated(r)] if not sep.empty else []
         steps = g["at_step"].astype(float)
         out.append(
             f"At matched learning (each curve taken where it first gains "
@@ -403,8 +407,9 @@ def _matched(c: Citations, main: tuple) -> list[str]:
             f"measured steps), forgetting on {task} ranged from {g.loc[lo, 'method']} "
             f"{c.interval('matched', lo, column='forgetting')} to {g.loc[hi, 'method']} "
             f"{c.interval('matched', hi, column='forgetting')} bits/byte; "
-            + (("separated after Holm: " + ", ".join(pairs) if pairs else "no pair of methods separated after Holm")
-               if len(sep) else "no pair tested")
+            + (("between methods: " + ", ".join(pairs) if pairs else
+                "between methods, no pair differs detectably (each pair is a row of the verdicts table)")
+               if len(sep) else "no pair of methods tested")
             + f"{note}.")
     return out
 
@@ -417,10 +422,14 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
         return [f"The grid does not vary the {words}, so it cannot say how the answer depends on it."]
     k = k[(k["factor"] == factor) & _same(k["from"], main[CONDITION.index(factor)])]
     out = []
+    agg = c.tables["aggregated"]
     for (to, method), g in k.groupby(["to", "method"], sort=False):
-        parts = _listing(c, "contrasts", g, "task", "no change on", lambda r: _fmt(r["metric"]), direction=True)
+        replays = set() if factor != "train_data" else {
+            t for x in agg.loc[_same(agg["train_data"], to), "replayed_nll"].dropna() for t in str(x).split(",")}
+        parts = _listing(c, "contrasts", g, "task", "no change on", lambda r: _fmt(r["metric"]), direction=True,
+                         extra=lambda i, r: f"; {to} replays its source data" if r["task"] in replays else "")
         i0 = g.index[0]
-        failed = [f"with {words} {c.num('contrasts', i0, end, '')}" for _, end in _not_learning(c, g.loc[i0], factor, main)]
+        failed = [f"with {words} {c.num('contrasts', i0, end, '')}" for _, end in _not_learning(c, g.loc[i0])]
         warn = (f"; it showed no detectable gain on its own target {' and '.join(failed)}, so its change here may be "
                 "a failure to train rather than the factor's effect" if failed else "")
         out.append(f"{method}, {words} {c.num('contrasts', i0, 'from', '')} → {c.num('contrasts', i0, 'to', '')} "
@@ -436,7 +445,7 @@ def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
     target in both conditions (else an untrained run, not a method, is what moved)."""
     k = c.tables["contrasts"]
     pair = {m.strip() for m in str(row["method"]).split(" - ")}
-    if not _separated(row) or _not_learning(c, row, factor, main):
+    if not _separated(row):  # a side that did not learn its target makes the row "cannot be told"
         return False
 
     def gap(condition):
@@ -468,8 +477,8 @@ def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str
         parts += [f"no change on {', '.join(still)}"] if still else []
         i0 = g.index[0]
         untrained = [f"{m} showed no detectable gain on its own target with {words} "
-                     f"{c.num('contrasts', i0, end, '')}" for m, end in _not_learning(c, g.loc[i0], factor, main)]
-        warn = (f"; cannot be told, not a comparison of two trained methods: {'; '.join(untrained)}"
+                     f"{c.num('contrasts', i0, end, '')}" for m, end in _not_learning(c, g.loc[i0])]
+        warn = (f"; {c.verdict('contrasts', i0)}, not a comparison of two trained methods: {'; '.join(untrained)}"
                 if untrained else "")
         out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
                    f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s){warn}): "
@@ -484,16 +493,10 @@ def _condition(main: tuple, factor: str, value) -> tuple:
 
 def _did_not_learn(c: Citations, condition: tuple, method: str):
     """The `aggregated` row of `method`'s change on its own training target in `condition`
-    when that is no improvement outside the noise (the run did not learn what it was
-    trained on, so comparing it with a method that did says nothing about either); else None."""
-    agg = c.tables["aggregated"]
-    g = agg[(agg["comparison"] == "vs base") & (agg["method"] == method) & agg["headline"].astype(bool)
-            & (agg["task"] == agg["target_nll"])]
-    for key, value in zip(CONDITION, condition):
-        g = g[_same(g[key], value)]
-    if g.empty:
-        return None
-    return None if _separated(g.iloc[0]) and g.iloc[0]["mean_diff"] < 0 else g.index[0]
+    when that is no improvement (`verdicts.learned_target`); else None."""
+    if verdicts.learned_target(c.tables["aggregated"], condition, method) is False:
+        return verdicts.target_row(c.tables["aggregated"], condition, method)
+    return None
 
 
 def _diverged(c: Citations, condition: tuple, method: str) -> str:
@@ -513,12 +516,10 @@ def _diverged(c: Citations, condition: tuple, method: str) -> str:
             f"{c.num('runs', i, 'loss_max', '.2f')}")
 
 
-def _not_learning(c: Citations, r, factor: str, main: tuple) -> list[tuple[str, str]]:
-    """(method, "from"/"to") for each method of a contrasts row ("B - A", or one method) that
-    showed no detectable gain on its own target at that end of the factor."""
-    methods = [x.strip() for x in str(r["method"]).split(" - ")]
-    return [(m, end) for end in ("from", "to") for m in methods
-            if _did_not_learn(c, _condition(main, factor, r[end]), m) is not None]
+def _not_learning(c: Citations, r) -> list[tuple[str, str]]:
+    """(method, "from"/"to") for each method of a contrasts row that showed no detectable gain
+    on its own target at that end of the factor (`verdicts.untrained_sides`)."""
+    return verdicts.untrained_sides(c.tables["aggregated"], r)
 
 
 def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
@@ -526,13 +527,14 @@ def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
     detectable gain on its own target in either condition, with its change (and divergence);
     '' when both learned."""
     out = []
-    for m, end in _not_learning(c, r, factor, main):
+    for m, end in _not_learning(c, r):
         condition = _condition(main, factor, r[end])
         i = _did_not_learn(c, condition, m)
         row = c.tables["aggregated"].loc[i]
         place = where.format(c.num("contrasts", r.name, end, ""))
         out.append(f"{m} showed no detectable gain on its target {row['task']} {place} (change "
-                   f"{c.interval('aggregated', i)}{_tag(row, inline=True)}{_diverged(c, condition, m)})")
+                   f"{c.interval('aggregated', i)}{_tag(row, c, 'aggregated', i, inline=True)}"
+                   f"{_diverged(c, condition, m)})")
     return "; ".join(out)
 
 
@@ -553,10 +555,10 @@ def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str)
     for i, r in k.iterrows():
         first, second = (m.strip() for m in str(r["method"]).split(" - "))
         failed = _untrained(c, r, factor, main, where)
-        verdict = ("cannot be told" if failed else "yes" if _separated(r)
-                   else "not beyond training noise" if _item_separated(r) else "not detectably")
-        head = (f"{verdict} for {first} and {second} on {target} (seeds: {c.num('contrasts', i, 'seeds', 'd')}): "
-                f"{first}'s change minus {second}'s, each vs its own reference, moved from "
+        word = {SEPARATED: "yes", TRAINING_NOISE: "not beyond training noise",
+                CANNOT_TELL: "cannot be told"}.get(r["verdict"], "not detectably")
+        head = (f"For {first} and {second} on {target} (seeds: {c.num('contrasts', i, 'seeds', 'd')}), "
+                f"{c.verdict('contrasts', i, word)}: {first}'s change minus {second}'s, each vs its own reference, moved from "
                 f"{c.num('contrasts', i, 'change_from')} to {c.num('contrasts', i, 'change_to')} bits/byte "
                 f"{where.format(c.num('contrasts', i, 'to', ''))} (change {c.interval('contrasts', i)}"
                 f"{_tag(r, c, 'contrasts', i, inline=True)})")
@@ -566,8 +568,7 @@ def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str)
         elif _reverses(c, r, factor, main):
             head += ", and the two methods change places: each side's own test separates them"
         parts.append(head)
-    text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
+    return "; ".join(parts) + "."
 
 
 def q3(c: Citations, main: tuple) -> list[str]:
@@ -602,7 +603,7 @@ def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citati
     tables.setdefault("detectable", detectable(tables["aggregated"]))
     for name in ("contrasts", "runs", "matched", "matched_between"):
         tables.setdefault(name, pd.DataFrame())
-    c = Citations(tables)
+    c = Citations(verdicts.annotate(tables))
     main = main_condition(tables["aggregated"], tables.get("contrasts"))
     if main is None:
         return {q: ["No fine-tuned run has finished, so there is no answer yet."] for q in QUESTIONS}, c
@@ -628,3 +629,158 @@ def markdown(answers: dict[str, list[str]], c: Citations, link=None, brief: bool
 def numbers_in(text: str) -> list[str]:
     """The numbers a reader sees in `text` (not digits inside names like gsm8k or smollm2)."""
     return [n.replace("−", "-") for n in NUMBER.findall(text)]
+
+
+def rates_source(params) -> str:
+    """Where the study's learning rates came from, in one sentence: its own sweep (`tuning`),
+    another study's sweep named by `learning_rates_from` (each rate checked against what that
+    sweep chose), or the params file alone."""
+    from ftstudy import params as params_mod
+    from ftstudy import tuning
+
+    if params.tuning is not None:
+        n = len(next(iter(tuning.rates(params).values())))
+        return (f"Learning rates: chosen by this study's own sweep ({n} trials per method, scored on validation "
+                "rows; the results page's Learning rates section shows every trial).")
+    if params.learning_rates_from is None:
+        return ("Learning rates: configured by hand in the params file, not tuned by any sweep, so a ranking of "
+                "methods may reflect those rates as much as the methods.")
+    swept = analysis.load_table(params_mod.rates_folder(params), "tuning")
+    chosen = swept[swept["selected"].astype(bool)] if not swept.empty else swept
+    own = tuning.configured_rates(params)
+    where = ", ".join(f"{chosen[k].iloc[0]}" for k in ("model", "train_data") if k in chosen and len(chosen))
+    parts, differ = [], []
+    for method, rate in own.items():
+        c = chosen[chosen["method"] == method]["learning_rate"]
+        if c.empty:
+            differ.append(f"{method} (not in that sweep)")
+            continue
+        parts.append(f"{method} {rate:.3g}")
+        if not np.isclose(c.iloc[0], rate, rtol=1e-3):
+            differ.append(f"{method} (the sweep chose {c.iloc[0]:.3g})")
+    summary = analysis.tuning_summary(swept) if not swept.empty else pd.DataFrame()
+    edge = [f"{r['method']} ({r['edge']})" for _, r in summary.iterrows() if r.get("edge")] if len(summary) else []
+    return (f"Learning rates: from the sweep in `{params.learning_rates_from}` (params `learning_rates_from`; "
+            f"swept on {where}): {', '.join(parts)}. "
+            + (f"These differ from what that sweep chose: {', '.join(differ)}. " if differ else
+               "Each is the rate that sweep chose. ")
+            + (f"At the edge of the range it tried, so the best rate may lie beyond: {', '.join(edge)}." if edge else "")
+            ).strip()
+
+
+# What the answers rest on, beside them on the results page: warnings about the reference
+# models' answers, what each comparison held equal, and what the learning-rate sweep chose.
+
+def warnings(baselines: pd.DataFrame, threshold: float = 0.6) -> list[str]:
+    """Warn where a reference model puts most answers of a multiple-choice task on one
+    choice, and count the fine-tuned runs that do the same."""
+    if baselines.empty:
+        return []
+    out = []
+    skewed = baselines[baselines["top_answer_share"] >= threshold]
+    for _, r in skewed[skewed["method"].isin(REFERENCES)].iterrows():
+        out.append(f"⚠ {r['model']} {r['method']} on {r['task']}: {100 * r['top_answer_share']:.0f}% of "
+                   f"answers are choice {'ABCD'[int(r['top_answer'])]} (chance {r['chance']:.2f}, "
+                   f"majority baseline {r['majority_baseline']:.2f}); its accuracy says little about knowledge.")
+    tuned = baselines[~baselines["method"].isin(REFERENCES)]
+    for task, g in skewed[~skewed["method"].isin(REFERENCES)].groupby("task"):
+        out.append(f"⚠ {len(g)} of {int((tuned['task'] == task).sum())} fine-tuned runs also put at least "
+                   f"{100 * threshold:.0f}% of their {task} answers on one choice "
+                   f"({', '.join(sorted(set(g['method'])))}).")
+    return out
+
+
+def tuning_lines(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> list[str]:
+    """What this study's learning-rate sweep chose, and whether tuning changed the order of
+    methods on the validation rows: an order is said to reverse only where a pair's paired
+    difference is separated (`verdicts.decide`) at both the configured and the chosen rates,
+    with opposite signs. Empty without a sweep (`rates_source` says where rates came from)."""
+    if summary.empty:
+        return []
+    lines = []
+    models = summary["model"].nunique()
+    for (model, label, size, seed), g in summary.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
+        head = (_trained_on(model, models, label, size) + f", seed {_seed(seed)}), "
+                f"{int(g['trials'].iloc[0])} trials per method")
+        chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (configured {r['default_rate']:.3g})"
+                           if not np.isclose(r["chosen_rate"], r["default_rate"], rtol=1e-3) else " (its default)")
+                           for _, r in g.iterrows())
+        lines.append(f"{head}: chosen rates {chosen}.")
+        edge = g[g["edge"] != ""]
+        if len(edge):
+            lines.append("At the edge of the range tried (the best rate may lie beyond it): " + ", ".join(
+                f"{r['method']} ({r['edge']})" for _, r in edge.iterrows()) + ".")
+        both = g.dropna(subset=["validation_bpb", "validation_bpb_default"])
+        if len(both) >= 2:
+            before = " < ".join(both.sort_values("validation_bpb_default")["method"])
+            after = " < ".join(both.sort_values("validation_bpb")["method"])
+            line = (f"Validation bits/byte, best first, at the configured rates: {before}; at the chosen rates: "
+                    f"{after} (" + ("the same order" if before == after else "the order of point estimates changed")
+                    + "; a chosen rate's score is the best of its trials on the items that chose it, so it is "
+                    "optimistic; these are absolute scores, not changes against each method's own reference, "
+                    "which for QLoRA is the 4-bit base).")
+            flips = _flips(pairs, model, label, size, seed)
+            if pairs is not None and not pairs.empty:
+                line += (" Orders that tuning reversed, the paired test (sign-flip on the validation items, "
+                         "Holm) rejecting equality at both rates: " + "; ".join(flips) + "." if flips else
+                         " No pair of methods reversed its order with the paired test (sign-flip on the "
+                         "validation items, Holm) rejecting equality at both rates.")
+            lines.append(line)
+        if (g["failed"] > 0).any():
+            lines.append("Failed trials (a diverged rate loses): " + ", ".join(
+                f"{r['method']} {int(r['failed'])}" for _, r in g[g["failed"] > 0].iterrows()) + ".")
+    return lines
+
+
+def _trained_on(model, models: int, label, size) -> str:
+    """'Trained on **gsm8k** (n=24' (the model named first when the grid has several)."""
+    return (f"{model}, t" if models > 1 else "T") + f"rained on **{label}** (n={int(size)}"
+
+
+def _seed(seed) -> str:
+    return str(int(seed)) if pd.notna(seed) else "-"
+
+
+def _flips(pairs, model, label, size, seed) -> list[str]:
+    """Pairs whose paired validation difference is outside the noise at both the configured
+    and the chosen rates, with opposite signs."""
+    if pairs is None or pairs.empty:
+        return []
+    p = pairs[(pairs["model"] == model) & (pairs["train_data"] == label) & (pairs["train_size"] == size)
+              & (pairs["seed"] == seed)]
+    out = []
+    for (a, b), g in p.groupby(["method", "other"]):
+        d, c = g[g["rates"] == "default"], g[g["rates"] == "chosen"]
+        if len(d) and len(c) and _separated_row(d.iloc[0]) and _separated_row(c.iloc[0]) \
+                and np.sign(d["difference"].iloc[0]) != np.sign(c["difference"].iloc[0]):
+            first, second = (a, b) if d["difference"].iloc[0] < 0 else (b, a)
+            out.append(f"{first} ahead of {second} at the configured rates, behind at the chosen ones")
+    return out
+
+
+def _separated_row(row) -> bool:
+    return verdicts.decide(row)[0] == SEPARATED
+
+
+def budget(runs: pd.DataFrame, rates: str) -> list[str]:
+    """What every comparison held equal across methods, and what it did not; `rates`: where the
+    learning rates came from (`rates_source`)."""
+    trained = runs[(runs["status"] == "done") & ~runs["method"].isin(REFERENCES)
+                   & ~runs["control"].fillna(False).astype(bool)]
+    if trained.empty:
+        return []
+    lines = []
+    models = trained["model"].nunique()
+    for (model, label, size), g in trained.groupby(["model", "train_data", "train_size"]):
+        steps = sorted(set(g["steps"].dropna().astype(int)))
+        equal = (f"{', '.join(map(str, steps))} optimizer steps" + (" (differs by method!)" if len(steps) > 1 else "")
+                 + f", the same {int(size)} examples in the same seeded order per seed")
+        tokens = g.groupby("seed", dropna=False)["train_tokens"].nunique()
+        same_tokens = bool(len(tokens)) and bool((tokens <= 1).all())
+        equal += (", the same prompt and answer tokens" if same_tokens else
+                  "; tokens seen differ between methods (see runs.csv)")
+        lines.append(_trained_on(model, models, label, size) + f"): held equal: {equal}. Not held equal: "
+                     f"wall time ({g['train_wall_s'].min():.0f}-{g['train_wall_s'].max():.0f} s of training), "
+                     f"peak memory in training ({analysis.peak_memory(g).min():.0f}-{analysis.peak_memory(g).max():.0f} MiB), trainable "
+                     f"parameters ({int(g['trainable_params'].min()):,}-{int(g['trainable_params'].max()):,}).")
+    return lines + ([rates] if lines else [])

@@ -37,9 +37,13 @@ def main(argv: list[str] | None = None) -> int:
                                      "instead of the params file's output_dir")
     b.add_argument("--readme", help="also refresh this README's generated answers block "
                                     "(<!-- answers:<study> --> ... <!-- /answers:<study> -->)")
+    b.add_argument("--allow-fewer-runs", action="store_true",
+                   help="let --readme rewrite answers that were written from more finished runs than there are now")
     e = sub.add_parser("export", help="copy a finished grid's records (no weights) into a folder to commit")
     e.add_argument("params")
     e.add_argument("--to", required=True, help="destination folder, e.g. results/<study>")
+    e.add_argument("--replace", action="store_true",
+                   help="also delete runs already in the destination that this grid does not produce")
     v = sub.add_parser("validate", help="check params files without computing anything")
     v.add_argument("params", nargs="+")
     args = ap.parse_args(argv)
@@ -77,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "report":
-        from ftstudy import report
-        report.build(params, book=not args.no_book, results_dir=args.results, readme=args.readme)
+        from ftstudy import records, report
+        try:
+            report.build(params, book=not args.no_book, results_dir=args.results, readme=args.readme,
+                         allow_fewer_runs=args.allow_fewer_runs)
+        except (report.Refused, records.RecordError) as err:  # refused before anything was written
+            print(f"{args.params}: {err}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "export":
         from pathlib import Path
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.params}: {len(waiting)} study run(s) still wait for their learning-rate trials", file=sys.stderr)
             return 2
         try:
-            done = export.export(outputs, cells, args.to, args.params)
+            done = export.export(outputs, cells, args.to, args.params, replace=args.replace)
         except ValueError as err:
             print(f"{args.params}: {err}", file=sys.stderr)
             return 2

@@ -13,9 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ftstudy import results
+from ftstudy import records
 
-RECORDS = ("cell.json", "status.json", "metrics.json", "env.json", "fingerprint.json", "curve.json")
+from ftstudy.records import RECORDS
 
 
 def _copy_lm_eval(src: Path, dst: Path) -> None:
@@ -30,24 +30,35 @@ def _copy_lm_eval(src: Path, dst: Path) -> None:
                 shutil.copyfileobj(f, g)
 
 
-def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file: str | Path) -> dict:
+def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file: str | Path,
+           replace: bool = False) -> dict:
     """Copy the records of `cells` (a grid's expansion) from `outputs` into `dest`, with a
-    README saying how they were produced; returns {"runs": n, "bytes": total}."""
+    README saying how they were produced; returns {"runs": n, "bytes": total}. Everything is
+    checked before anything is written (every run finished, every record readable, and no run
+    already in `dest` dropped unless `replace`), and the runs are copied beside `dest` first,
+    then swapped in: a failure loses nothing already there."""
     outputs, dest = Path(outputs).resolve(), Path(dest).resolve()
     if dest == outputs or outputs in dest.parents or dest in outputs.parents:
         raise ValueError(f"export destination {dest} overlaps the outputs folder {outputs}: choose another folder")
-    missing = [c["run_id"] for c in cells if not (outputs / "runs" / c["run_id"] / "status.json").is_file()]
+    ids = [c["run_id"] for c in cells]
+    done = records.finished_runs(outputs, ids)
+    missing = [i for i in ids if i not in done]
     if missing:
         raise ValueError(f"{len(missing)} cell(s) of the grid have not run in {outputs}: {', '.join(missing[:5])}")
-    shutil.rmtree(dest / "runs", ignore_errors=True)
+    dropped = sorted(p.name for p in (dest / "runs").glob("*") if p.is_dir() and p.name not in ids)
+    if dropped and not replace:
+        raise ValueError(f"{dest / 'runs'} holds {len(dropped)} run(s) this grid does not produce "
+                         f"({', '.join(dropped[:5])}): exporting would delete them; pass --replace to do so")
+    staging = dest.parent / f".{dest.name}.export-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
     envs, statuses = [], []
     for c in cells:
-        src, dst = outputs / "runs" / c["run_id"], dest / "runs" / c["run_id"]
+        src, dst = outputs / "runs" / c["run_id"], staging / "runs" / c["run_id"]
         dst.mkdir(parents=True)
         for name in RECORDS:
             if (src / name).is_file():
                 shutil.copy(src / name, dst / name)
-        status = results.read_json(src / "status.json")
+        status = records.read_json(src / "status.json")
         if status.get("notebook") and (src / status["notebook"]).is_file():
             shutil.copy(src / status["notebook"], dst / status["notebook"])
         _copy_lm_eval(src, dst)
@@ -55,7 +66,11 @@ def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file
             _copy_lm_eval(step, dst / "curve" / step.name)
         statuses.append(status)
         if (src / "env.json").is_file():
-            envs.append(results.read_json(src / "env.json"))
+            envs.append(records.read_json(src / "env.json"))
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest / "runs", ignore_errors=True)
+    (staging / "runs").rename(dest / "runs")
+    shutil.rmtree(staging, ignore_errors=True)
     total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     (dest / "README.md").write_text(_readme(params_file, cells, envs, statuses, total))
     return {"runs": len(cells), "bytes": total}

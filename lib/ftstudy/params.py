@@ -232,6 +232,9 @@ class Params(_Strict):
     training: Training = Field(default_factory=Training)
     # Absent: each method trains at its one configured rate. Present: a sweep (see Tuning).
     tuning: Tuning | None = None
+    # Without a sweep of its own: the committed results folder of the study whose sweep chose
+    # these rates (it holds that sweep's tuning.csv), e.g. results/cpu-sweep; the book says so.
+    learning_rates_from: str | None = None
     # Absent: every model x method x training set x size x seed. Present: the union of these
     # designs (see Design), e.g. three seeds for the main comparison and one for the rest.
     designs: dict[str, Design] | None = None
@@ -298,6 +301,12 @@ class Params(_Strict):
                     raise ValueError(f"designs.{dname}.{axis}: {unknown} not in the study's {axis} "
                                      f"({list(known)})")
         self.conditions()  # refuses one condition with two training settings
+        return self
+
+    @model_validator(mode="after")
+    def _one_source_of_rates(self):
+        if self.tuning is not None and self.learning_rates_from is not None:
+            raise ValueError("learning_rates_from: this study sweeps its own rates (tuning); name one source")
         return self
 
     @model_validator(mode="after")
@@ -423,6 +432,14 @@ def load(path: str | Path, for_compute: bool = True) -> Params:
     return params
 
 
+def rates_folder(params: Params) -> Path:
+    """The results folder `learning_rates_from` names (relative to the project root)."""
+    from ftstudy import paths
+
+    folder = Path(params.learning_rates_from)
+    return folder if folder.is_absolute() else paths.project_root() / folder
+
+
 def check_environment(params: Params, path: Path, for_compute: bool) -> None:
     """Checks that need the machine: mirror files, sizes vs data, outputs, and with
     `for_compute` whether its runs could compute here (model files, CPU-only dtypes, trackers,
@@ -442,6 +459,9 @@ def check_environment(params: Params, path: Path, for_compute: bool) -> None:
                                     f"(needed for {name})")
     if not problems:
         problems += _check_sizes(params, data_dir)
+    if params.learning_rates_from is not None and not (rates_folder(params) / "tuning.csv").is_file():
+        problems.append(f"learning_rates_from: {params.learning_rates_from} holds no tuning.csv (a sweep's "
+                        "committed results, e.g. results/cpu-sweep)")
     if for_compute:
         problems += _compute_problems(params)
     out = Path(params.output_dir)

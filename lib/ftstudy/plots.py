@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ftstudy import analysis
+from ftstudy import analysis, verdicts
 from ftstudy.methods import REFERENCES
 
 
@@ -263,8 +263,10 @@ def learning_forgetting_curves(path: pd.DataFrame, matched: pd.DataFrame | None 
 def headline(aggregated: pd.DataFrame, main: tuple, width_in: float = 8.0):
     """The front page's figure: each method's paired change vs its reference in the main
     condition, one panel per task (point and 95% interval, signed so right is better),
-    filled where the Holm-adjusted test says outside the noise. Sized for a book column."""
+    filled where the verdicts table says separated (`verdicts.decide`). Sized for a book column."""
     model, label, size = main
+    if "verdict" not in aggregated:
+        aggregated = verdicts.annotate({"aggregated": aggregated})["aggregated"]
     d = analysis.improvement(aggregated[(aggregated["comparison"] == "vs base")])
     d = d[d["headline"].astype(bool) & (d["model"] == model) & (d["train_data"] == label) & (d["train_size"] == size)]
     tasks = list(dict.fromkeys(d["task"]))
@@ -282,7 +284,7 @@ def headline(aggregated: pd.DataFrame, main: tuple, width_in: float = 8.0):
             lo, hi = r["gain_low"], r["gain_high"]
             err = [[r["gain"] - lo], [hi - r["gain"]]] if not pd.isna(lo) else None
             ax.errorbar(r["gain"], y, xerr=err, fmt="o", color=color, capsize=3, markersize=6,
-                        markerfacecolor=color if r["significant"] else "white")
+                        markerfacecolor=color if r["verdict"] == verdicts.SEPARATED else "white")
         ax.axvline(0, color="black", lw=0.8)
         unit = "bits/byte" if sub["metric"].iloc[0] == "bits_per_byte" else sub["metric"].iloc[0]
         ax.set_title(f"{task}", fontsize=10)
@@ -294,6 +296,6 @@ def headline(aggregated: pd.DataFrame, main: tuple, width_in: float = 8.0):
         row[0].set_yticks(range(len(methods)), methods, fontsize=9)
     axes[0][0].invert_yaxis()
     fig.suptitle(f"Change vs reference: {model}, trained on {label} (n={int(size)}); "
-                 "filled = outside the noise (Holm)", fontsize=9)
+                 "filled: the verdict is separated", fontsize=9)
     fig.tight_layout()
     return fig

@@ -10,7 +10,7 @@ import pandas as pd
 # column -> header shown (units in brackets); columns not listed keep their name
 HEADERS = {
     "train_data": "trained on", "train_size": "examples", "mean_diff": "change", "ci_low": "95% CI low",
-    "ci_high": "95% CI high", "p_value": "p", "p_adjusted": "p (Holm)", "significant": "outside noise",
+    "ci_high": "95% CI high", "p_value": "p", "p_adjusted": "p (Holm)", "significant": "Holm p < 0.05",
     "gain": "gain", "gain_low": "gain CI low", "gain_high": "gain CI high", "n": "items",
     "forgetting": "forgetting [bits/byte]", "difference": "difference [bits/byte]",
     "matched_learning": "matched learning [bits/byte]", "at_step": "at step", "forgetting_task": "retention task",

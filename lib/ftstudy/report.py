@@ -14,9 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy import fingerprint, paths, precision, results, tables
+from ftstudy import fingerprint, paths, precision, records, results, tables
 from ftstudy.methods import REFERENCES
 from ftstudy.params import Params
+
+
+class Refused(ValueError):
+    """Reporting input that would lose or falsify what is already written: said in one line,
+    before anything is written."""
 
 
 def _bin(name: str) -> str:
@@ -157,7 +162,7 @@ def limitations_page(params: Params, outputs: Path) -> str:
                   "not the randomness of training (adapter initialisation, data order). Where the main "
                   "condition has several seeds, a single-seed change is also compared with how far the seed "
                   "alone moves it there (a t interval from those few seeds, assuming the same spread in the "
-                  "other condition); smaller changes are called within training noise.", ""]
+                  "other condition); smaller changes are called *within training noise*.", ""]
     if max(len(v) for v in per_method.values()) > 1:
         lines += ["- Several seeds are pooled by a bootstrap over seeds, then items: with as few seeds as here, "
                   "resampling seeds understates their spread, so those intervals are on the narrow side.", ""]
@@ -185,11 +190,12 @@ def limitations_page(params: Params, outputs: Path) -> str:
 
 def derived_tables(outputs: Path) -> dict:
     """Tables the answers cite beyond `tables.collect`'s: forgetting at matched learning (per
-    method and between methods), and the smallest detectable change per task. Written beside
-    the other tables so every number on the front page is in a CSV."""
+    method and between methods), the smallest detectable change per task, and the verdict of
+    every comparison (`verdicts.table`). Written beside the other tables so every number and
+    verdict on the front page is in a CSV."""
     import pandas as pd
 
-    from ftstudy import analysis, answers
+    from ftstudy import analysis, answers, verdicts
 
     _, runs = analysis.load(outputs)
     curve = analysis.curve_table(outputs, runs)
@@ -199,7 +205,55 @@ def derived_tables(outputs: Path) -> dict:
            "detectable": answers.detectable(analysis.load_table(outputs, "aggregated"))}
     for name, df in out.items():
         df.to_csv(outputs / f"{name}.csv", index=False)
+    out["verdicts"] = verdicts.table(answers.load_tables(outputs))
+    out["verdicts"].to_csv(outputs / "verdicts.csv", index=False)
     return out
+
+
+def verdicts_page(verdicts_table) -> str:
+    """Every comparison of the study with its verdict, one row each, anchored by its id: the
+    sentences on the other pages link their verdicts here."""
+    import html
+
+    import pandas as pd
+
+    from ftstudy import verdicts
+
+    lines = ["# Verdicts", "",
+             "One row per comparison the study makes, decided once by one rule (`ftstudy.verdicts.decide`): "
+             "*separated* when the Holm-adjusted paired test rejects no change, the 95% interval excludes zero and, "
+             "where the seeds' spread is known, the difference is larger than the seed alone moves it; "
+             "*within training noise* when only that last condition fails; *not significant after Holm* when the "
+             "interval excludes zero but the adjusted test does not reject; *inside the noise* otherwise; "
+             "*cannot be told* when a method compared did not improve its own training target there; "
+             "*not tested* without a paired test. Every sentence that states a verdict links to its row. The same "
+             "table is `verdicts.csv` beside the results.", ""]
+    if verdicts_table.empty:
+        return "\n".join(lines + ["No comparison has been made yet."])
+    counts = verdicts_table["verdict"].value_counts()
+    lines += ["Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in verdicts.VERDICTS if v in counts) + ".", ""]
+    cols = ["id", "comparison", "model", "train_data", "train_size", "seed", "task", "metric", "seeds", "n",
+            "estimate", "ci_low", "ci_high", "p_adjusted", "training_noise", "verdict", "why"]
+
+    def cell(v, col):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:.3g}" if col in ("p_adjusted",) else f"{v:+.4f}" if col in (
+                "estimate", "ci_low", "ci_high") else f"{v:.4g}"
+        return html.escape(str(v))
+
+    rows = [f'<tr id="{html.escape(r["id"])}">' + "".join(f"<td>{cell(r[c], c)}</td>" for c in cols) + "</tr>"
+            for _, r in verdicts_table.iterrows()]
+    lines += ['<div class="verdicts-table" style="overflow-x: auto"><table>',
+              "<thead><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr></thead>", "<tbody>", *rows,
+              "</tbody></table></div>", ""]
+    return "\n".join(lines)
+
+
+def verdict_link(citation: dict) -> str | None:
+    """A cited verdict as a link to its row of the verdicts page (None for a number)."""
+    if "verdict_id" not in citation:
+        return None
+    return f'<a class="verdict" href="verdicts.html#{citation["verdict_id"]}">{citation["text"]}</a>'
 
 
 def _cite_label(run_ids: list[str]) -> str:
@@ -222,7 +276,7 @@ def _cost_markdown(runs, main: tuple) -> str:
 
 
 def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_runs: int,
-               other_precision: list[str] = ()):
+               other_precision: list[str] = (), rates: str = ""):
     """The book's first page: what ran (and which runs are stale, or ran in another precision
     than this machine would: `other_precision`), the four answers (every number linked to the
     runs it comes from), the headline figure, the learning-forgetting curves and the cost.
@@ -235,6 +289,7 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
 
     tables_ = answers.load_tables(outputs)
     ans, cit = answers.build(tables_)
+    tables_ = cit.tables  # with each comparison's verdict
     main = answers.main_condition(tables_["aggregated"], tables_.get("contrasts")) if "aggregated" in tables_ else None
     figs = gen / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -244,10 +299,13 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
     wall = _wall_span(outputs)
     lines = [f"# {params.study}: the answers", "",
              f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; "
-             f"{wall}. Every sentence below is generated from the study's tables, and every number links "
-             "to the runs it was computed from (Provenance). Read *outside the noise* as: a paired test "
-             "rejects \"no change\" after Holm's correction; intervals are 95% paired bootstrap intervals; a smallest "
-             "detectable change is the one a paired test would find with 80% power at a two-sided 5% level.", ""]
+             f"{wall}. Every sentence below is generated from the study's tables: every number links "
+             "to the runs it was computed from (Provenance), every verdict to its row of the Verdicts page, "
+             "where one rule decides them all. Read *separated* as: the paired test rejects \"no change\" "
+             "after Holm's correction, the interval excludes zero, and the difference is larger than training "
+             "randomness alone moves it where the seeds' spread is known; intervals are 95% paired bootstrap "
+             "intervals; a smallest detectable change is the one a paired test would find with 80% power at a "
+             "two-sided 5% level.", ""]
     if stale is None:
         lines += ["Fingerprints were not checked against today's code (no data mirror to hash).", ""]
     else:
@@ -260,7 +318,10 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
         lines += [f"{len(other_precision)} of {len(stale)} runs ran in another precision than `dtype: auto` "
                   f"means on this machine ({here}): their numbers stand as recorded, but rerun here they "
                   "would compute in that precision (`ftstudy run` calls them stale).", ""]
-    link = lambda c: f"{{ref}}`{c['text']} <{_cite_label(c['run_ids'])}>`" if c["run_ids"] else c["text"]
+    if rates:
+        lines += [rates, ""]
+    link = lambda c: verdict_link(c) or (f"{{ref}}`{c['text']} <{_cite_label(c['run_ids'])}>`" if c["run_ids"]
+                                          else c["text"])
     figures = {}
     if main is not None:
         fig = plots.headline(tables_["aggregated"], main)
@@ -269,7 +330,7 @@ def front_page(params: Params, outputs: Path, gen: Path, stale: dict | None, n_r
         plt.close(fig)
         figures["q1"] = ["```{figure} figures/headline.png", ":name: headline", "",
                          "Each method's paired change vs its reference (the base model; the 4-bit base for QLoRA) "
-                         "in the main condition, 95% interval; filled: outside the noise after Holm's correction.",
+                         "in the main condition, 95% interval; filled: the verdict is *separated* (Verdicts page).",
                          "```"]
         curve = analysis.curve_table(outputs, runs)
         if not curve.empty:
@@ -320,19 +381,53 @@ def _wall_span(outputs: Path) -> str:
     return f"first run start to last run end {span / 60:.0f} min" if span else "wall time not recorded"
 
 
-def update_readme(readme: Path, study: str, brief: str, figure: str, details: str) -> None:
-    """Replace the block between `<!-- answers:<study> -->` and `<!-- /answers:<study> -->` in
-    the README with the headline figure, the answers' lead sentences and a link to the
-    comparisons behind them (refused if absent)."""
+def _readme_block(text: str, study: str):
+    """The README's generated answers block of `study`: (match, runs it was written from or
+    None); match None when the README has no such block."""
+    import re
+
+    m = re.search(rf"<!-- answers:{re.escape(study)}(?: from (\d+) runs)? -->(.*?)<!-- /answers:{re.escape(study)} -->",
+                  text, flags=re.S)
+    return m, (int(m.group(1)) if m and m.group(1) else None)
+
+
+def update_readme(readme: Path, study: str, brief: str, figure: str, details: str, runs: int) -> None:
+    """Replace the block between `<!-- answers:<study> from N runs -->` and `<!-- /answers:<study> -->`
+    in the README with the headline figure, the answers' lead sentences and a link to the
+    comparisons behind them; N, the finished runs they come from, guards against rewriting
+    them from fewer (`check_inputs`)."""
     text = readme.read_text()
-    start, end = f"<!-- answers:{study} -->", f"<!-- /answers:{study} -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{readme}: no '{start}' ... '{end}' block to fill")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    block = (f"{start}\n![{study}: change vs reference]({figure})\n\n{brief}\n\n"
-             f"Every comparison behind these answers: [{Path(details).name}]({details}).\n{end}")
-    readme.write_text(head + block + tail)
+    m, _ = _readme_block(text, study)
+    if m is None:
+        raise Refused(f"{readme}: no '<!-- answers:{study} -->' ... '<!-- /answers:{study} -->' block to fill")
+    block = (f"<!-- answers:{study} from {runs} runs -->\n![{study}: change vs reference]({figure})\n\n{brief}\n\n"
+             f"Every comparison behind these answers: [{Path(details).name}]({details}).\n<!-- /answers:{study} -->")
+    readme.write_text(text[:m.start()] + block + text[m.end():])
+
+
+def check_inputs(params: Params, outputs: Path, cells: list[dict], readme: Path | None,
+                 allow_fewer_runs: bool = False) -> list[str]:
+    """Refuse (`Refused`, one line naming the file) what would make a report lose or falsify
+    what is written: a results folder that does not exist or holds no run of the grid, a
+    damaged run record (`records.RecordError`), a README without the study's answers block, or
+    one whose answers came from more finished runs than there are now (unless
+    `allow_fewer_runs`). Returns the grid's finished runs. Writes nothing."""
+    if not outputs.is_dir():
+        raise Refused(f"results folder {outputs} does not exist (no run to report)")
+    found = records.finished_runs(outputs, [c["run_id"] for c in cells])
+    if not found:
+        raise Refused(f"{outputs} holds no run of {params.study}'s grid ({len(cells)} cells, e.g. "
+                      f"runs/{cells[0]['run_id'] if cells else '?'}): wrong folder or params file?")
+    done = [r for r in found if results.read_json(outputs / "runs" / r / "status.json").get("status") == "done"]
+    if readme is not None:
+        m, before = _readme_block(Path(readme).read_text(), params.study)
+        if m is None:
+            raise Refused(f"{readme}: no '<!-- answers:{params.study} -->' ... '<!-- /answers:{params.study} -->' "
+                          "block to fill")
+        if before is not None and len(done) < before and not allow_fewer_runs:
+            raise Refused(f"{readme}: its {params.study} answers come from {before} finished runs, {outputs} has "
+                          f"{len(done)}: not rewritten from fewer (pass --allow-fewer-runs to do so)")
+    return done
 
 
 def data_dir_is_mirror(params: Params) -> bool:
@@ -379,7 +474,8 @@ def _hide_parameter_cells(notebook: Path) -> None:
 
 
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
-          results_dir: str | Path | None = None, readme: str | Path | None = None) -> Path:
+          results_dir: str | Path | None = None, readme: str | Path | None = None,
+          allow_fewer_runs: bool = False) -> Path:
     """Collect results, execute the analysis notebook, write the generated pages, build.
     `results_dir`: read the runs from there (e.g. committed results) instead of the params
     file's output_dir; nothing is trained or evaluated either way. `readme`: also refresh
@@ -393,8 +489,9 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     outputs = Path(results_dir or params.output_dir).resolve()
     book_dir = Path(book_dir) if book_dir else root / "book"
     gen = book_dir / "generated"
-    gen.mkdir(parents=True, exist_ok=True)
     cells = grid.expand(params, outputs)
+    done = check_inputs(params, outputs, cells, readme, allow_fewer_runs)
+    gen.mkdir(parents=True, exist_ok=True)
     print(f"report: collecting the tables of {len(cells)} cells", flush=True)
     from ftstudy import tuning
 
@@ -413,14 +510,17 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
                 other_precision.append(r)
                 why = rest
             stale[r] = why
-    derived_tables(outputs)
-    front, ans, cit = front_page(params, outputs, gen, stale, len(cells), other_precision)
+    derived = derived_tables(outputs)
+    (gen / "verdicts.md").write_text(verdicts_page(derived["verdicts"]))
+    rates = answers.rates_source(params)
+    front, ans, cit = front_page(params, outputs, gen, stale, len(cells), other_precision, rates)
     (gen / "front.md").write_text(front)
     (outputs / "answers.md").write_text(answers.markdown(ans, cit) + "\n")
     if readme is not None:
         here = Path(readme).resolve().parent
         update_readme(Path(readme), params.study, answers.markdown(ans, cit, brief=True),
-                      os.path.relpath(outputs / "headline.png", here), os.path.relpath(outputs / "answers.md", here))
+                      os.path.relpath(outputs / "headline.png", here), os.path.relpath(outputs / "answers.md", here),
+                      len(done))
     groups = {_cite_label(c["run_ids"]): c["run_ids"] for c in cit.cited if c["run_ids"]}
     (gen / "provenance.md").write_text(provenance_page(outputs, book_dir, {c["run_id"] for c in cells}, stale,
                                                        groups))
@@ -429,7 +529,7 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
     print("report: executing the analysis notebook", flush=True)
     papermill.execute_notebook(
         str(root / "notebooks" / "analysis.ipynb"), str(executed),
-        parameters={"outputs_dir": str(outputs), "study": params.study},
+        parameters={"outputs_dir": str(outputs), "study": params.study, "learning_rates": rates},
         cwd=str(root), progress_bar={"desc": "report: analysis cells", "unit": "cell"},
         extra_arguments=["--IPKernelApp.log_level=ERROR"])
     _hide_parameter_cells(executed)
