@@ -13,7 +13,7 @@ export FTSTUDY_DATA_DIR := $(abspath $(FTSTUDY_DATA_DIR))
 endif
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup lock study grid report book test test-fast lab serve clean bench
+.PHONY: setup lock study grid report book test test-fast services lab serve clean bench
 
 setup: $(VENV)/.installed
 
@@ -63,11 +63,17 @@ report: setup
 book: setup
 	$(PY) -m ftstudy report params/cpu-study.yaml --results results/cpu-study --readme README.md
 
-test: setup
+# Everything: also the browser tests (Debian chromium) and the Slurm tests (a one-node cluster),
+# which `services` installs and starts first (as root on Debian; elsewhere they skip and say why).
+test: setup services
 	$(VENV)/bin/pytest -q
 
+# Without the slow tests (real model, papermill grids, browsers, torchrun, Slurm, report rebuilds).
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
+
+services:
+	bash tests/services.sh
 
 # Every benchmark (about an hour on 2 cores; deletes and regenerates outputs/), then BENCHMARKS.md.
 bench: setup

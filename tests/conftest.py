@@ -26,6 +26,18 @@ def _mirror() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium for the browser tests; `make test` installs it (tests/services.sh)."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Debian chromium is not installed: `make services` installs it (as root), "
+                    "and `make test` runs that first")
+    return path
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = _mirror()
     if d is None:

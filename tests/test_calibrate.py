@@ -30,6 +30,7 @@ def test_estimate_adds_startup_items_steps_and_curve_points():
     assert calibrate.estimate(trial, _cal()) == pytest.approx(12 + 6 * 0.5 + 16)  # scored like gsm8k_nll
 
 
+@pytest.mark.slow
 def test_calibration_gives_a_dry_run_estimate_before_any_cell_ran(tmp_path, data_dir, tiny_model_dir,
                                                                    monkeypatch):
     monkeypatch.setenv("FTSTUDY_CACHE", str(tmp_path / "cache"))

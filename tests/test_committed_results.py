@@ -6,8 +6,12 @@ import shutil
 
 import pandas as pd
 
+import pytest
+
 from conftest import ROOT
 from ftstudy import grid, params, report
+
+pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
 
 RESULTS = ROOT / "results" / "cpu-sweep"
 

@@ -48,6 +48,7 @@ def _max_gap(run_a, run_b):
     return max(gaps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", IDENTITY_AT_INIT)
 def test_zero_step_control_equals_its_reference(method, tiny_model_dir, data_dir, tmp_path):
     reference = methods.reference_for(method, methods.resolve(method)["load"])
@@ -136,6 +137,7 @@ def _answer_loglik(model, tok, prompt, answer):
     return float(logp[positions, cont].sum())
 
 
+@pytest.mark.slow
 def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, data_dir, tmp_path):
     """End to end through the method notebooks (bf16 model): each run's per-item scores equal
     its saved artifact's, loaded in fp32 and unmerged. Catches a cast or merge in a notebook

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from ftstudy import data, launch, methods, train
 
+pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
+
 TINY = lambda d: {"name": "tiny", "source": {"path": str(d)}, "dtype": "float32"}  # noqa: E731
 TRAINING = {"max_steps": 4, "batch_size": 4, "max_length": 96, "learning_rate": 1e-3}
 

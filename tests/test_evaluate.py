@@ -21,6 +21,7 @@ def test_local_task_includes_upstream_and_overrides_only_data(data_dir, tmp_path
     assert "doc_to_text" not in cfg and "metric_list" not in cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(EVAL["tasks"]))
 def test_kit_equals_lm_eval_cli(task, tiny_model_dir, data_dir, tmp_path):
     settings = EVAL["tasks"][task]

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
+
 TIMEOUT_S = 600
 
 
@@ -54,10 +56,7 @@ def _tiny_parameters(model_dir: Path, run_dir: Path) -> str:
         'run_id = "lab-test"'])
 
 
-def test_lora_notebook_runs_through_the_jupyterlab_ui(tiny_model_dir, data_dir, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("Debian chromium is not installed (.ci/run installs it)")
+def test_lora_notebook_runs_through_the_jupyterlab_ui(tiny_model_dir, data_dir, tmp_path, chromium):
     from playwright.sync_api import sync_playwright
 
     folder = tmp_path / "notebooks"

@@ -14,6 +14,8 @@ import pytest
 from ftstudy import grid, params
 from conftest import ROOT, write_params
 
+pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
+
 
 def _ftstudy(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "ftstudy", *map(str, args)], capture_output=True,

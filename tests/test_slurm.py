@@ -1,7 +1,7 @@
 """The grid on a real Slurm cluster (one node, with accounting), through submitit.
 
-CI starts the cluster with `bench/slurm_cluster.sh start`; where no cluster answers, these
-tests are skipped and the reason is printed in pytest's summary (-ra).
+`make test` starts the cluster first (tests/services.sh, `make services` alone); where no
+cluster answers, these tests are skipped and the reason is printed in pytest's summary (-ra).
 """
 import json
 import shutil
@@ -17,18 +17,20 @@ from conftest import write_params
 
 def _cluster_missing() -> str | None:
     if shutil.which("sbatch") is None:
-        return "no Slurm client on PATH (start a one-node cluster: bash bench/slurm_cluster.sh start)"
+        return "no Slurm client on PATH: `make services` installs and starts a one-node cluster (as root)"
     info = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     if info.returncode != 0 or not {"idle", "mixed", "allocated"} & set(info.stdout.split()):
-        return f"Slurm controller or node not answering: {(info.stderr or info.stdout).strip()[:200]}"
+        return (f"Slurm controller or node not answering: {(info.stderr or info.stdout).strip()[:200]} "
+                "(`make services` starts them)")
     acct = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True)
     if acct.returncode != 0:
-        return f"Slurm accounting (sacct) unavailable: {acct.stderr.strip()[:200]}"
+        return f"Slurm accounting (sacct) unavailable: {acct.stderr.strip()[:200]} (`make services` starts it)"
     return None
 
 
 MISSING = _cluster_missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"Slurm test skipped: {MISSING}")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(MISSING is not None, reason=f"Slurm test skipped: {MISSING}")]
 SLURM = {"kind": "slurm", "slurm": {"time_min": 10, "cpus_per_task": 1, "mem_gb": 2}}
 
 

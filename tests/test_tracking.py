@@ -2,6 +2,8 @@
 event files in its run folder with the training loss curve and the evaluation scores."""
 import json
 
+import pytest
+
 from conftest import write_params
 from ftstudy import grid, params
 
@@ -18,6 +20,7 @@ def _scalars(folder):
     return tags
 
 
+@pytest.mark.slow
 def test_a_tensorboard_run_has_the_loss_curve_and_the_scores(tmp_path, data_dir, tiny_model_dir):
     ev = {"batch_size": 4, "tasks": {"gsm8k_nll": {"limit": 4}, "hellaswag": {"limit": 4}}}
     path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),

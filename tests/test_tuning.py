@@ -159,6 +159,7 @@ def _lora(model_dir, data_dir, out, eval_every):
     return tuned, tok, ev, cost
 
 
+@pytest.mark.slow
 def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evaluation(
         tiny_model_dir, data_dir, tmp_path):
     plain, *_ = _lora(tiny_model_dir, data_dir, tmp_path / "plain", eval_every=0)

@@ -232,18 +232,27 @@ def verdicts_page(verdicts_table) -> str:
         return "\n".join(lines + ["No comparison has been made yet."])
     counts = verdicts_table["verdict"].value_counts()
     lines += ["Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in verdicts.VERDICTS if v in counts) + ".", ""]
-    cols = ["id", "comparison", "model", "train_data", "train_size", "seed", "task", "metric", "seeds", "n",
-            "estimate", "ci_low", "ci_high", "p_adjusted", "training_noise", "verdict", "why"]
+    cols = ["id", "comparison", "task", "seeds", "n", "estimate", "interval", "p (Holm)", "verdict"]
 
-    def cell(v, col):
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.3g}" if col in ("p_adjusted",) else f"{v:+.4f}" if col in (
-                "estimate", "ci_low", "ci_high") else f"{v:.4g}"
-        return html.escape(str(v))
+    def num(v, f):
+        return "" if pd.isna(v) else format(v, f)
 
-    rows = [f'<tr id="{html.escape(r["id"])}">' + "".join(f"<td>{cell(r[c], c)}</td>" for c in cols) + "</tr>"
-            for _, r in verdicts_table.iterrows()]
-    lines += ['<div class="verdicts-table" style="overflow-x: auto"><table>',
+    def where(r):
+        size = "" if pd.isna(r["train_size"]) else f", {r['train_size']:g} examples"
+        seed = "" if pd.isna(r["seed"]) else f", seed {r['seed']:g}"
+        data = "" if pd.isna(r["train_data"]) else f", {r['train_data']}"
+        return f"{r['comparison']} ({r['model']}{data}{size}{seed})"
+
+    rows = []
+    for _, r in verdicts_table.iterrows():
+        cells = [r["id"], where(r), f"{r['task']} ({r['metric']})", num(r["seeds"], "g"), num(r["n"], "g"),
+                 num(r["estimate"], "+.4f"), f"[{num(r['ci_low'], '+.4f')}, {num(r['ci_high'], '+.4f')}]"
+                 if not pd.isna(r["ci_low"]) else "none", num(r["p_adjusted"], ".2g"), r["verdict"]]
+        rows.append(f'<tr id="{html.escape(str(r["id"]))}" title="{html.escape(str(r["why"]))}">'
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    lines += ["Hover a row for why its verdict is what it is.", "",
+              '<div class="verdicts-table"><table style="width: 100%; table-layout: fixed; font-size: 0.78em; '
+              'overflow-wrap: anywhere">',
               "<thead><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr></thead>", "<tbody>", *rows,
               "</tbody></table></div>", ""]
     return "\n".join(lines)

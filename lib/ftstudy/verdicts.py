@@ -158,7 +158,7 @@ def table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             what = df["comparison"] + ": " + df["method"] + " vs " + df["reference"].astype(str)
             other = df["reference"]
         elif name == "contrasts":
-            what = df["factor"] + ": " + df["method"].fillna("").astype(str) + " " + df["from"].astype(str) + " → " \
+            what = df["factor"] + ": " + df["method"].astype(object).fillna("").astype(str) + " " + df["from"].astype(str) + " → " \
                 + df["to"].astype(str)
             other = df["from"].astype(str) + " → " + df["to"].astype(str)
         elif name == "matched":
