@@ -105,27 +105,30 @@ def _answers(outputs) -> str:
 
 def test_generated_sentences_follow_the_numbers(synthetic):
     text = _answers(synthetic)
-    assert "**mmlu_high_school_computer_science** (accuracy, 200 items): lora +0.15 [+0.10, +0.20] (separated)" in text
-    assert "ia3 +0.00 [-0.02, +0.02] (inside the noise)" in text
-    assert "On its target gsm8k_nll, lora (separated) and ia3 (separated) improved." in text
-    assert "lora learned most: against the runner-up ia3 the gap is separated" in text
-    assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (separated)" in text
+    # one seed: shown with its items' verdict, never called separated; accuracy beside p(correct)
+    assert "**mmlu_high_school_computer_science** (p(correct choice), 200 items): lora +0.045 [" in text
+    assert "accuracy beside it (acc): ia3 +0.00 [-0.02, +0.02] (inside the noise); lora +0.15 [+0.10, +0.20] " \
+           "(single seed)" in text
+    assert "On its target gsm8k_nll, lora (single seed) and ia3 (single seed) changed on the items but ran one seed" in text
+    assert "lora has the largest point estimate; against the runner-up ia3 the verdict on the gap is single seed" in text
+    assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (single seed)" in text
+    assert "(separated" not in text
     paired = analysis.load_paired(synthetic)
     lf = analysis.learning_forgetting(paired, "nll")
     lora = lf[lf["method"] == "lora"].iloc[0]
     assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
-    assert lora["learned"] and lora["forgot_on"] == "alpaca_nll"
+    assert not lora["learned"] and lora["forgot_on"] == ""  # one seed: not separated
     assert set(lf[lf["pareto"]]["method"]) == {"lora", "ia3"}  # ia3 forgets less, lora learns more
 
 
 def test_sentences_change_when_results_change(synthetic):
     agg = pd.read_csv(synthetic / "aggregated.csv")
-    m = (agg["method"] == "lora") & (agg["metric"] == "acc") & (agg["comparison"] == "vs base")
-    agg.loc[m, ["mean_diff", "ci_low", "ci_high"]] = [-0.15, -0.21, -0.09]
+    m = (agg["method"] == "lora") & (agg["metric"] == "p_correct") & (agg["comparison"] == "vs base")
+    agg.loc[m, ["mean_diff", "ci_low", "ci_high", "seeds"]] = [-0.045, -0.06, -0.03, 3]
     agg.to_csv(synthetic / "aggregated.csv", index=False)
     text = _answers(synthetic)
-    assert "lora -0.15 [-0.21, -0.09] (separated)" in text
-    assert "lora on mmlu_high_school_computer_science -0.15 [-0.21, -0.09] (separated)" in text  # a loss
+    assert "lora -0.045 [-0.060, -0.030] (separated)" in text
+    assert "lora on mmlu_high_school_computer_science -0.045 [-0.060, -0.030] (separated)" in text  # a loss
 
 
 def test_grid_limits_are_said_plainly(synthetic):
@@ -194,7 +197,7 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     agg = analysis.load_paired(tmp_path)
     row = agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")].iloc[0]
     assert len(agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")]) == 1
-    assert row["seeds"] == 3 and row["interval"] == "seeds then items"
+    assert row["seeds"] == 3 and row["interval"] == "seeds x items"
     assert row["mean_diff"] == pytest.approx(-0.15)
     assert row["ci_low"] < -0.15 < row["ci_high"] and row["ci_high"] - row["ci_low"] > 0.05  # seed spread
     text = _answers(tmp_path)
@@ -202,21 +205,21 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     assert len(pd.read_csv(tmp_path / "paired.csv").query("task == 'gsm8k_nll' and metric == 'bits_per_byte'")) == 3
 
 
-def test_seeds_share_their_items_in_the_bootstrap_and_the_test():
+def test_seeds_share_their_items_in_the_interval_and_the_test():
     """Seeds score the same items: repeating one seed's differences must not make a
     difference look surer (it would if items were resampled independently per seed)."""
     rng = np.random.default_rng(4)
     d = rng.normal(0.05, 0.5, 60)
     one = stats.paired(pd.DataFrame({"doc_id": range(60), "metric": "m", "value": 0.0}),
                        pd.DataFrame({"doc_id": range(60), "metric": "m", "value": d}), "m")
-    three = stats.seeds_then_items([d, d, d])
+    three = stats.crossed([d, d, d])
     assert three["p_value"] == pytest.approx(one["p_value"], abs=0.02)
     assert three["ci_high"] - three["ci_low"] == pytest.approx(one["ci_high"] - one["ci_low"], rel=0.15)
     # 0/1 items, 3 of 4 gained in each of 3 seeds: still inside the noise (as McNemar says for one).
     gained = np.array([1.0, 1.0, 1.0, 0.0])
-    assert stats.seeds_then_items([gained] * 3)["p_value"] >= 0.05
+    assert stats.crossed([gained] * 3)["p_value"] >= 0.05
     # every item +1 in every seed: no interval to report
-    assert np.isnan(stats.seeds_then_items([np.ones(5), np.ones(5)])["ci_low"])
+    assert np.isnan(stats.crossed([np.ones(5), np.ones(5)])["ci_low"])
 
 
 def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
@@ -270,7 +273,7 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     paired = analysis.load_paired(tmp_path)
     lf = analysis.learning_forgetting(paired, "nll")
     assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
-    assert "lora -0.050 (no interval) (separated); its training mix replays alpaca_nll's source data" in _answers(tmp_path)
+    assert "lora -0.050 (no interval) (single seed); its training mix replays alpaca_nll's source data" in _answers(tmp_path)
 
 
 def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
@@ -284,7 +287,7 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     results.write_json(tmp_path / "runs" / "pt0" / "metrics.json", {**metrics, "cell": cell})
     tables.collect(tmp_path)
     text = _answers(tmp_path)
-    assert "prompt_tuning +0.300 (no interval) (separated); at 0 steps (its control, one initialisation) already +0.250" in text
+    assert "prompt_tuning +0.300 (no interval) (single seed); at 0 steps (its control, one initialisation) already +0.250" in text
     table = analysis.controls(tmp_path, analysis.load_table(tmp_path, "paired"))
     assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]
 

@@ -268,13 +268,15 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
     assert "the order of point estimates changed" in text and "ia3 (largest)" in text
     unchanged = summary.assign(validation_bpb_default=summary["method"].map({"ia3": 1.3, "lora": 1.5}))  # ia3 ahead at both
     assert "the same order" in " ".join(answers.tuning_lines(unchanged))
-    # a flip is claimed only where the paired test separates the pair at both rates, opposite signs
-    ident = dict(model="m", train_data="gsm8k", train_size=8, seed=0, method="ia3", other="lora")
+    # a flip is claimed only where the pair is separated at both rates (several seeds), opposite signs
+    ident = dict(model="m", train_data="gsm8k", train_size=8, seed=0, method="ia3", other="lora", seeds=3)
     pairs = pd.DataFrame([{**ident, "rates": "default", "difference": 0.1, "p_adjusted": 0.01, "significant": True},
                           {**ident, "rates": "chosen", "difference": -0.2, "p_adjusted": 0.01, "significant": True}])
     assert "lora ahead of ia3 at the configured rates, behind at the chosen ones" in " ".join(answers.tuning_lines(summary, pairs))
     noisy = pairs.assign(significant=[True, False], p_adjusted=[0.01, 0.2])
     assert "No pair of methods reversed its order" in " ".join(answers.tuning_lines(summary, noisy))
+    one_seed = pairs.assign(seeds=1)  # one seed: training randomness unmeasured, no flip claimed
+    assert "is not tested" in " ".join(answers.tuning_lines(summary, one_seed))
 
 
 def test_export_refuses_a_destination_overlapping_the_outputs(tmp_path):

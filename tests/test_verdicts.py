@@ -16,23 +16,21 @@ STUDY = ROOT / "results" / "cpu-study"
 
 
 def _row(**kw):
-    base = dict(mean_diff=-0.1, ci_low=-0.15, ci_high=-0.05, p_adjusted=0.001, significant=True,
-                training_noise=np.nan)
+    base = dict(mean_diff=-0.1, ci_low=-0.15, ci_high=-0.05, p_adjusted=0.001, significant=True, seeds=3)
     return pd.Series({**base, **kw})
 
 
 def test_one_rule_gives_each_verdict():
     assert verdicts.decide(_row())[0] == verdicts.SEPARATED
-    assert verdicts.decide(_row(training_noise=0.12))[0] == verdicts.TRAINING_NOISE  # |0.1| <= 0.12
-    assert verdicts.decide(_row(training_noise=0.08))[0] == verdicts.SEPARATED
+    assert verdicts.decide(_row(seeds=1))[0] == verdicts.SINGLE_SEED  # training randomness unmeasured
+    assert verdicts.decide(_row(seeds=np.nan))[0] == verdicts.SINGLE_SEED  # matched forgetting: one seed's curve
     assert verdicts.decide(_row(p_adjusted=0.2, significant=False))[0] == verdicts.NOT_AFTER_HOLM
     assert verdicts.decide(_row(p_adjusted=0.2, significant=False, ci_high=0.01))[0] == verdicts.INSIDE
     # a significant test whose interval crosses zero (seeds' bootstrap wider than the item test) is not separated
     assert verdicts.decide(_row(ci_high=0.01))[0] == verdicts.INSIDE
     assert verdicts.decide(_row(p_adjusted=np.nan, significant=False))[0] == verdicts.NOT_TESTED
     assert verdicts.decide(_row(), learned=False)[0] == verdicts.CANNOT_TELL
-    # every comparison table's estimate column counts for the noise bound
-    assert verdicts.decide(_row(mean_diff=np.nan, difference=-0.1, training_noise=0.2))[0] == verdicts.TRAINING_NOISE
+    assert verdicts.decide(_row(seeds=1, p_adjusted=0.2, significant=False))[0] == verdicts.NOT_AFTER_HOLM
 
 
 def test_a_factor_with_an_untrained_side_cannot_be_told():
@@ -41,12 +39,12 @@ def test_a_factor_with_an_untrained_side_cannot_be_told():
     def target(method, model, diff, sig):
         return dict(comparison="vs base", model=model, method=method, reference="base", train_data="gsm8k",
                     train_size=16, target_nll="gsm8k_nll", task="gsm8k_nll", metric="bits_per_byte",
-                    headline=True, seeds=1, n=32, mean_diff=diff, ci_low=diff - 0.02, ci_high=diff + 0.02,
+                    headline=True, seeds=3, n=32, mean_diff=diff, ci_low=diff - 0.02, ci_high=diff + 0.02,
                     p_adjusted=0.001 if sig else 0.5, significant=sig)
     agg = pd.DataFrame([target("full", "a", -0.2, True), target("full", "b", 0.01, False),
                         target("lora", "a", -0.1, True), target("lora", "b", -0.3, True)])
     contrasts = pd.DataFrame([dict(factor="model", method=m, model=np.nan, train_data="gsm8k", train_size=16,
-                                   **{"from": "a", "to": "b"}, task="gsm8k_nll", metric="bits_per_byte", seeds=1,
+                                   **{"from": "a", "to": "b"}, task="gsm8k_nll", metric="bits_per_byte", seeds=3,
                                    n=32, mean_diff=0.2, ci_low=0.1, ci_high=0.3, p_adjusted=0.001, significant=True)
                               for m in ("full", "lora")])
     t = verdicts.annotate({"aggregated": agg, "contrasts": contrasts})

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ftstudy import analysis, stats, verdicts
+from ftstudy import analysis, measures, stats, verdicts
+from ftstudy.evaluate import headline_metric
 from ftstudy.methods import REFERENCES
-from ftstudy.verdicts import CONDITION, SEPARATED, TRAINING_NOISE, CANNOT_TELL
+from ftstudy.verdicts import CANNOT_TELL, CONDITION, SEPARATED, SINGLE_SEED
 
 QUESTIONS = {
     "q1": "Which method changes which task, and by how much?",
@@ -28,7 +29,7 @@ QUESTIONS = {
 }
 # Two-sided 5% test with 80% power: the smallest true difference a paired test detects is
 # about (1.96 + 0.84) standard errors of the mean difference.
-MDE_FACTOR = 1.96 + 0.84
+MDE_FACTOR = 1.959964 + 0.841621  # the normal quantiles at 97.5% and 80%
 # An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
 BLIND_ACCURACY = 0.2
 PLACES = " (the two methods change places: each side's own test separates them)"
@@ -87,37 +88,76 @@ class Citations:
                 f"{self.num(table, row, 'ci_high', fmt)}]")
 
 
-def detectable(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and task (headline metric, vs the reference): the minimum detectable
-    difference, MDE_FACTOR times the median standard error of the methods' paired mean
-    differences (read from the width of their 95% intervals; for an accuracy, bounded below as
-    explained inline), and `mde_max` from the largest
-    (the least sensitive method: what "no method lost" can claim). Smaller true changes are
-    likely to be called "inside the noise". Against the reference, not between two methods
-    (whose difference has both methods' noise)."""
+def _total_se(rows: pd.DataFrame, keys: list[str], borrow: bool = False) -> pd.DataFrame:
+    """Each comparison's standard error with training randomness in it, and the factor from a
+    standard error to the change detected with 80% power at a two-sided 5% level. Several
+    seeds: its own (`stats.crossed`, t quantiles at its degrees of freedom). One seed: its item
+    standard error plus the seed variance measured on the same task and metric by the
+    comparisons that had seeds, or (`borrow`) the row's own `seed_var` as filled in by the
+    caller (`training_randomness` says which)."""
+    from scipy import stats as sps
+
+    out = rows.copy()
+    se = out["se"] if "se" in out else pd.Series(np.nan, index=out.index)
+    out["se"] = se.fillna((out["ci_high"] - out["ci_low"]) / (2 * 1.96))  # tables built before `se`
+    seeded = out["seeds"].fillna(1) >= 2
+    seed_var = out["seed_var"] if "seed_var" in out else pd.Series(np.nan, index=out.index)
+    pooled = seed_var[seeded].groupby([out.loc[seeded, k] for k in keys]).median() if seeded.any() else None
+    borrowed = [r["seed_var"] if borrow else pooled.get(tuple(r[k] for k in keys), np.nan)
+                if borrow or pooled is not None else np.nan for _, r in out.iterrows()]
+    out["training_randomness"] = np.where(seeded, "measured", np.where(pd.notna(borrowed), "from seeded comparisons",
+                                                                       "not included"))
+    out.loc[~seeded, "se"] = np.sqrt(out.loc[~seeded, "se"] ** 2 + np.nan_to_num(np.array(borrowed)[~seeded.to_numpy()]))
+    df = (out["df"] if "df" in out else pd.Series(np.nan, index=out.index)).where(seeded, np.inf).fillna(np.inf)
+    out["power_factor"] = sps.t.ppf(0.975, df) + sps.t.ppf(0.8, df)
+    return out
+
+
+def detectable(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The smallest change a verdict would likely call separated (80% power, two-sided 5%),
+    training randomness included (`_total_se`): per configuration and task against the
+    reference (`comparison` "vs base"; `mde` the median over methods, `mde_max` the least
+    sensitive method: what "no method lost" can claim), and per factor's change of the gap
+    between two methods (`comparison` "method x <factor>"). Before Holm's correction, which
+    needs larger changes. For an accuracy, bounded below as explained inline."""
     if aggregated.empty:
         return pd.DataFrame()
     vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
-    vs["se"] = (vs["ci_high"] - vs["ci_low"]) / (2 * 1.96)
+    vs = _total_se(vs, ["task", "metric"])
     # Accuracy: a method no item of which changed has no interval, which says nothing of its
     # sensitivity: it counts with the difference two independent runs at p = 0.5 could detect
     # on n items (conservative for paired items); one with a few changed items has a narrow
     # interval, but no paired test on n items (each the mean of S seeds) detects less than
     # `min_paired_detectable(n) / S`; and no accuracy changes by more than the whole scale.
-    acc = vs["metric"] != "bits_per_byte"
+    acc = vs["metric"].map(measures.binary).astype(bool)
     unmeasured = acc & vs["se"].isna()
     vs.loc[unmeasured, "se"] = [stats.min_detectable_difference(int(n)) / MDE_FACTOR for n in vs.loc[unmeasured, "n"]]
     floor = [stats.min_paired_detectable(int(n)) / max(int(s), 1) / MDE_FACTOR
              for n, s in zip(vs.loc[acc, "n"], vs.loc[acc, "seeds"].fillna(1))]
     vs.loc[acc, "se"] = np.maximum(vs.loc[acc, "se"].to_numpy(dtype=float), floor)
+    vs["mde_one"] = vs["power_factor"] * vs["se"]
     keys = ["model", "train_data", "train_size", "task", "metric"]
-    out = vs.groupby(keys, dropna=False).agg(n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"),
-                                             se_max=("se", "max"))
-    out["mde"], out["mde_max"] = MDE_FACTOR * out["se"], MDE_FACTOR * out["se_max"]
-    binary = out.index.get_level_values("metric") != "bits_per_byte"
+    out = vs.groupby(keys, dropna=False).agg(
+        n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"), mde=("mde_one", "median"),
+        mde_max=("mde_one", "max"), training_randomness=("training_randomness", lambda x: ", ".join(sorted(set(x)))))
+    binary = out.index.get_level_values("metric").map(measures.binary).to_numpy(dtype=bool)
     for col in ("mde", "mde_max"):
         out[col] = np.where(binary, np.minimum(out[col], 1.0), out[col])
-    return out.reset_index()
+    out = out.reset_index().assign(comparison="vs base")
+    if contrasts is not None and not contrasts.empty and "se" in contrasts:
+        k = contrasts[contrasts["factor"].astype(str).str.startswith("method x ")].copy()
+        if len(k):  # a single-seed gap of four runs borrows four times a seeded method's seed variance
+            seeded = vs[vs["seeds"].fillna(1) >= 2]
+            if "seed_var" in seeded and seeded["seed_var"].notna().any():
+                pooled = seeded.groupby(["task", "metric"])["seed_var"].median()
+                k["seed_var"] = [4 * pooled.get((t, m), np.nan) for t, m in zip(k["task"], k["metric"])]
+            k = _total_se(k.assign(seeds=k["seeds"].where(k["seeds"] >= 2, 1)), ["task", "metric"], borrow=True)
+            k["mde"] = k["mde_max"] = k["power_factor"] * k["se"]
+            k["comparison"] = k["factor"]
+            out = pd.concat([out, k[["comparison", "method", "model", "train_data", "train_size", "from", "to",
+                                     "task", "metric", "n", "seeds", "se", "mde", "mde_max",
+                                     "training_randomness"]]], ignore_index=True)
+    return out
 
 
 def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> tuple | None:
@@ -146,12 +186,7 @@ def _text(value) -> str:
     return str(int(num)) if not pd.isna(num) and float(num).is_integer() else str(value)
 
 
-def _unit(metric: str) -> str:
-    return "bits/byte" if metric == "bits_per_byte" else "accuracy"
-
-
-def _fmt(metric: str) -> str:
-    return "+.3f" if metric == "bits_per_byte" else "+.2f"
+_unit, _fmt = measures.unit, measures.fmt
 
 
 def _separated(row) -> bool:
@@ -161,12 +196,10 @@ def _separated(row) -> bool:
 
 def _tag(row, c: "Citations", table: str, i, inline: bool = False, direction: bool = False) -> str:
     """The verdict after an interval, linked to its row: "separated" (with `direction`, also
-    whether the task came out better or worse); "within training noise" with the size the
-    seed alone moves it by; "not significant after Holm's correction"; "inside the noise";
-    "cannot be told". In parentheses, or after a comma when `inline` (already inside ones)."""
+    whether the task came out better or worse); "single seed"; "not significant after Holm's
+    correction"; "inside the noise"; "cannot be told". In parentheses, or after a comma when
+    `inline` (already inside ones)."""
     text = c.verdict(table, i)
-    if row["verdict"] == TRAINING_NOISE and not pd.isna(row.get("training_noise")):
-        text += f": the seed alone moves it by up to ±{c.num(table, i, 'training_noise', '.3f')}"
     if direction and _separated(row):
         text += "; " + _direction(row)
     return f", {text}" if inline else f" ({text})"
@@ -175,13 +208,13 @@ def _tag(row, c: "Citations", table: str, i, inline: bool = False, direction: bo
 def _whole_scale(detectable_row) -> bool:
     """An accuracy on too few items for any paired test to reject "no change", even with every
     item changed one way (`stats.min_paired_detectable` above 1)."""
-    return (detectable_row["metric"] != "bits_per_byte"
+    return (measures.binary(detectable_row["metric"])
             and stats.min_paired_detectable(int(detectable_row["n"])) > 1)
 
 
 def _direction(row) -> str:
     """Whether a change came out better or worse (lower bits/byte and higher accuracy are better)."""
-    better = row["mean_diff"] < 0 if row["metric"] in stats.LOWER_IS_BETTER else row["mean_diff"] > 0
+    better = row["mean_diff"] < 0 if measures.lower_is_better(row["metric"]) else row["mean_diff"] > 0
     return "better" if better else "worse"
 
 
@@ -219,27 +252,42 @@ def q1(c: Citations, main: tuple) -> list[str]:
            "bits/byte and higher accuracy are better:"]
     for task, g in vs.groupby("task", sort=False):
         metric = g["metric"].iloc[0]
-        g = g.assign(order=g["mean_diff"] * (1 if metric == "bits_per_byte" else -1)).sort_values("order")
+        g = g.assign(order=g["mean_diff"] * (1 if measures.lower_is_better(metric) else -1)).sort_values("order")
         parts = _listing(c, "aggregated", g, "method", "no item changed for", lambda r: _fmt(r["metric"]),
                          extra=lambda i, r: _beside(c, i, r))
-        m = mde[(mde["model"] == model) & (mde["train_data"] == label) & (mde["train_size"] == size)
-                & (mde["task"] == task)]
-        f = ".3f" if metric == "bits_per_byte" else ".2f"
+        m = mde[(mde["comparison"] == "vs base") & (mde["model"] == model) & (mde["train_data"] == label)
+                & _same(mde["train_size"], size) & (mde["task"] == task)]
+        f = _fmt(metric).lstrip("+")
         j = m.index[0]
         spread = (f" (median over methods; {c.num('detectable', j, 'mde_max', f)} for the least sensitive)"
                   if format(m.loc[j, "mde"], f) != format(m.loc[j, "mde_max"], f) else "")
         n = c.num("aggregated", g.index[0], "n", "d")
         detect = (f"; changes smaller than about {c.num('detectable', j, 'mde', f)} {_unit(metric)}{spread} "
                   "are unlikely to be detected against the reference (before Holm's correction, which needs larger "
-                  "ones)") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
+                  f"ones; training randomness {_randomness(m.loc[j])})") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         if len(m) and _whole_scale(m.loc[j]):
             detect = f"; with {n} items no change could be detected against the reference"
-        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + ".")
+        acc = agg[(agg["comparison"] == "vs base") & (agg["model"] == model) & (agg["train_data"] == label)
+                  & (agg["train_size"] == size) & (agg["task"] == task) & (agg["metric"] == headline_metric(task))
+                  & (agg["metric"] != metric)]
+        beside = ("; accuracy beside it (" + acc["metric"].iloc[0] + "): " + _listing(
+            c, "aggregated", acc, "method", "no item changed for", lambda r: _fmt(r["metric"])) if len(acc) else "")
+        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + beside + ".")
     best = _best_on_target(c, vs, main)
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
     if best.startswith(prefix):  # the lead already named the target
         best = "Of all methods, " + best[len(prefix):]
     return [_lead_q1(c, vs) + " " + best + _quantised_net(c, main)] + out
+
+
+def _randomness(detectable_row) -> str:
+    """How a detectable change counts training randomness, in words."""
+    kinds = str(detectable_row.get("training_randomness") or "")
+    if kinds == "measured":
+        return "included, measured on each method's seeds"
+    if "not included" in kinds:
+        return "not included for the single-seed methods: no comparison of this task ran several seeds"
+    return "included: measured on the seeds, or for a single-seed method assumed as the seeded methods'"
 
 
 def _beside(c: Citations, i, r) -> str:
@@ -294,8 +342,11 @@ def _lead_q1(c: Citations, vs: pd.DataFrame) -> str:
     named = lambda rows: _names(f"{r['method']} ({c.verdict('aggregated', i)})" for i, r in rows)
     gained = [(i, r) for i, r in t.iterrows() if _separated(r) and r["mean_diff"] < 0]
     worse = [(i, r) for i, r in t.iterrows() if _separated(r) and r["mean_diff"] > 0]
-    rest = [(i, r) for i, r in t.iterrows() if not _separated(r)]
+    single = [(i, r) for i, r in t.iterrows() if r["verdict"] == SINGLE_SEED]
+    rest = [(i, r) for i, r in t.iterrows() if not _separated(r) and r["verdict"] != SINGLE_SEED]
     parts = ([f"{named(gained)} improved"] if gained else []) + ([f"{named(worse)} got worse"] if worse else [])
+    parts += [f"{named(single)} changed on the items but ran one seed, so training randomness is not in their "
+              "intervals"] if single else []
     parts += [f"{named(rest)} did not improve detectably"] if rest else []
     return f"On its target {target}, " + "; ".join(parts) + "."
 
@@ -319,7 +370,7 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
     r = pair.loc[i]
     head = (f"On its target {target}, {first} learned most: against the runner-up {second}" if _separated(r)
             else f"On its target {target}, {first} has the largest point estimate; against the runner-up {second}")
-    return (f"{head} the gap is {c.verdict('contrasts', i)}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
+    return (f"{head} the verdict on the gap is {c.verdict('contrasts', i)}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
             f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
             f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
             f"{c.num('contrasts', i, 'p_adjusted', '.2g')}{_tag(r, c, 'contrasts', i, inline=True)}.")
@@ -332,12 +383,13 @@ def q2(c: Citations, main: tuple) -> list[str]:
              & (agg["train_data"] == label) & (agg["train_size"] == size)]
     target = vs["target_nll"].dropna().iloc[0] if vs["target_nll"].notna().any() else None
     other = vs[vs["task"] != target]
-    loss = np.where(other["metric"] == "bits_per_byte", other["mean_diff"] > 0, other["mean_diff"] < 0)
-    worse = other[[_separated(r) for _, r in other.iterrows()] & loss] if len(other) else other
+    loss = np.where(other["metric"].map(measures.lower_is_better), other["mean_diff"] > 0, other["mean_diff"] < 0)
+    worse = other[[r["verdict"] in (SEPARATED, SINGLE_SEED) for _, r in other.iterrows()] & loss] \
+        if len(other) else other
     mde = c.tables["detectable"]
-    mde = mde[(mde["model"] == model) & (mde["train_data"] == label) & _same(mde["train_size"], size)
-              & (mde["task"] != target)] if not mde.empty else mde
-    blind = mde[(mde["metric"] != "bits_per_byte") & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
+    mde = mde[(mde["comparison"] == "vs base") & (mde["model"] == model) & (mde["train_data"] == label)
+              & _same(mde["train_size"], size) & (mde["task"] != target)] if not mde.empty else mde
+    blind = mde[mde["metric"].map(measures.binary) & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
     out, lead = [], []
     seeing = mde[~mde.index.isin(blind.index)] if not mde.empty else mde
     if len(blind):
@@ -346,7 +398,7 @@ def q2(c: Citations, main: tuple) -> list[str]:
             else f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
-        sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', '.3f' if r['metric'] == 'bits_per_byte' else '.2f')} "
+        sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', _fmt(r['metric']).lstrip('+'))} "
                          f"{_unit(r['metric'])} would likely have been detected for every method (before Holm's correction, "
                          "which needs larger ones)" for i, r in seeing.iterrows())
         lead.append(f"Trained on {label}, no method showed a loss that its paired test detects on the other tasks "
@@ -555,13 +607,14 @@ def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str)
     for i, r in k.iterrows():
         first, second = (m.strip() for m in str(r["method"]).split(" - "))
         failed = _untrained(c, r, factor, main, where)
-        word = {SEPARATED: "yes", TRAINING_NOISE: "not beyond training noise",
+        word = {SEPARATED: "yes", SINGLE_SEED: "single seed",
                 CANNOT_TELL: "cannot be told"}.get(r["verdict"], "not detectably")
         head = (f"For {first} and {second} on {target} (seeds: {c.num('contrasts', i, 'seeds', 'd')}), "
                 f"{c.verdict('contrasts', i, word)}: {first}'s change minus {second}'s, each vs its own reference, moved from "
                 f"{c.num('contrasts', i, 'change_from')} to {c.num('contrasts', i, 'change_to')} bits/byte "
                 f"{where.format(c.num('contrasts', i, 'to', ''))} (change {c.interval('contrasts', i)}"
                 f"{_tag(r, c, 'contrasts', i, inline=True)})")
+        head += _detectable_gap(c, r)
         if failed:
             head += (f", but {failed}, so the gap compares a trained method with an untrained one; "
                      f"it needs a learning rate that trains both")
@@ -569,6 +622,21 @@ def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str)
             head += ", and the two methods change places: each side's own test separates them"
         parts.append(head)
     return "; ".join(parts) + "."
+
+
+def _detectable_gap(c: Citations, r) -> str:
+    """'; a change of the gap smaller than about X ... would likely not be detected' for a
+    factor's change of the gap between two methods (`detectable`, comparison "method x ...")."""
+    m = c.tables["detectable"]
+    if m.empty or "from" not in m:
+        return ""
+    m = m[(m["comparison"] == r["factor"]) & (m["method"] == r["method"]) & (m["task"] == r["task"])
+          & _same(m["from"], r["from"]) & _same(m["to"], r["to"])]
+    if m.empty or pd.isna(m["mde"].iloc[0]):
+        return ""
+    j = m.index[0]
+    return (f"; a change of the gap smaller than about {c.num('detectable', j, 'mde', _fmt(r['metric']).lstrip('+'))} "
+            f"{_unit(r['metric'])} would likely not be detected (training randomness {_randomness(m.loc[j])})")
 
 
 def q3(c: Citations, main: tuple) -> list[str]:
@@ -600,7 +668,7 @@ def q4(c: Citations, main: tuple) -> list[str]:
 def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:
     """The answers per question (markdown sentences) and their citations."""
     tables = dict(tables)
-    tables.setdefault("detectable", detectable(tables["aggregated"]))
+    tables.setdefault("detectable", detectable(tables["aggregated"], tables.get("contrasts")))
     for name in ("contrasts", "runs", "matched", "matched_between"):
         tables.setdefault(name, pd.DataFrame())
     c = Citations(verdicts.annotate(tables))
@@ -720,7 +788,11 @@ def tuning_lines(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> li
                     "optimistic; these are absolute scores, not changes against each method's own reference, "
                     "which for QLoRA is the 4-bit base).")
             flips = _flips(pairs, model, label, size, seed)
-            if pairs is not None and not pairs.empty:
+            one_seed = pairs is not None and not pairs.empty and pairs.get("seeds", pd.Series([1])).fillna(1).max() < 2
+            if one_seed:
+                line += (" Each trial ran one seed, so whether tuning reversed an order beyond training randomness "
+                         "is not tested.")
+            elif pairs is not None and not pairs.empty:
                 line += (" Orders that tuning reversed, the paired test (sign-flip on the validation items, "
                          "Holm) rejecting equality at both rates: " + "; ".join(flips) + "." if flips else
                          " No pair of methods reversed its order with the paired test (sign-flip on the "

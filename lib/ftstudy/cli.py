@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--to", required=True, help="destination folder, e.g. results/<study>")
     e.add_argument("--replace", action="store_true",
                    help="also delete runs already in the destination that this grid does not produce")
+    pl = sub.add_parser("plan", help="items and seeds needed to detect a given change (power), from finished results")
+    pl.add_argument("params")
+    pl.add_argument("--results", help="the pilot's or committed study's results folder (default: params output_dir)")
+    pl.add_argument("--change", action="append", default=[], metavar="TASK=SIZE",
+                    help="the change to detect, per task or metric (e.g. hellaswag=0.05, bits_per_byte=0.02)")
+    pl.add_argument("--max-seeds", type=int, default=10)
     v = sub.add_parser("validate", help="check params files without computing anything")
     v.add_argument("params", nargs="+")
     args = ap.parse_args(argv)
@@ -87,6 +93,25 @@ def main(argv: list[str] | None = None) -> int:
                          allow_fewer_runs=args.allow_fewer_runs)
         except (report.Refused, records.RecordError) as err:  # refused before anything was written
             print(f"{args.params}: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "plan":
+        from pathlib import Path
+
+        from ftstudy import paths, plan
+        try:
+            changes = {k: float(v) for k, v in (c.split("=", 1) for c in args.change)}
+        except ValueError:
+            print(f"--change takes TASK=SIZE, e.g. hellaswag=0.05; got {args.change}", file=sys.stderr)
+            return 2
+        results = Path(args.results or params.output_dir)
+        if not (results / "aggregated.csv").is_file():
+            print(f"{results}: no aggregated.csv (run `ftstudy report {args.params}` first)", file=sys.stderr)
+            return 2
+        try:
+            print(plan.report(params, results, changes, args.max_seeds, paths.data_dir(params.data_dir)))
+        except ValueError as err:
+            print(err, file=sys.stderr)
             return 2
         return 0
     if args.command == "export":

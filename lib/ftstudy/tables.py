@@ -95,8 +95,8 @@ def paired_tables(outputs: Path, records: list[dict]):
 
     - `paired`: one row per pair of runs, task and metric (per seed);
     - `aggregated`: one row per configuration (model, method, reference, data, size) over
-      its seeds: with one seed the interval covers item sampling only; with several, a
-      bootstrap over seeds then items;
+      its seeds: with one seed the interval covers item sampling only; with several, one
+      interval over seeds crossed with items (`stats.crossed`: training randomness included);
     - `refused`: runs not compared with their reference or another method, and why (their
       evaluation fingerprints differ, or no reference was loaded and scored the same way).
 
@@ -105,7 +105,7 @@ def paired_tables(outputs: Path, records: list[dict]):
     import pandas as pd
 
     from ftstudy import fingerprint, stats
-    from ftstudy.evaluate import headline_metric
+    from ftstudy.measures import verdict_metric
 
     done = [r for r in records if r["status"] == "done" and r.get("cell")]
     cache: dict = {}
@@ -141,7 +141,7 @@ def paired_tables(outputs: Path, records: list[dict]):
             for metric in sorted(set(a["metric"]) & set(b["metric"])):
                 row = dict(run_id=run["run_id"], reference_run_id=ref["run_id"], **ident,
                            seed=c.get("seed"), task=task, metric=metric,
-                           headline=metric == headline_metric(task), **stats.paired(a, b, metric))
+                           headline=metric == verdict_metric(task), **stats.paired(a, b, metric))
                 rows.append(row)
                 ids, x, y = stats.item_differences(a, b, metric)
                 key = tuple(ident.items()) + (("task", task), ("metric", metric))
@@ -153,18 +153,21 @@ def paired_tables(outputs: Path, records: list[dict]):
         first = items[0][0]
         base = dict(key, headline=first["headline"], seeds=len(items), n=int(first["n"]))
         if len(items) == 1:
-            agg_rows.append({**base, **{k: first.get(k) for k in ("mean_diff", "ci_low", "ci_high",
-                             "p_value", "test", "gained", "lost")}, "interval": "items"})
+            agg_rows.append({**base, **{k: first.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test",
+                             "gained", "lost", "se", "df", "item_var")}, "interval": "items"})
         else:  # the same items in every seed (one sample_seed per grid): align them by doc id
             common = sorted(set.intersection(*(set(d.index) for _, d in items)))
             base["n"] = len(common)
-            agg_rows.append({**base, **stats.seeds_then_items([d.loc[common].to_numpy() for _, d in items]),
-                             "interval": "seeds then items"})
+            agg_rows.append({**base, **stats.crossed([d.loc[common].to_numpy() for _, d in items]),
+                             "interval": "seeds x items"})
     aggregated = stats.adjust(pd.DataFrame(agg_rows), family) if agg_rows else pd.DataFrame()
     return paired, aggregated, pd.DataFrame(refused)
 
 
 FACTORS = ("train_size", "train_data", "model", "method")
+# What a pooled comparison records: the change, its interval and test, and the variance parts
+# the detectable change and the planner need (seed and residual variance: several seeds only).
+POOLED = ("mean_diff", "ci_low", "ci_high", "p_value", "test", "se", "df", "seed_var", "item_var", "resid_var")
 
 
 def contrasts_table(outputs: Path, records: list[dict], order: dict | None = None):
@@ -173,19 +176,18 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
     item-paired difference of their changes vs their own references (B's change minus A's,
     in the metric's units). A difference of changes, not of final scores: QLoRA's reference
     is the 4-bit base, so "learned more" must not count the quantisation's own cost. With
-    several seeds, pooled like `aggregated` (bootstrap over seeds, then items). Holm's
+    several seeds, pooled like `aggregated` (seeds crossed with items). Holm's
     correction within each factor. `order` (factor: values, e.g. in the grid's order) says
     which value is A: the earlier one (else the smaller size, or the first by name). The
-    data-size, replay, base-model and "learned most" answers rest on it. `seed_sd` and
-    `training_noise` (see `stats.training_noise`): how much each side's value varies across
-    its seeds (pooled), and so how far a comparison on fewer seeds than a side has can move
-    by training randomness alone, which its items-only interval does not cover."""
+    data-size, replay, base-model and "learned most" answers rest on it. Seeds are paired (a
+    pair of runs shares its seed): a comparison with one shared seed has an items-only
+    interval and is never called separated (`verdicts.decide`)."""
     import itertools
 
     import pandas as pd
 
     from ftstudy import fingerprint, stats
-    from ftstudy.evaluate import headline_metric
+    from ftstudy.measures import verdict_metric
 
     done = [r for r in records if r["status"] == "done" and r.get("cell")]
     refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
@@ -231,7 +233,7 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         for task in a["cell"]["evaluation"]["tasks"]:
             if task not in b["cell"]["evaluation"]["tasks"]:
                 continue
-            metric = headline_metric(task)
+            metric = verdict_metric(task)
             da, db = change(a, task, metric), change(b, task, metric)
             common = da.index.intersection(db.index)
             if not len(common):
@@ -244,22 +246,17 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         fixed = dict(zip([f for f in FACTORS if f != factor], key[1:4]))
         common = sorted(set.intersection(*(set(da.index) for _, _, da, _ in pairs)))
         diffs = [(db.loc[common] - da.loc[common]).to_numpy() for _, _, da, db in pairs]
-        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
-        # each side's change on every seed it ran (more than both share, where one has more)
-        sides = [[change(r, key[6], key[7]).reindex(common).mean() for r in runs
-                  if axes(r) == {**fixed, factor: value}] for value in key[4:6]]
-        sd, noise = stats.training_noise(sides, len(pairs))
+        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.crossed(diffs)
         rows.append(dict(factor=factor, **fixed, **{"from": key[4], "to": key[5]}, task=key[6], metric=key[7],
-                         seeds=len(pairs), n=len(common), seed_sd=sd, training_noise=noise,
+                         seeds=len(pairs), n=len(common),
                          run_id_from=",".join(a["run_id"] for a, _, _, _ in pairs),
                          run_id_to=",".join(b["run_id"] for _, b, _, _ in pairs),
                          change_from=float(np.mean([da.loc[common].mean() for _, _, da, _ in pairs])),
                          change_to=float(np.mean([db.loc[common].mean() for _, _, _, db in pairs])),
-                         **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
+                         **{k: pooled.get(k) for k in POOLED}))
     rows += _interactions(groups, rank)
-    cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "seed_sd", "training_noise",
-            "run_id_from", "run_id_to",
-            "change_from", "change_to", "mean_diff", "ci_low", "ci_high", "p_value", "test"]
+    cols = ["factor", *FACTORS, "from", "to", "task", "metric", "seeds", "n", "run_id_from", "run_id_to",
+            "change_from", "change_to", *POOLED]
     df = pd.DataFrame(rows, columns=cols)
     family = ["factor", "model", "train_data", "train_size"]  # one question in one condition
     return stats.adjust(df, family) if not df.empty else df.assign(p_adjusted=[], significant=[])
@@ -293,19 +290,16 @@ def _interactions(groups: dict, rank) -> list[dict]:
             continue
         common = sorted(set.intersection(*(set(by_seed0[s].index) & set(by_seed1[s].index) for s in seeds)))
         diffs = [(by_seed1[s].loc[common] - by_seed0[s].loc[common]).to_numpy() for s in seeds]
-        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.seeds_then_items(diffs)
-        # the gap on every seed of each condition (more seeds there than both share)
-        sd, noise = stats.training_noise([[by_seed[s].reindex(common).mean() for s in by_seed]
-                                          for by_seed in (by_seed0, by_seed1)], len(seeds))
+        pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.crossed(diffs)
         fixed = {f: k0[1 + j] for j, f in enumerate(fixed_names) if j != differ[0]}
         rows.append(dict(factor=f"method x {factor}", method=f"{k0[5]} - {k0[4]}", **fixed,
                          **{"from": k0[1 + differ[0]], "to": k1[1 + differ[0]]}, task=k0[6], metric=k0[7],
-                         seeds=len(seeds), n=len(common), seed_sd=sd, training_noise=noise,
+                         seeds=len(seeds), n=len(common),
                          run_id_from=",".join(r["run_id"] for a, b, _, _ in method_groups[k0] for r in (a, b)),
                          run_id_to=",".join(r["run_id"] for a, b, _, _ in method_groups[k1] for r in (a, b)),
                          change_from=float(np.mean([by_seed0[s].loc[common].mean() for s in seeds])),
                          change_to=float(np.mean([by_seed1[s].loc[common].mean() for s in seeds])),
-                         **{k: pooled.get(k) for k in ("mean_diff", "ci_low", "ci_high", "p_value", "test")}))
+                         **{k: pooled.get(k) for k in POOLED}))
     return rows
 
 

@@ -12,19 +12,19 @@ import numpy as np
 import pandas as pd
 
 SEPARATED = "separated"
-TRAINING_NOISE = "within training noise"
+SINGLE_SEED = "single seed"
 NOT_AFTER_HOLM = "not significant after Holm"
 INSIDE = "inside the noise"
 CANNOT_TELL = "cannot be told"
 NOT_TESTED = "not tested"
-VERDICTS = (SEPARATED, TRAINING_NOISE, NOT_AFTER_HOLM, INSIDE, CANNOT_TELL, NOT_TESTED)
+VERDICTS = (SEPARATED, SINGLE_SEED, NOT_AFTER_HOLM, INSIDE, CANNOT_TELL, NOT_TESTED)
 
 # The words a sentence may use to state each verdict (the linked text; a lead sentence may
 # answer "yes" / "not detectably"). Any of these outside a verdict link is a verdict stated
 # without its row (see `VOCABULARY`).
 PHRASES = {
     SEPARATED: ("separated", "yes"),
-    TRAINING_NOISE: ("within training noise", "not beyond training noise"),
+    SINGLE_SEED: ("single seed",),
     NOT_AFTER_HOLM: ("not significant after holm's correction", "not detectably"),
     INSIDE: ("inside the noise", "not detectably"),
     CANNOT_TELL: ("cannot be told",),
@@ -33,7 +33,7 @@ PHRASES = {
 # Wording that states a verdict: allowed only as the text of a verdict link, or as a term being
 # defined (emphasised) in an explanation.
 VOCABULARY = (r"\bseparated\b|outside (?:the )?noise|inside the noise|(?:within|beyond) training noise"
-              r"|not significant after holm|cannot be told")
+              r"|not significant after holm|cannot be told|single seed\b")
 
 CONDITION = ("model", "train_data", "train_size")  # what defines a configuration besides the method
 SOURCES = {"aggregated": "a", "contrasts": "c", "matched": "m", "matched_between": "b"}
@@ -42,8 +42,10 @@ SOURCES = {"aggregated": "a", "contrasts": "c", "matched": "m", "matched_between
 def decide(row, learned: bool = True) -> tuple[str, str]:
     """(verdict, why) for one comparison row (a paired difference with `mean_diff` or
     `difference`/`forgetting`, its 95% interval, Holm-adjusted `p_adjusted`/`significant`,
-    and `training_noise` where the seeds' spread is known). `learned` False: a side of the
-    comparison did not learn its own training target, so the comparison says nothing."""
+    and `seeds`). With several seeds the interval and the test include training randomness
+    (`stats.crossed`); with one, they cover item sampling only, so a change is shown and never
+    called separated. `learned` False: a side of the comparison did not learn its own training
+    target, so the comparison says nothing."""
     if not learned:
         return CANNOT_TELL, "a method compared did not improve its own training target there"
     p = row.get("p_adjusted")
@@ -53,21 +55,15 @@ def decide(row, learned: bool = True) -> tuple[str, str]:
     no_interval = lo is None or pd.isna(lo)
     excludes = no_interval or lo > 0 or hi < 0
     if bool(row.get("significant")) and excludes:
-        noise = row.get("training_noise")
-        if noise is not None and not pd.isna(noise) and abs(float(_estimate(row))) <= float(noise):
-            return TRAINING_NOISE, (f"the Holm-adjusted test rejects no change, but the seed alone moves it by "
-                                    f"up to ±{float(noise):.3g}")
-        return SEPARATED, "the Holm-adjusted test rejects no change and the interval excludes zero"
+        seeds = row.get("seeds")
+        if seeds is None or pd.isna(seeds) or int(seeds) < 2:
+            return SINGLE_SEED, ("the Holm-adjusted test on the items rejects no change, but with one seed "
+                                 "training randomness is not measured")
+        return SEPARATED, ("the Holm-adjusted test rejects no change and the interval excludes zero, training "
+                           "randomness included")
     if not no_interval and (lo > 0 or hi < 0):
         return NOT_AFTER_HOLM, "the interval excludes zero, the Holm-adjusted test does not reject"
     return INSIDE, "the interval includes zero and the Holm-adjusted test does not reject"
-
-
-def _estimate(row) -> float:
-    for col in ("mean_diff", "difference", "forgetting"):
-        if col in row and not pd.isna(row[col]):
-            return float(row[col])
-    return float("nan")
 
 
 def _same(col: pd.Series, value) -> pd.Series:
@@ -89,6 +85,8 @@ def _in_condition(df: pd.DataFrame, condition: tuple) -> pd.Series:
 def target_row(aggregated: pd.DataFrame, condition: tuple, method: str):
     """The index of `method`'s change on its own training target in `condition` (vs its
     reference, headline metric), or None when the grid has no such row."""
+    if aggregated.empty:
+        return None
     g = aggregated[(aggregated["comparison"] == "vs base") & (aggregated["method"] == method)
                    & aggregated["headline"].astype(bool) & (aggregated["task"] == aggregated["target_nll"])]
     g = g[_in_condition(g, condition)]
@@ -96,13 +94,13 @@ def target_row(aggregated: pd.DataFrame, condition: tuple, method: str):
 
 
 def learned_target(aggregated: pd.DataFrame, condition: tuple, method: str) -> bool | None:
-    """Did `method` improve its own training target in `condition` (separated, lower bits per
-    byte)? None when the grid has no such row."""
+    """Did `method` improve its own training target in `condition` (lower bits per byte,
+    separated, or on one seed separated on the items)? None when the grid has no such row."""
     i = target_row(aggregated, condition, method)
     if i is None:
         return None
-    r = aggregated.loc[i]
-    return bool((r["verdict"] if "verdict" in r else decide(r)[0]) == SEPARATED and r["mean_diff"] < 0)
+    r = aggregated.loc[i]  # a single seed's gain on the items shows that it trained, if not by how much
+    return bool((r["verdict"] if "verdict" in r else decide(r)[0]) in (SEPARATED, SINGLE_SEED) and r["mean_diff"] < 0)
 
 
 def untrained_sides(aggregated: pd.DataFrame, row, main: tuple | None = None) -> list[tuple[str, str]]:
@@ -180,7 +178,8 @@ def table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "seeds": df["seeds"] if "seeds" in df else 1, "n": df["n"], "estimate": estimate,
             "ci_low": df["ci_low"], "ci_high": df["ci_high"], "test": df.get("test"),
             "p_adjusted": df["p_adjusted"],
-            "training_noise": df["training_noise"] if "training_noise" in df else np.nan,
+            "se": df["se"] if "se" in df else np.nan,
+            "seed_var": df["seed_var"] if "seed_var" in df else np.nan,
             "verdict": df["verdict"], "why": df["why"], "run_ids": runs}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "verdict"])
 

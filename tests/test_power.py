@@ -1,0 +1,94 @@
+"""Measures with power: continuous multiple-choice scores from lm-eval's per-choice
+log-likelihoods, one interval with training randomness and items in it, and a planner whose
+item counts a simulation confirms."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from scipy.special import softmax
+
+from ftstudy import evaluate, measures, models, plan, stats, verdicts
+
+
+def test_continuous_scores_equal_a_hand_computation_from_lm_evals_log_likelihoods(tiny_model_dir, data_dir,
+                                                                                   tmp_path):
+    """On the tiny model through lm-eval: p(correct) is the softmax of the choices'
+    log-likelihoods (each divided by its choice's length for acc_norm, as lm-eval's doc lists
+    the choices), the margin is the correct choice's lead over the best distractor, and its
+    sign is lm-eval's own accuracy item by item."""
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    tasks = {"hellaswag": {"limit": 5}, "mmlu_high_school_computer_science": {"limit": 5, "num_fewshot": 0}}
+    evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": tasks}, tmp_path, data_dir)
+    for task, norms in (("hellaswag", ("acc", "acc_norm")), ("mmlu_high_school_computer_science", ("acc",))):
+        table = stats.load_samples(tmp_path, task)
+        lines = [json.loads(x) for x in (tmp_path / "lm_eval" / task / "samples.jsonl").read_text().splitlines()]
+        assert len(lines) == 5
+        for s in lines:
+            ll = np.array([r[0] for r in s["filtered_resps"]])
+            gold = int(s["target"])
+            choices = s["doc"]["choices"] if task == "hellaswag" else ["A", "B", "C", "D"]
+            for acc in norms:
+                lengths = np.array([len(c) for c in choices])
+                score = ll / lengths * lengths.mean() if acc == "acc_norm" else ll
+                row = table[table["doc_id"] == s["doc_id"]].set_index("metric")["value"]
+                assert row[measures.CONTINUOUS[acc]] == pytest.approx(softmax(score)[gold], rel=1e-9)
+                margin = score[gold] - np.max(np.delete(score, gold))
+                assert row[measures.MARGINS[acc]] == pytest.approx(margin, rel=1e-9)
+                assert (margin > 0) == (float(s[acc]) == 1.0)  # the sign is lm-eval's accuracy
+
+
+def test_crossed_interval_covers_at_three_seeds():
+    """Synthetic seeds x items data with a known change: the crossed interval (seed, item and
+    residual variance, Satterthwaite's degrees of freedom) covers it 93-97% of the time at
+    three seeds, where seeds-then-items bootstraps and items-only intervals fall short."""
+    rng = np.random.default_rng(0)
+    truth, reps = 0.1, 1500
+    for seed_sd, item_sd, resid_sd in ((0.02, 0.05, 0.02), (0.05, 0.01, 0.01), (0.0, 0.05, 0.02)):
+        d = (truth + rng.normal(0, seed_sd, (reps, 3, 1)) + rng.normal(0, item_sd, (reps, 1, 32))
+             + rng.normal(0, resid_sd, (reps, 3, 32)))
+        rows = [stats.crossed(list(x)) for x in d[:300]]
+        covered = np.mean([r["ci_low"] <= truth <= r["ci_high"] for r in rows])
+        mean, se, df = stats.crossed_batch(d)
+        half = sps.t.ppf(0.975, df) * se
+        batch_cover = np.mean((mean - half <= truth) & (truth <= mean + half))
+        assert 0.93 <= batch_cover <= 0.97, (seed_sd, item_sd, resid_sd, batch_cover)
+        assert abs(covered - batch_cover) < 0.05  # the per-comparison function is the same estimate
+        if seed_sd >= 0.02:  # items alone (one seed's interval) would miss the seeds' spread
+            items_only = np.mean([abs(x[0].mean() - truth) <= 1.96 * x[0].std(ddof=1) / np.sqrt(32) for x in d])
+            assert items_only < 0.9
+
+
+def test_a_single_seed_change_is_shown_and_never_called_separated():
+    row = pd.Series(dict(mean_diff=-0.2, ci_low=-0.25, ci_high=-0.15, p_adjusted=1e-5, significant=True, seeds=1))
+    assert verdicts.decide(row)[0] == verdicts.SINGLE_SEED
+    seeded = row.copy()
+    seeded["seeds"] = 3
+    assert verdicts.decide(seeded)[0] == verdicts.SEPARATED
+
+
+def test_planner_item_count_reaches_the_power_a_simulation_gives():
+    seed_var, item_var, resid_var, change = 0.005 ** 2, 0.05 ** 2, 0.02 ** 2, 0.02
+    n = plan.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=10_000)
+    assert n is not None and 20 < n < 2000
+    assert plan.power(change, seed_var, item_var, resid_var, n, 3, reps=4000, seed=1) >= 0.77
+    assert plan.power(change, seed_var, item_var, resid_var, int(n * 0.6), 3, reps=4000, seed=1) < 0.75
+    # a pool too small for it (MMLU-HS-CS has 100 test items): no plan at that many seeds
+    assert plan.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=min(n // 2, 100)) is None
+    # seed variance caps what items can buy: too few seeds reach no power at any n
+    assert plan.items_needed(0.02, 0.03 ** 2, item_var, resid_var, seeds=2, pool=100_000) is None
+
+
+def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir):
+    from conftest import ROOT
+    from ftstudy import cli
+
+    rc = cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
+                   "--change", "hellaswag=0.05", "--change", "mmlu_high_school_computer_science=0.05",
+                   "--max-seeds", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "q2 hellaswag (p_correct_norm)" in out and "s per evaluated item" in out
+    assert "(of 100)" in out or "within the 100 items" in out  # MMLU-HS-CS has 100 test items
+    assert cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
+                     "--change", "hellaswag"]) == 2  # a change without its size
