@@ -107,8 +107,7 @@ def test_generated_sentences_follow_the_numbers(synthetic):
     text = _answers(synthetic)
     # one seed: shown with its items' verdict, never called separated; accuracy beside p(correct)
     assert "**mmlu_high_school_computer_science** (p(correct choice), 200 items): lora +0.045 [" in text
-    assert "accuracy beside it (acc): ia3 +0.00 [-0.02, +0.02] (inside the noise); lora +0.15 [+0.10, +0.20] " \
-           "(single seed)" in text
+    assert "accuracy beside it (acc, no verdict drawn): ia3 +0.00 [-0.02, +0.02]; lora +0.15 [+0.10, +0.20]." in text
     assert "On its target gsm8k_nll, lora (single seed) and ia3 (single seed) changed on the items but ran one seed" in text
     assert "lora has the largest point estimate; against the runner-up ia3 the verdict on the gap is single seed" in text
     assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (single seed)" in text

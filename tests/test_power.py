@@ -42,7 +42,7 @@ def test_continuous_scores_equal_a_hand_computation_from_lm_evals_log_likelihood
 def test_crossed_interval_covers_at_three_seeds():
     """Synthetic seeds x items data with a known change: the crossed interval (seed, item and
     residual variance, Satterthwaite's degrees of freedom) covers it 93-97% of the time at
-    three seeds, where seeds-then-items bootstraps and items-only intervals fall short."""
+    three seeds, where an items-only interval (what one seed gives) falls short."""
     rng = np.random.default_rng(0)
     truth, reps = 0.1, 1500
     for seed_sd, item_sd, resid_sd in ((0.02, 0.05, 0.02), (0.05, 0.01, 0.01), (0.0, 0.05, 0.02)):
@@ -89,6 +89,8 @@ def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir
                    "--max-seeds", "3"])
     out = capsys.readouterr().out
     assert rc == 0 and "q2 hellaswag (p_correct_norm)" in out and "s per evaluated item" in out
-    assert "(of 100)" in out or "within the 100 items" in out  # MMLU-HS-CS has 100 test items
+    mmlu = out.split("mmlu_high_school_computer_science (p_correct)", 1)[1].split("\n\n", 1)[0]
+    assert "of 100)" in mmlu or "within the 100 items" in mmlu  # MMLU-HS-CS has 100 test items
+    assert " 2 seeds" not in out and " 3 seeds" in out  # plans start at three seeds
     assert cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
                      "--change", "hellaswag"]) == 2  # a change without its size

@@ -26,7 +26,7 @@ def test_one_rule_gives_each_verdict():
     assert verdicts.decide(_row(seeds=np.nan))[0] == verdicts.SINGLE_SEED  # matched forgetting: one seed's curve
     assert verdicts.decide(_row(p_adjusted=0.2, significant=False))[0] == verdicts.NOT_AFTER_HOLM
     assert verdicts.decide(_row(p_adjusted=0.2, significant=False, ci_high=0.01))[0] == verdicts.INSIDE
-    # a significant test whose interval crosses zero (seeds' bootstrap wider than the item test) is not separated
+    # a significant test whose interval crosses zero is not separated (the rule needs both)
     assert verdicts.decide(_row(ci_high=0.01))[0] == verdicts.INSIDE
     assert verdicts.decide(_row(p_adjusted=np.nan, significant=False))[0] == verdicts.NOT_TESTED
     assert verdicts.decide(_row(), learned=False)[0] == verdicts.CANNOT_TELL

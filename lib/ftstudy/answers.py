@@ -30,7 +30,8 @@ QUESTIONS = {
 # Two-sided 5% test with 80% power: the smallest true difference a paired test detects is
 # about (1.96 + 0.84) standard errors of the mean difference.
 MDE_FACTOR = 1.959964 + 0.841621  # the normal quantiles at 97.5% and 80%
-# An accuracy whose smallest detectable change exceeds this cannot show forgetting at all.
+# A bounded score (accuracy, p(correct)) whose smallest detectable change exceeds this cannot
+# show forgetting at all.
 BLIND_ACCURACY = 0.2
 PLACES = " (the two methods change places: each side's own test separates them)"
 NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
@@ -200,7 +201,7 @@ def _tag(row, c: "Citations", table: str, i, inline: bool = False, direction: bo
     correction"; "inside the noise"; "cannot be told". In parentheses, or after a comma when
     `inline` (already inside ones)."""
     text = c.verdict(table, i)
-    if direction and _separated(row):
+    if direction and row["verdict"] in (SEPARATED, SINGLE_SEED):
         text += "; " + _direction(row)
     return f", {text}" if inline else f" ({text})"
 
@@ -224,11 +225,12 @@ def _unchanged(row) -> bool:
 
 
 def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fmt_of, direction=False,
-             extra=lambda i, r: "") -> str:
+             extra=lambda i, r: "", tag: bool = True) -> str:
     """'name interval (tag)' per row, rows with no change at all folded into one clause;
     with `direction`, a separated change says whether the task came out better or worse;
     `extra(i, row)` adds what a reader needs beside a row's number."""
-    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r, c, table, i, direction=direction)}{extra(i, r)}"
+    moved = [f"{r[name]} {c.interval(table, i, fmt_of(r))}{_tag(r, c, table, i, direction=direction) if tag else ''}"
+             f"{extra(i, r)}"
              for i, r in g.iterrows() if not _unchanged(r)]
     still = [str(r[name]) for _, r in g.iterrows() if _unchanged(r)]
     if still:
@@ -270,8 +272,9 @@ def q1(c: Citations, main: tuple) -> list[str]:
         acc = agg[(agg["comparison"] == "vs base") & (agg["model"] == model) & (agg["train_data"] == label)
                   & (agg["train_size"] == size) & (agg["task"] == task) & (agg["metric"] == headline_metric(task))
                   & (agg["metric"] != metric)]
-        beside = ("; accuracy beside it (" + acc["metric"].iloc[0] + "): " + _listing(
-            c, "aggregated", acc, "method", "no item changed for", lambda r: _fmt(r["metric"])) if len(acc) else "")
+        beside = ("; accuracy beside it (" + acc["metric"].iloc[0] + ", no verdict drawn): " + _listing(
+            c, "aggregated", acc, "method", "no item changed for", lambda r: _fmt(r["metric"]), tag=False)
+            if len(acc) else "")
         out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + beside + ".")
     best = _best_on_target(c, vs, main)
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
@@ -389,18 +392,16 @@ def q2(c: Citations, main: tuple) -> list[str]:
     mde = c.tables["detectable"]
     mde = mde[(mde["comparison"] == "vs base") & (mde["model"] == model) & (mde["train_data"] == label)
               & _same(mde["train_size"], size) & (mde["task"] != target)] if not mde.empty else mde
-    blind = mde[mde["metric"].map(measures.binary) & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
+    blind = mde[mde["metric"].map(measures.bounded) & (mde["mde"] > BLIND_ACCURACY)] if not mde.empty else mde
     out, lead = [], []
     seeing = mde[~mde.index.isin(blind.index)] if not mde.empty else mde
     if len(blind):
         out.append("Commonsense and domain knowledge cannot be answered here: on " + ", ".join(
             f"{r['task']} no change could be detected with {c.num('detectable', i, 'n', 'd')} items" if _whole_scale(r)
-            else f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} accuracy would be "
+            else f"{r['task']} only changes larger than about {c.num('detectable', i, 'mde', '.2f')} {_unit(r['metric'])} would be "
             "detected" for i, r in blind.iterrows()) + "; smaller losses there cannot be ruled out.")
     if worse.empty:
-        sees = "; ".join(f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', _fmt(r['metric']).lstrip('+'))} "
-                         f"{_unit(r['metric'])} would likely have been detected for every method (before Holm's correction, "
-                         "which needs larger ones)" for i, r in seeing.iterrows())
+        sees = "; ".join(_sees(c, i, r) for i, r in seeing.iterrows())
         lead.append(f"Trained on {label}, no method showed a loss that its paired test detects on the other tasks "
                     f"({', '.join(sorted(other['task'].unique()))}; each comparison is listed under the first "
                     "question)" + (f"; {sees}." if sees else "."))
@@ -415,16 +416,30 @@ def q2(c: Citations, main: tuple) -> list[str]:
     return out
 
 
+def _sees(c: Citations, i, r) -> str:
+    """What "no method lost" can claim on one task: the loss the least sensitive method would
+    likely have shown; on a bounded score (accuracy, p(correct)) where that is a fifth of the
+    scale or more, the median method's, with the least sensitive one's said as too large."""
+    f = _fmt(r["metric"]).lstrip("+")
+    if measures.bounded(r["metric"]) and r["mde_max"] > BLIND_ACCURACY:
+        return (f"on {r['task']} a loss of about {c.num('detectable', i, 'mde', f)} {_unit(r['metric'])} would likely "
+                f"have been detected for the median method, but for the least sensitive only one of about "
+                f"{c.num('detectable', i, 'mde_max', f)}, so a smaller loss there is not ruled out (before Holm's "
+                "correction, which needs larger ones)")
+    return (f"on {r['task']} a loss of about {c.num('detectable', i, 'mde_max', f)} {_unit(r['metric'])} would likely "
+            "have been detected for every method (before Holm's correction, which needs larger ones)")
+
+
 def _quantised_losses(c: Citations, main: tuple, target) -> str:
     """Tasks other than the target on which a method trained on the 4-bit base ends worse than
-    the unquantised base, outside the noise (the quantisation's cost, which its change vs its
-    own reference does not show)."""
+    the unquantised base, on the same evidence as any other loss (separated, or on one seed's
+    items): the quantisation's cost, which its change vs its own reference does not show."""
     agg = c.tables["aggregated"]
     q = agg[(agg["comparison"] == "vs unquantised base") & agg["headline"].astype(bool) & (agg["task"] != target)
             & agg["train_data"].notna()]
     for key, value in zip(CONDITION, main):
         q = q[_same(q[key], value)]
-    worse = [(i, r) for i, r in q.iterrows() if _separated(r) and _direction(r) == "worse"]
+    worse = [(i, r) for i, r in q.iterrows() if r["verdict"] in (SEPARATED, SINGLE_SEED) and _direction(r) == "worse"]
     if not worse:
         return ""
     return ("Against the unquantised base, though, " + "; ".join(
@@ -814,7 +829,7 @@ def _seed(seed) -> str:
 
 
 def _flips(pairs, model, label, size, seed) -> list[str]:
-    """Pairs whose paired validation difference is outside the noise at both the configured
+    """Pairs whose paired validation difference is separated (`verdicts.decide`) at both the configured
     and the chosen rates, with opposite signs."""
     if pairs is None or pairs.empty:
         return []

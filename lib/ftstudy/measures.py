@@ -37,6 +37,11 @@ def binary(metric: str) -> bool:
     return metric.startswith(("acc", "exact_match"))
 
 
+def bounded(metric: str) -> bool:
+    """A score on the 0-1 scale (an accuracy or a probability): a change near that size says nothing."""
+    return binary(metric) or metric.startswith("p_correct")
+
+
 def lower_is_better(metric: str) -> bool:
     return metric in LOWER_IS_BETTER
 

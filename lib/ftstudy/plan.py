@@ -5,9 +5,10 @@ scores the same items): d[s, i] = change + seed effect + item effect + residual.
 of the three come from a pilot's or a committed study's `aggregated` table (`seed_var`,
 `item_var`, `resid_var`, estimated per comparison by `stats.crossed`); the verdict's test is
 the crossed t test with Satterthwaite's degrees of freedom, so power is estimated by
-simulating that very test (`power`), starting from the normal approximation (`mde`). A
-single seed never separates a change (training randomness is unmeasured), so plans start at
-two seeds.
+simulating that very test (`power`), starting from the normal approximation (`mde`), at the
+level Holm's correction needs for the study's family of comparisons (Bonferroni's alpha/m, the
+level Holm's first step uses: conservative). A single seed never separates a change, and at two
+seeds the crossed interval undercovers (about 91% in simulation), so plans start at three.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ftstudy import measures, stats
 POWER = 0.8
 ALPHA = 0.05
 MAX_SEEDS = 10
+MIN_SEEDS = 3
 # Which comparisons answer which question (see `answers.QUESTIONS`), and where their
 # variances are read: a change vs the reference, or a factor's change of that change.
 QUESTIONS = {"q1": ("aggregated", "target"), "q2": ("aggregated", "other"),
@@ -44,10 +46,10 @@ def variances(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -
         else:
             df = df[df["factor"] == which]
         for task, g in df.groupby("task"):
-            seeded = g[g["seeds"] >= 2]
+            seeded = g[g["seeds"] >= 2]  # their item variance excludes the residual; one seed's includes it
             rows.append(dict(question=q, task=task, metric=g["metric"].iloc[0], comparisons=len(g),
-                             runs_per_seed=RUNS_PER_SEED[table],
-                             seeded=len(seeded), item_var=float(g["item_var"].median()),
+                             runs_per_seed=RUNS_PER_SEED[table], seeded=len(seeded),
+                             item_var=float((seeded if len(seeded) else g)["item_var"].median()),
                              resid_var=float(seeded["resid_var"].median()) if len(seeded) else 0.0,
                              seed_var=float(seeded["seed_var"].median()) if len(seeded) else np.nan))
     out = pd.DataFrame(rows)
@@ -62,7 +64,7 @@ def variances(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -
     return out
 
 
-def mde(seed_var: float, item_var: float, resid_var: float, n: int, seeds: int) -> float:
+def mde(seed_var: float, item_var: float, resid_var: float, n: int, seeds: int, alpha: float = ALPHA) -> float:
     """The change detected with 80% power at a two-sided 5% level by the crossed t test on n
     items and `seeds` seeds, from the expected mean squares (Satterthwaite's degrees of freedom)."""
     ms_s = resid_var + n * seed_var
@@ -71,54 +73,55 @@ def mde(seed_var: float, item_var: float, resid_var: float, n: int, seeds: int) 
     num = ms_s + ms_i - ms_e
     den = ms_s ** 2 / max(seeds - 1, 1) + ms_i ** 2 / max(n - 1, 1) + ms_e ** 2 / max((seeds - 1) * (n - 1), 1)
     df = num ** 2 / den if den > 0 else n - 1
-    return float((sps.t.ppf(1 - ALPHA / 2, df) + sps.t.ppf(POWER, df)) * np.sqrt(num / (seeds * n)))
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(POWER, df)) * np.sqrt(num / (seeds * n)))
 
 
 def power(change: float, seed_var: float, item_var: float, resid_var: float, n: int, seeds: int,
-          reps: int = 2000, seed: int = 0) -> float:
+          reps: int = 2000, seed: int = 0, alpha: float = ALPHA) -> float:
     """The share of simulated studies (seeds x items with these variances and this true change)
-    in which the verdict's test (`stats.crossed`) rejects no change at 5%."""
+    in which the verdict's test (`stats.crossed`) rejects no change at `alpha`."""
     rng = np.random.default_rng(seed)
     d = (change + rng.normal(0, np.sqrt(max(seed_var, 0)), (reps, seeds, 1))
          + rng.normal(0, np.sqrt(max(item_var, 0)), (reps, 1, n))
          + rng.normal(0, np.sqrt(max(resid_var, 0)), (reps, seeds, n)))
     mean, se, df = stats.crossed_batch(d)
-    return float((2 * sps.t.sf(np.abs(mean / se), df) < ALPHA).mean())
+    return float((2 * sps.t.sf(np.abs(mean / se), df) < alpha).mean())
 
 
 def items_needed(change: float, seed_var: float, item_var: float, resid_var: float, seeds: int,
-                 pool: int | None) -> int | None:
+                 pool: int | None, alpha: float = ALPHA) -> int | None:
     """The fewest items (at most the task's `pool`) with which `seeds` seeds detect `change`
     with 80% simulated power; None when even the whole pool does not."""
     top = pool or 100_000
-    if mde(seed_var, item_var, resid_var, top, seeds) > change * 1.15:  # far out of reach
+    if mde(seed_var, item_var, resid_var, top, seeds, alpha) > change * 1.15:  # far out of reach
         return None
     lo, hi = 2, top
     while hi - lo > max(1, lo // 50):  # the smallest n the normal approximation allows, then simulate
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if mde(seed_var, item_var, resid_var, mid, seeds) <= change else (mid, hi)
+        lo, hi = (lo, mid) if mde(seed_var, item_var, resid_var, mid, seeds, alpha) <= change else (mid, hi)
     n = hi
-    while power(change, seed_var, item_var, resid_var, n, seeds) < POWER:
+    while power(change, seed_var, item_var, resid_var, n, seeds, alpha=alpha) < POWER:
         if n >= top:
             return None
         n = min(top, int(n * 1.1) + 1)
     return n
 
 
-def plan(var: pd.DataFrame, changes: dict[str, float], pools: dict[str, int], max_seeds: int = MAX_SEEDS) -> pd.DataFrame:
-    """Per question, task and number of seeds (2 to `max_seeds`): the items needed to detect the
-    task's change in `changes` (by task, or by metric) with 80% power, within its pool."""
+def plan(var: pd.DataFrame, changes: dict[str, float], pools: dict[str, int], max_seeds: int = MAX_SEEDS,
+         alpha: float = ALPHA) -> pd.DataFrame:
+    """Per question, task and number of seeds (3 to `max_seeds`): the items needed to detect the
+    task's change in `changes` (by task, or by metric) with 80% power at `alpha`, within its pool."""
     rows = []
     for _, r in var.iterrows():
         change = changes.get(r["task"], changes.get(r["metric"]))
         if change is None or pd.isna(r["seed_var"]):
             continue
-        for seeds in range(2, max_seeds + 1):
-            n = items_needed(change, r["seed_var"], r["item_var"], r["resid_var"], seeds, pools.get(r["task"]))
+        for seeds in range(MIN_SEEDS, max_seeds + 1):
+            n = items_needed(change, r["seed_var"], r["item_var"], r["resid_var"], seeds, pools.get(r["task"]), alpha)
             rows.append(dict(question=r["question"], task=r["task"], metric=r["metric"], change=change,
                              seeds=seeds, items=n, pool=pools.get(r["task"]),
                              power=None if n is None else power(change, r["seed_var"], r["item_var"],
-                                                               r["resid_var"], n, seeds)))
+                                                               r["resid_var"], n, seeds, alpha=alpha)))
     return pd.DataFrame(rows)
 
 
@@ -163,11 +166,14 @@ def report(p, results, changes: dict[str, float], max_seeds: int = MAX_SEEDS, da
     items_now = int(sum((t.limit or pools.get(name, 0)) for name, t in p.evaluation.tasks.items()))
     cost = costs(runs, items_now)
     methods = agg[(agg["comparison"] == "vs base")]["method"].nunique()
+    family = int(((agg["comparison"] == "vs base") & agg["headline"].astype(bool)).sum())
+    alpha = ALPHA / max(family, 1)
     lines = [f"Power plan from {results} ({len(runs)} runs): the items and seeds each question needs to detect "
-             "the given change with 80% power at a two-sided 5% level (before Holm), training randomness "
-             "included; costs from that study's own run times "
+             f"the given change with 80% power for the median method's variances (a noisier method needs more), "
+             f"at a two-sided {alpha:.2g} level (5% over the {family} comparisons Holm corrects together: "
+             "conservative), training randomness included; costs from that study's own run times "
              f"({cost['s_per_item']:.2f} s per evaluated item, {cost['train_s']:.0f} s per training run).", ""]
-    table = plan(var, changes, pools, max_seeds)
+    table = plan(var, changes, pools, max_seeds, alpha)
     for (q, task), g in (table.groupby(["question", "task"], sort=False) if not table.empty else []):
         v = var[(var["question"] == q) & (var["task"] == task)].iloc[0]
         runs_per_seed = methods if v["runs_per_seed"] == 1 else v["runs_per_seed"]  # q3, q4: two methods, two conditions

@@ -102,7 +102,7 @@ def limitations_page(params: Params, outputs: Path) -> str:
     """What this grid can and cannot tell, computed from its own settings and results."""
     import pandas as pd
 
-    from ftstudy import stats
+    from ftstudy import measures, stats
 
     ev = params.evaluation
     lines = ["# Limitations", "",
@@ -116,8 +116,11 @@ def limitations_page(params: Params, outputs: Path) -> str:
             lines.append(f"| {task} | {n or 'all'} | log-likelihood: see the paired intervals in the results |")
         else:
             mdd = stats.min_detectable_difference(n) if n else float("nan")
-            lines.append(f"| {task} | {n or 'all'} | {100 * mdd:.0f} points |" if n else
-                         f"| {task} | all | depends on the full set size |")
+            continuous = measures.verdict_metric(task)
+            why = (f"; verdicts rest on {continuous} (the front page gives its detectable change)"
+                   if continuous != measures.headline_metric(task) else "")
+            lines.append(f"| {task} | {n or 'all'} | {100 * mdd:.0f} points of accuracy{why} |" if n else
+                         f"| {task} | all | depends on the full set size{why} |")
     paired_path = outputs / "aggregated.csv"
     if paired_path.is_file() and paired_path.stat().st_size > 1:
         p = pd.read_csv(paired_path)
@@ -432,7 +435,7 @@ def check_inputs(params: Params, outputs: Path, cells: list[dict], readme: Path 
     if not found:
         raise Refused(f"{outputs} holds no run of {params.study}'s grid ({len(cells)} cells, e.g. "
                       f"runs/{cells[0]['run_id'] if cells else '?'}): wrong folder or params file?")
-    done = [r for r in found if results.read_json(outputs / "runs" / r / "status.json").get("status") == "done"]
+    done = [r for r in found if records.read_json(outputs / "runs" / r / "status.json").get("status") == "done"]
     if readme is not None:
         m, before = _readme_block(Path(readme).read_text(), params.study)
         if m is None:

@@ -116,7 +116,7 @@ def sign_flip_p(diff: np.ndarray, seed: int = 0) -> float:
 def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, seed: int = 0) -> dict:
     """Mean of (b - a) over shared items, its paired bootstrap 95% CI, and a paired test.
 
-    The test decides "outside the noise", not the interval: for 0/1 metrics the exact
+    The test decides, not the interval (see `verdicts.decide`): for 0/1 metrics the exact
     McNemar test (binomial on the discordant items: 3 of 4 gained is p = 0.25, although a
     percentile bootstrap excludes zero), else a sign-flip permutation test of the mean.
     When every item changed by the same amount there is no interval (a bootstrap of a
@@ -187,7 +187,7 @@ def crossed(diffs: list[np.ndarray]) -> dict:
     (seed, item and residual variance each counted once), a t interval and t test with
     Satterthwaite's degrees of freedom, and the three variance components (what the planner
     and the detectable change need). Its 95% interval covers 93-97% at three seeds
-    (tests/test_stats_power.py)."""
+    (tests/test_power.py)."""
     d = np.vstack(diffs).astype(float)
     s, n = d.shape
     mean, se, df = (float(x) for x in crossed_batch(d))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ftstudy.methods import REFERENCES
+
 SEPARATED = "separated"
 SINGLE_SEED = "single seed"
 NOT_AFTER_HOLM = "not significant after Holm"
@@ -32,20 +34,21 @@ PHRASES = {
 }
 # Wording that states a verdict: allowed only as the text of a verdict link, or as a term being
 # defined (emphasised) in an explanation.
-VOCABULARY = (r"\bseparated\b|outside (?:the )?noise|inside the noise|(?:within|beyond) training noise"
+VOCABULARY = (r"\bseparated\b|outside (?:the )?noise|inside the noise|(?:within|beyond) (?:training |the )?noise"
               r"|not significant after holm|cannot be told|single seed\b")
 
 CONDITION = ("model", "train_data", "train_size")  # what defines a configuration besides the method
 SOURCES = {"aggregated": "a", "contrasts": "c", "matched": "m", "matched_between": "b"}
 
 
-def decide(row, learned: bool = True) -> tuple[str, str]:
+def decide(row, learned: bool = True, trained: bool = True) -> tuple[str, str]:
     """(verdict, why) for one comparison row (a paired difference with `mean_diff` or
     `difference`/`forgetting`, its 95% interval, Holm-adjusted `p_adjusted`/`significant`,
     and `seeds`). With several seeds the interval and the test include training randomness
     (`stats.crossed`); with one, they cover item sampling only, so a change is shown and never
-    called separated. `learned` False: a side of the comparison did not learn its own training
-    target, so the comparison says nothing."""
+    called separated. `trained` False: no side was trained (the 4-bit base against the base),
+    so there is no training randomness to measure and the items decide. `learned` False: a side
+    of the comparison did not learn its own training target, so the comparison says nothing."""
     if not learned:
         return CANNOT_TELL, "a method compared did not improve its own training target there"
     p = row.get("p_adjusted")
@@ -56,7 +59,7 @@ def decide(row, learned: bool = True) -> tuple[str, str]:
     excludes = no_interval or lo > 0 or hi < 0
     if bool(row.get("significant")) and excludes:
         seeds = row.get("seeds")
-        if seeds is None or pd.isna(seeds) or int(seeds) < 2:
+        if trained and (seeds is None or pd.isna(seeds) or int(seeds) < 2):
             return SINGLE_SEED, ("the Holm-adjusted test on the items rejects no change, but with one seed "
                                  "training randomness is not measured")
         return SEPARATED, ("the Holm-adjusted test rejects no change and the interval excludes zero, training "
@@ -130,7 +133,8 @@ def annotate(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         decided = []
         for i, r in df.iterrows():
             learned = not (name == "contrasts" and untrained_sides(out["aggregated"], r))
-            decided.append(decide(r, learned))
+            trained = not (name == "aggregated" and r.get("method") in REFERENCES)
+            decided.append(decide(r, learned, trained))
         df["verdict"] = [v for v, _ in decided]
         df["why"] = [w for _, w in decided]
         if name == "contrasts":
