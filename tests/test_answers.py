@@ -351,3 +351,39 @@ def test_with_several_seeds_the_sign_tests_resolution_is_per_seed():
                task="hellaswag", metric="acc_norm", n=12, seeds=3, mean_diff=-1 / 36, ci_low=-0.08, ci_high=0.0)
     d = answers.detectable(pd.DataFrame([{**row, "method": "lora"}])).iloc[0]
     assert d["mde"] == pytest.approx(6 / 36)
+
+
+def _split_solution(t: dict) -> dict:
+    """`_tables` as runs scored with the split of GSM8K solutions (`ftstudy.nll`): the verdict on
+    the working; the whole solution, and its nats in all and in the format bytes, beside it."""
+    agg = t["aggregated"]
+    solution = agg[agg["task"] == "gsm8k_nll"]
+    whole = solution.assign(headline=False)
+    working = solution.assign(metric="math_bits_per_byte", mean_diff=solution["mean_diff"] / 2,
+                              ci_low=solution["ci_low"] / 2, ci_high=solution["ci_high"] / 2)
+    # nats: full -20 [-25, -15], lora -8 [-10, -6], prompt tuning -1 [-3, +1]; in the format -12, -2, -0.5
+    nats = solution.assign(metric="nll", headline=False, mean_diff=[-20.0, -8.0, -1.0],
+                           ci_low=[-25.0, -10.0, -3.0], ci_high=[-15.0, -6.0, 1.0])
+    fmt = solution.assign(metric="format_nll", headline=False, mean_diff=[-12.0, -2.0, -0.5],
+                          ci_low=[-15.0, -3.0, -1.0], ci_high=[-9.0, -1.0, 0.0])
+    rows = pd.concat([agg[agg["task"] != "gsm8k_nll"], working, whole, nats, fmt], ignore_index=True)
+    return {**t, "aggregated": tables.format_share(rows)}
+
+
+def test_the_math_target_rests_on_the_working_and_gives_the_formats_share():
+    """Where runs split GSM8K solutions, the verdict is on the working alone, the whole solution
+    is beside it, and the format's share of each change is given where the change is beyond
+    its interval (full 12 of 20 nats, LoRA 2 of 8; prompt tuning's change includes zero); runs
+    scored before the split say their verdict counts the format too."""
+    t = _split_solution(_tables())
+    agg = t["aggregated"]
+    assert agg.loc[agg["metric"] == "format_nll", "format_share"].tolist() == pytest.approx([0.6, 0.25, 0.5])
+    ans, cit = answers.build(t)
+    text = answers.markdown(ans, cit)
+    assert_every_number_is_cited(text, cit, cit.tables)
+    line = next(x for x in text.splitlines() if x.startswith("- **gsm8k_nll**"))
+    assert "bits/byte of working" in line and "full -0.135 [-0.165, -0.105] (separated" in line
+    assert "the whole solution beside it (bits_per_byte, no verdict drawn): " in line and "-0.270" in line
+    assert "full 60%, lora 25%" in line and "prompt_tuning 50%" not in line
+    old = answers.markdown(*answers.build(_tables()))
+    assert "scored before the solutions were split" in old and "scored before" not in text

@@ -81,12 +81,13 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
         assert col in df.columns
     assert set(df["method"]) == {"base", "base_4bit", "lora", "qlora"}
     per_run = df.groupby("run_id")["metric"].apply(set)
+    split = {"math_bits_per_byte", "format_bits_per_byte", "format_nll"}  # GSM8K solutions: working and format
     expected = {"exact_match_strict-match", "exact_match_flexible-extract", "acc", "acc_norm",
-                "bits_per_byte", "nll"}
+                "bits_per_byte", "nll"} | split
     assert all(m == expected for m in per_run)
-    acc = df[~df["metric"].isin(["bits_per_byte", "nll"])]
+    acc = df[~df["metric"].isin(["bits_per_byte", "nll", *split])]
     assert acc["value"].between(0, 1).all() and (df.loc[df["metric"] == "bits_per_byte", "value"] > 0).all()
-    assert len(df) == 6 * 9  # 6 runs x (2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL)
+    assert len(df) == 6 * 12  # 6 runs x (2 GSM8K filters + 2 HellaSwag + 1 MMLU + 2 x 2 NLL + 3 split)
     paired = pd.read_csv(outputs / "paired.csv")
     assert {"vs base", "vs method", "control", "vs unquantised base"} == set(paired["comparison"])
     refs = paired[paired["comparison"] == "vs base"].groupby("method")["reference"].first()
@@ -96,6 +97,9 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     assert paired["p_value"].notna().all()
     nll = paired[(paired["comparison"] == "vs base") & (paired["metric"] == "bits_per_byte")]
     assert len(nll) == 4 and nll[["ci_low", "ci_high"]].notna().all().all()
+    # the math target's verdict rests on the working; the whole solution is beside it
+    solution = paired[(paired["comparison"] == "vs base") & (paired["task"] == "gsm8k_nll")]
+    assert set(solution.loc[solution["headline"], "metric"]) == {"math_bits_per_byte"}
     controls = paired[paired["comparison"] == "control"]  # identical to the reference: no interval
     assert (controls["mean_diff"] == 0).all() and controls["ci_low"].isna().all()
     base = pd.read_csv(outputs / "baselines.csv")
@@ -169,7 +173,8 @@ def test_book_builds_with_figures(tiny_study, built_book):
     front = (html / "generated" / "front.html").read_text()
     assert "so it cannot say whether the base model changes the answer" in front  # one model: said plainly
     limits = (html / "generated" / "limitations.html").read_text()
-    assert "points" in limits and "gsm8k_nll" in limits
+    assert "points" in limits and "gsm8k_nll" in limits and "math_bits_per_byte" in limits
+    assert "verdicts on the working alone (annotations and the" in front
     images = list((html / "_images").glob("*.png"))
     assert len(images) >= 3 and all(p.stat().st_size > 1000 for p in images)
     prov = (html / "generated" / "provenance.html").read_text()

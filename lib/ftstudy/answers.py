@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ftstudy import analysis, measures, stats, verdicts
-from ftstudy.evaluate import headline_metric
+from ftstudy.evaluate import SOLUTION_TASKS, headline_metric
 from ftstudy.methods import REFERENCES
 from ftstudy.verdicts import CANNOT_TELL, CONDITION, SEPARATED, SINGLE_SEED
 
@@ -34,7 +34,7 @@ MDE_FACTOR = 1.959964 + 0.841621  # the normal quantiles at 97.5% and 80%
 # show forgetting at all.
 BLIND_ACCURACY = 0.2
 PLACES = " (the two methods change places: each side's own test separates them)"
-NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?![\w])")
+NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?%?(?![\w])")
 
 
 @dataclass
@@ -269,18 +269,39 @@ def q1(c: Citations, main: tuple) -> list[str]:
                   f"ones; training randomness {_randomness(m.loc[j])})") if len(m) and not pd.isna(m["mde"].iloc[0]) else ""
         if len(m) and _whole_scale(m.loc[j]):
             detect = f"; with {n} items no change could be detected against the reference"
-        acc = agg[(agg["comparison"] == "vs base") & (agg["model"] == model) & (agg["train_data"] == label)
-                  & (agg["train_size"] == size) & (agg["task"] == task) & (agg["metric"] == headline_metric(task))
-                  & (agg["metric"] != metric)]
-        beside = ("; accuracy beside it (" + acc["metric"].iloc[0] + ", no verdict drawn): " + _listing(
+        here = agg[(agg["comparison"] == "vs base") & (agg["model"] == model) & (agg["train_data"] == label)
+                   & (agg["train_size"] == size) & (agg["task"] == task)]
+        acc = here[(here["metric"] == headline_metric(task)) & (here["metric"] != metric)]
+        what = "accuracy" if len(acc) and measures.binary(acc["metric"].iloc[0]) else "the whole solution"
+        beside = (f"; {what} beside it (" + acc["metric"].iloc[0] + ", no verdict drawn): " + _listing(
             c, "aggregated", acc, "method", "no item changed for", lambda r: _fmt(r["metric"]), tag=False)
             if len(acc) else "")
-        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + beside + ".")
+        out.append(f"**{task}** ({_unit(metric)}, {n} items): " + parts + detect + beside + _format(c, here, metric) + ".")
     best = _best_on_target(c, vs, main)
     prefix = f"On its target {vs['target_nll'].dropna().iloc[0] if vs['target_nll'].notna().any() else ''}, "
     if best.startswith(prefix):  # the lead already named the target
         best = "Of all methods, " + best[len(prefix):]
     return [_lead_q1(c, vs) + " " + best + _quantised_net(c, main)] + out
+
+
+def _format(c: Citations, here: pd.DataFrame, metric: str) -> str:
+    """On a GSM8K solution task: what its verdict covers, and how much of each method's change
+    (in nats) lay in the annotation format's bytes where the change is beyond item noise."""
+    task = here["task"].iloc[0] if len(here) else None
+    if task not in SOLUTION_TASKS:
+        return ""
+    if metric != measures.WITHOUT_FORMAT.get(headline_metric(task)):
+        return ("; these runs were scored before the solutions were split into working and annotation format "
+                "(calculator annotations and the `#### N` line), so this verdict counts the format too")
+    whole = here[(here["metric"] == "nll") & ((here["ci_low"] > 0) | (here["ci_high"] < 0))]
+    share = here[(here["metric"] == "format_nll") & here["method"].isin(whole["method"])]
+    share = share[share["format_share"].notna()] if "format_share" in share else share.iloc[:0]
+    if share.empty:
+        return ("; verdicts on the working alone (annotations and the `#### N` line removed); no method's change "
+                "of the whole solution in nats has an interval that excludes zero, so no format share is given")
+    return ("; verdicts on the working alone (annotations and the `#### N` line removed); the annotation format's "
+            "share of each change of the whole solution in nats, where its interval excludes zero: "
+            + ", ".join(f"{r['method']} {c.num('aggregated', i, 'format_share', '.0%')}" for i, r in share.iterrows()))
 
 
 def _randomness(detectable_row) -> str:

@@ -33,6 +33,8 @@ MIRROR_SPLITS = {
 # model is trained on (its chat template when it has one). Lower bits per byte = better.
 # The *_val_nll tasks score the validation rows that choose learning rates (ftstudy.tuning).
 NLL_TASKS = tuple(data.HELDOUT_TASKS)
+# The NLL tasks that score GSM8K solutions, split into working and annotation format (`ftstudy.nll`).
+SOLUTION_TASKS = tuple(t for t in NLL_TASKS if data.heldout_dataset(t) == "gsm8k")
 PREFIX = "ftstudy_"
 # Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
 # for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
@@ -63,13 +65,15 @@ def upstream_yaml(task: str) -> Path:
 
 def nll_task_config(task: str, data_file: str | Path, chat: bool) -> dict:
     """A held-out answer log-likelihood task (see `ftstudy.nll`) reading `data_file`."""
+    metrics = ["bits_per_byte", "nll"]
+    if task in SOLUTION_TASKS:
+        metrics += ["math_bits_per_byte", "format_bits_per_byte", "format_nll"]
     return {
         "task": PREFIX + task, "tag": ["ftstudy"], "dataset_path": "json", "dataset_name": None,
         "dataset_kwargs": {"data_files": {"test": str(data_file)}},
         "test_split": "test", "output_type": "loglikelihood", "num_fewshot": 0,
         "doc_to_text": "prompt", "doc_to_target": "answer" if chat else "nl_answer",
-        "metric_list": [{"metric": "bits_per_byte", "aggregation": "mean", "higher_is_better": False},
-                        {"metric": "nll", "aggregation": "mean", "higher_is_better": False}],
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": False} for m in metrics],
         "metadata": {"version": 1.0, "chat_format": chat},
     }
 
@@ -96,7 +100,8 @@ def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool
     for task, settings in tasks.items():
         text = yaml.safe_dump(task_config(task, settings or {}, data_dir, chat), sort_keys=False)
         if task in NLL_TASKS:
-            text += "process_results: !function ftstudy.nll.process_results\n"
+            function = "process_solution_results" if task in SOLUTION_TASKS else "process_results"
+            text += f"process_results: !function ftstudy.nll.{function}\n"
         (out_dir / f"{PREFIX}{task}.yaml").write_text(text)
     return out_dir
 
@@ -194,12 +199,13 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
     """Score each task of a resolved evaluation `ev` on the model as it is; keep lm-eval's
     results and per-sample logs under `out_dir/lm_eval/<task>/`. Returns (results, items)."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import handle_non_serializable
 
     from ftstudy import progress
+    from ftstudy.scoring import TokenScoringHFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"])
+    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"],
+                          token_tasks=[PREFIX + t for t in SOLUTION_TASKS])
     out, items = {}, {}
     for k, (task, settings) in enumerate(ev["tasks"].items()):
         name = PREFIX + task

@@ -106,7 +106,7 @@ REPORT_ONLY = {"analysis", "verdicts", "records", "measures", "plan", "plots", "
 # The modules that compute a cell's numbers (an allow-list: a new module is not part of a
 # cell's fingerprint until it is named here). tests/test_house.py checks that every library
 # module is in exactly one of the two sets.
-COMPUTES = {"__init__", "cell", "curves", "data", "evaluate", "launch", "methods", "models", "nll",
+COMPUTES = {"__init__", "cell", "curves", "data", "evaluate", "launch", "methods", "models", "nll", "scoring",
             "paths", "precision", "provenance", "results", "train"}
 
 
@@ -137,7 +137,7 @@ def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
             "eval_packages": {k: packages[k] for k in ("torch", "transformers", "lm_eval")},
             "train_packages": {k: packages[k] for k in ("peft", "bitsandbytes")},
             "tasks": task_hashes(tasks),
-            "eval_code": {"evaluate": _hash_files([lib / "evaluate.py", lib / "nll.py"])},
+            "eval_code": {"evaluate": _hash_files([lib / "evaluate.py", lib / "nll.py", lib / "scoring.py"])},
             # `auto` resolved on this machine: a run made where bf16 is native is stale here
             "compute": {"dtype": precision.resolve_dtype(load.get("dtype", cell["model"].get("dtype")))},
             "code": code_hash(notebook)}

@@ -13,22 +13,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftstudy.evaluate import headline_metric
+from ftstudy.evaluate import SOLUTION_TASKS, headline_metric
 
-LOWER_IS_BETTER = {"bits_per_byte", "nll"}
+LOWER_IS_BETTER = {"bits_per_byte", "nll", "math_bits_per_byte", "format_bits_per_byte", "format_nll"}
 # A multiple-choice accuracy -> the continuous score in the same normalisation (lm-eval's `acc`
 # compares summed log-likelihoods; `acc_norm` divides each by its choice's length in characters).
 CONTINUOUS = {"acc": "p_correct", "acc_norm": "p_correct_norm"}
 MARGINS = {"acc": "margin", "acc_norm": "margin_norm"}
-UNITS = {"bits_per_byte": "bits/byte", "nll": "nats", "p_correct": "p(correct choice)",
+# A GSM8K solution's log-likelihood without its annotation format (`ftstudy.nll`): the math
+# target's verdict rests on it where the runs have it (runs scored before the split have not).
+WITHOUT_FORMAT = {"bits_per_byte": "math_bits_per_byte"}
+UNITS = {"bits_per_byte": "bits/byte", "nll": "nats", "math_bits_per_byte": "bits/byte of working",
+         "format_bits_per_byte": "bits/byte of annotation format", "format_nll": "nats", "p_correct": "p(correct choice)",
          "p_correct_norm": "p(correct choice), length-normalised",
          "margin": "nats", "margin_norm": "nats (length-normalised)"}
 
 
-def verdict_metric(task: str) -> str:
+def verdict_metric(task: str, metrics=()) -> str:
     """The metric whose paired change decides a task's verdict: the continuous score of a
-    multiple-choice task's headline accuracy, else the headline metric itself."""
+    multiple-choice task's headline accuracy; for a GSM8K solution task the working without
+    the annotation format when `metrics` (those the compared runs share) include it; else the
+    headline metric itself."""
     m = headline_metric(task)
+    if task in SOLUTION_TASKS and WITHOUT_FORMAT.get(m) in set(metrics):
+        return WITHOUT_FORMAT[m]
     return CONTINUOUS.get(m, m)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ftstudy import measures, stats
+from ftstudy import stats
 
 POWER = 0.8
 ALPHA = 0.05
@@ -41,7 +41,7 @@ def variances(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -
         if df.empty or "item_var" not in df:
             continue
         if table == "aggregated":
-            df = df[(df["comparison"] == "vs base") & (df["metric"] == df["task"].map(measures.verdict_metric))]
+            df = df[(df["comparison"] == "vs base") & df["headline"].astype(bool)]
             df = df[(df["task"] == df["target_nll"]) if which == "target" else (df["task"] != df["target_nll"])]
         else:
             df = df[df["factor"] == which]

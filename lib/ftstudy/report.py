@@ -102,7 +102,7 @@ def limitations_page(params: Params, outputs: Path) -> str:
     """What this grid can and cannot tell, computed from its own settings and results."""
     import pandas as pd
 
-    from ftstudy import measures, stats
+    from ftstudy import evaluate, measures, stats
 
     ev = params.evaluation
     lines = ["# Limitations", "",
@@ -112,7 +112,12 @@ def limitations_page(params: Params, outputs: Path) -> str:
              "independent runs at p=0.5) |", "|---|---|---|"]
     for task, cfg in ev.tasks.items():
         n = cfg.limit
-        if task.endswith("_nll"):
+        if task in evaluate.SOLUTION_TASKS:
+            lines.append(f"| {task} | {n or 'all'} | log-likelihood of GSM8K's reference solutions: verdicts on their "
+                         "working (`math_bits_per_byte`), the calculator annotations and `#### N` line "
+                         "(`format_bits_per_byte`, about a fifth of the bytes) beside it, where the runs were scored "
+                         "with the split; see the paired intervals in the results |")
+        elif task.endswith("_nll"):
             lines.append(f"| {task} | {n or 'all'} | log-likelihood: see the paired intervals in the results |")
         else:
             mdd = stats.min_detectable_difference(n) if n else float("nan")

@@ -138,10 +138,11 @@ def paired_tables(outputs: Path, records: list[dict]):
                      replayed_nll=",".join(c.get("replayed_nll") or []))
         for task in c["evaluation"]["tasks"]:
             a, b = samples(ref, task), samples(run, task)
-            for metric in sorted(set(a["metric"]) & set(b["metric"])):
+            shared = set(a["metric"]) & set(b["metric"])
+            for metric in sorted(shared):
                 row = dict(run_id=run["run_id"], reference_run_id=ref["run_id"], **ident,
                            seed=c.get("seed"), task=task, metric=metric,
-                           headline=metric == verdict_metric(task), **stats.paired(a, b, metric))
+                           headline=metric == verdict_metric(task, shared), **stats.paired(a, b, metric))
                 rows.append(row)
                 ids, x, y = stats.item_differences(a, b, metric)
                 key = tuple(ident.items()) + (("task", task), ("metric", metric))
@@ -161,7 +162,23 @@ def paired_tables(outputs: Path, records: list[dict]):
             agg_rows.append({**base, **stats.crossed([d.loc[common].to_numpy() for _, d in items]),
                              "interval": "seeds x items"})
     aggregated = stats.adjust(pd.DataFrame(agg_rows), family) if agg_rows else pd.DataFrame()
-    return paired, aggregated, pd.DataFrame(refused)
+    return paired, format_share(aggregated), pd.DataFrame(refused)
+
+
+def format_share(aggregated):
+    """On a GSM8K solution task's `format_nll` rows, `format_share`: the part of the change in
+    the solution's nats (its `nll` row, same comparison) that lies in the annotation format's
+    bytes (`ftstudy.nll`). Descriptive, no verdict: a ratio of two paired mean changes."""
+    if aggregated.empty or not (aggregated["metric"] == "format_nll").any():
+        return aggregated
+    keys = ["comparison", "model", "method", "reference", "train_data", "train_size", "replayed_nll", "task"]
+    ident = aggregated[keys].apply(lambda r: "|".join(map(str, r)), axis=1)  # one comparison, whatever its metric
+    whole = dict(zip(ident[aggregated["metric"] == "nll"], aggregated.loc[aggregated["metric"] == "nll", "mean_diff"]))
+    out = aggregated.copy()
+    for i in out.index[out["metric"] == "format_nll"]:
+        total = whole.get(ident[i])
+        out.loc[i, "format_share"] = out.loc[i, "mean_diff"] / total if total else np.nan
+    return out
 
 
 FACTORS = ("train_size", "train_data", "model", "method")
@@ -195,19 +212,29 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
             and reference_key(r["cell"]) in refs]
     cache: dict = {}
 
+    def samples(run_id, task):
+        if (run_id, task) not in cache:
+            cache[run_id, task] = stats.load_samples(outputs / "runs" / run_id, task)
+        return cache[run_id, task]
+
+    def metrics(run, task):
+        """The metrics a run and its reference both logged on a task."""
+        ref = refs[reference_key(run["cell"])]
+        return set(samples(ref["run_id"], task)["metric"]) & set(samples(run["run_id"], task)["metric"])
+
+    changes: dict = {}
+
     def change(run, task, metric):
-        key = (run["run_id"], task)
-        if key not in cache:
+        key = (run["run_id"], task, metric)
+        if key not in changes:
             ref = refs[reference_key(run["cell"])]
-            if fingerprint.evaluation_differences(ref.get("fingerprint"), run.get("fingerprint")):
-                cache[key] = pd.Series(dtype=float)  # not scored alike: never compared (see `refused`)
-                return cache[key]
-            a = stats.load_samples(outputs / "runs" / ref["run_id"], task)
-            b = stats.load_samples(outputs / "runs" / run["run_id"], task)
-            ok = not a.empty and not b.empty and metric in set(a["metric"]) and metric in set(b["metric"])
-            ids, x, y = stats.item_differences(a, b, metric) if ok else ([], [], [])
-            cache[key] = pd.Series(np.asarray(y) - np.asarray(x), index=ids, dtype=float)
-        return cache[key]
+            if (fingerprint.evaluation_differences(ref.get("fingerprint"), run.get("fingerprint"))
+                    or metric not in metrics(run, task)):  # not scored alike: never compared (see `refused`)
+                changes[key] = pd.Series(dtype=float)
+            else:
+                ids, x, y = stats.item_differences(samples(ref["run_id"], task), samples(run["run_id"], task), metric)
+                changes[key] = pd.Series(np.asarray(y) - np.asarray(x), index=ids, dtype=float)
+        return changes[key]
 
     def axes(r):
         c = r["cell"]
@@ -233,7 +260,7 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
         for task in a["cell"]["evaluation"]["tasks"]:
             if task not in b["cell"]["evaluation"]["tasks"]:
                 continue
-            metric = verdict_metric(task)
+            metric = verdict_metric(task, metrics(a, task) & metrics(b, task))
             da, db = change(a, task, metric), change(b, task, metric)
             common = da.index.intersection(db.index)
             if not len(common):

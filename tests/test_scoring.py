@@ -1,0 +1,83 @@
+"""Per-token scoring equals lm-eval's own, and a GSM8K solution splits into working and format."""
+import math
+
+import pytest
+
+from ftstudy import data, evaluate, models, nll, stats
+from ftstudy.scoring import TokenScoringHFLM
+
+
+def _requests(data_dir, n=5):
+    from lm_eval.api.instance import Instance
+
+    pairs = data.heldout_pairs("gsm8k_nll", data_dir)[:n]
+    # a trailing space in one context: lm-eval moves it onto the continuation
+    args = [(p + ("\nAnswer: " if k == 1 else "\n"), a) for k, (p, a) in enumerate(pairs)]
+    return [Instance("loglikelihood", {}, a, k, ("ftstudy_gsm8k_nll", k, 1)) for k, a in enumerate(args)]
+
+
+@pytest.mark.parametrize("case", ["plain", "truncated", "prompt tuning"])
+def test_token_scoring_equals_stock_lm_eval(case, tiny_model_dir, data_dir):
+    """Summed log-likelihood and is_greedy as stock lm-eval's HFLM gives them (1e-4 nats, fp32),
+    with left truncation and prompt tuning's virtual tokens; the pieces cover the continuation
+    exactly and sum to it."""
+    from lm_eval.models.huggingface import HFLM
+
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    if case == "prompt tuning":
+        import peft
+
+        model = peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    kwargs = dict(pretrained=model, tokenizer=tok, batch_size=3)
+    requests = _requests(data_dir)
+    if case == "truncated":  # shorter than prompt + solution: lm-eval drops tokens on the left
+        longest = max(len(tok.encode(r.args[1])) for r in requests)
+        assert max(len(tok.encode(r.args[0] + r.args[1])) for r in requests) > longest + 8
+        kwargs["max_length"] = longest + 4
+    stock = HFLM(**kwargs).loglikelihood(requests)
+    ours = TokenScoringHFLM(token_tasks=["ftstudy_gsm8k_nll"], **kwargs).loglikelihood(requests)
+    for req, (ll, greedy), (ll2, greedy2, pieces) in zip(requests, stock, ours):
+        assert abs(ll - ll2) < 1e-4 and greedy == greedy2
+        assert "".join(p for p, _ in pieces) == req.args[1]
+        assert math.isclose(sum(v for _, v in pieces), ll2, abs_tol=1e-4)
+    other = TokenScoringHFLM(token_tasks=["another task"], **kwargs).loglikelihood(requests)
+    assert [r[:2] for r in other] == [r[:2] for r in stock] and all(len(r) == 2 for r in other)
+
+
+def test_solution_split_by_hand():
+    answer = "2 + 2 = <<2+2=4>>4\n#### 4"
+    fmt_chars = len("<<2+2=4>>") + len("#### 4")
+    assert sum(nll.format_mask(answer)) == fmt_chars
+    # one token straddles working and format ("= <<"), one is format only, one working only
+    pieces = [["2 + 2 ", -1.0], ["= <<", -2.0], ["2+2=4>>", -0.5], ["4\n", -0.25], ["#### 4", -0.125]]
+    fmt, other, fmt_bytes, other_bytes = nll.split(answer, pieces)
+    assert fmt_bytes == fmt_chars and other_bytes == len(answer) - fmt_chars
+    assert math.isclose(fmt, 2.0 * 2 / 4 + 0.5 + 0.125) and math.isclose(other, 1.0 + 2.0 * 2 / 4 + 0.25)
+    out = nll.process_solution_results({"answer": answer}, [(-3.875, False, pieces)])
+    assert math.isclose(out["format_nll"] + out["math_bits_per_byte"] * math.log(2) * other_bytes, out["nll"])
+    assert math.isclose(out["format_bits_per_byte"], fmt / fmt_bytes / math.log(2))
+    # a delimiter before the solution counts with the working, as it counts in the whole
+    fmt2, other2, _, _ = nll.split(answer, [[" \n", -1.0]] + pieces)
+    assert math.isclose(fmt2, fmt) and math.isclose(other2, other + 1.0)
+    # the stock model class (no pieces): the whole solution only
+    assert set(nll.process_solution_results({"answer": answer}, [(-3.875, False)])) == {"bits_per_byte", "nll"}
+    with pytest.raises(ValueError, match="does not end with the solution"):
+        nll.split(answer + "!", pieces)
+
+
+def test_evaluation_reports_the_split(tiny_model_dir, data_dir, tmp_path):
+    """Through the kit's evaluation: per item, the nats of the format bytes and of the working add
+    up to the solution's, and the task's results carry each part."""
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    ev = {"batch_size": 4, "tasks": {"gsm8k_nll": {"limit": 4}, "alpaca_nll": {"limit": 2}}}
+    res = evaluate.evaluate(model, tok, ev, tmp_path, data_dir)["tasks"]
+    assert {"math_bits_per_byte,none", "format_bits_per_byte,none", "format_nll,none"} <= set(res["gsm8k_nll"])
+    assert "math_bits_per_byte,none" not in res["alpaca_nll"]
+    items = stats.load_samples(tmp_path, "gsm8k_nll").pivot(index="doc_id", columns="metric", values="value")
+    assert len(items) == 4
+    for doc_id, row in items.iterrows():
+        answer = data.heldout_pairs("gsm8k_nll", data_dir)[int(doc_id)][1]
+        fmt_bytes = sum(nll.format_mask(answer))
+        math_nats = row["math_bits_per_byte"] * math.log(2) * (len(answer.encode()) - fmt_bytes)
+        assert math.isclose(row["format_nll"] + math_nats, row["nll"], rel_tol=1e-6)
+        assert 0.05 < fmt_bytes / len(answer.encode()) < 0.6  # GSM8K: about a fifth is format
