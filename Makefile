@@ -83,6 +83,7 @@ bench: setup
 	$(PY) bench/train_overhead.py
 	$(PY) bench/memory.py
 	$(PY) bench/cell_profile.py
+	$(PY) bench/precision_policy.py
 	$(PY) bench/report.py
 
 lab: setup

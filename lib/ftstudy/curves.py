@@ -3,8 +3,9 @@
 One end-of-training point cannot tell "forgets less" from "learns less" (Biderman et al.,
 2024, compare methods at matched learning). A Trainer callback scores the run's
 log-likelihood tasks (the same items as its final evaluation) at step 0 and every
-`eval_every` steps, through lm-eval on the in-memory model, in the precision it trains in
-(unmerged): each point is compared with the run's own step 0, item by item. Per-sample logs
+`eval_every` steps, through lm-eval on the in-memory model (unmerged, its fp32 weights,
+outside training's bf16 autocast, as the final evaluation): each point is compared with the
+run's own step 0, item by item. Per-sample logs
 go to `<run>/curve/step_<k>/lm_eval/<task>/`; `<run>/curve.json` lists the points.
 Accuracy tasks stay end-of-training only (generation is too slow to repeat).
 """
@@ -29,16 +30,17 @@ def step_folder(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / FOLDER / f"step_{step:05d}"
 
 
-def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, compute_dtype: str):
+def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     """A Trainer callback scoring the curve tasks at step 0, every `every` steps and at the
     last step. Random states are saved and restored around each evaluation (lm-eval reseeds
     them), so a run with a curve trains exactly as it would without one; `.wall_s` is the
     time it spent, and `.peak` (a `train.AnonPeak`, when set) is paused meanwhile, so the
     training's peak memory does not include the evaluation's.
 
-    Curves are scored in the precision the model trains in; they must agree with the final
-    evaluation's, or methods would be scored along training with different roundings (e.g.
-    full fine-tuning's fp32 weights under bf16 autocast vs a LoRA adapter kept in fp32)."""
+    Points are scored outside the bf16 autocast that accelerate wraps around the model's
+    forward while training, on the fp32 weights: the precision of the final evaluation, so
+    that every method is scored along training alike (`evaluation.dtype` must be float32;
+    params check it)."""
     import numpy as np
     import torch
     from lm_eval.tasks import TaskManager
@@ -47,10 +49,9 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, 
     from ftstudy import evaluate
 
     ev = evaluate.resolve(evaluation)
-    if compute_dtype != ev["dtype"]:
-        raise ValueError(f"training.eval_every: curves are scored in the training precision "
-                         f"({compute_dtype}), the final evaluation in evaluation.dtype ({ev['dtype']}); "
-                         "set both alike (e.g. evaluation.dtype: bfloat16, or the model's dtype: float32)")
+    if ev["dtype"] != "float32":
+        raise ValueError(f"training.eval_every: curves score the fp32 weights as they train; "
+                         f"evaluation.dtype is {ev['dtype']}: set it to float32")
     ev["tasks"] = tasks_of(ev)
     chat = bool(getattr(tokenizer, "chat_template", None))
     run_dir = Path(run_dir)
@@ -71,6 +72,10 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, 
             states = random.getstate(), np.random.get_state(), torch.get_rng_state()
             was_training = model.training
             model.eval()
+            # accelerate's autocast wrapper (bf16 training) keeps the plain forward beside it
+            wrapped = model.__dict__.get("forward")
+            if "_original_forward" in model.__dict__:
+                model.forward = model.__dict__["_original_forward"]
             if self.peak is not None:
                 self.peak.paused = True
             try:
@@ -82,6 +87,8 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int, 
                 if self.peak is not None:
                     self.peak.paused = False
                 model.train(was_training)
+                if wrapped is not None:
+                    model.forward = wrapped
                 random.setstate(states[0])
                 np.random.set_state(states[1])
                 torch.set_rng_state(states[2])

@@ -98,7 +98,7 @@ def task_hashes(tasks) -> dict[str, str]:
 # Modules that plan, run, tabulate or report cells but never compute a cell's numbers: editing
 # them does not make a finished cell stale.
 # (`cell` is not among them: it maps a cell to the notebook's parameters.)
-REPORT_ONLY = {"analysis", "verdicts", "records", "measures", "plan", "plots", "report", "stats", "tables", "grid", "executors",
+REPORT_ONLY = {"analysis", "verdicts", "verify", "records", "measures", "plan", "plots", "report", "stats", "tables", "grid", "executors",
                "local", "slurm", "cli", "tuning", "progress", "params", "fingerprint", "calibrate",
                "trackers", "export", "answers", "present", "__main__"}
 

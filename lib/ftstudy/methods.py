@@ -10,17 +10,17 @@ import copy
 # Per-method defaults. LoRA dropout is 0 (as in PEFT's method comparison): on CPU the dropout
 # masks alone cost ~16% of a step. `adapter` holds PEFT config kwargs; `training` overrides
 # ftstudy.train.DEFAULTS; `load` says how the base model is loaded. Every method starts from
-# the same weights, loaded in the model entry's dtype, so that its reference (`base`, or
-# `base_4bit` for QLoRA) is exactly its starting point: a 0-step run equals it (see controls).
+# the same fp32 weights (the published ones; see `load_model`), so that its reference (`base`,
+# or `base_4bit` for QLoRA) is exactly its starting point: a 0-step run equals it (see controls).
 METHODS: dict[str, dict] = {
     # References, not methods: the untouched model, and (for QLoRA) the same model loaded in
     # 4-bit NF4, so QLoRA's change is measured against the base it actually trained on.
     "base": dict(peft=None, adapter={}, training={}, load={}),
     "base_4bit": dict(peft=None, adapter={}, training={}, load={"quantize_4bit": True}),
     "full": dict(peft=None, adapter={},
-                 # Trains fp32 master weights (upcast after loading, so the start is the
-                 # reference's weights exactly) with bf16 autocast where bf16 is the compute
-                 # dtype: pure-bf16 weights round tiny updates away.
+                 # Trains its fp32 weights (bf16 weights would round tiny updates away). Every
+                 # model now loads in fp32, so `master_fp32` only names that; it stays in full's
+                 # cells because it is part of their run ids (committed results use them).
                  training={"learning_rate": 5e-5}, load={"master_fp32": True}),
     "lora": dict(peft="LORA", adapter=dict(r=8, lora_alpha=16, lora_dropout=0.0,
                                             target_modules="all-linear"),
@@ -71,17 +71,19 @@ def resolve(method: str, adapter: dict | None = None, training: dict | None = No
 
 
 def load_model(spec: dict, model: dict):
-    """(tokenizer, model) loaded as the method needs it (dtype, 4-bit for QLoRA).
+    """(tokenizer, model) loaded as the method needs it: in fp32 (4-bit NF4 for QLoRA, computing
+    in fp32), whatever the CPU, so every reference is the published weights and a run made on
+    another CPU kind differs only by arithmetic, never by rounded weights.
 
-    Records the dtype actually used (`auto` resolved for this machine) as
-    `spec["compute_dtype"]`: training's autocast and the run's record follow it.
+    The model entry's `dtype` (`auto`: bf16 where the CPU computes it natively) is the
+    precision training computes in, as autocast (`ftstudy.train`); evaluation never runs under
+    it (`ftstudy.evaluate`). Recorded as `spec["compute_dtype"]`.
     """
     from ftstudy import models, precision
 
     load = spec["load"]
-    dtype = precision.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
-    spec["compute_dtype"] = dtype
-    return models.load(model["source"], dtype=dtype, quantize_4bit=bool(load.get("quantize_4bit")))
+    spec["compute_dtype"] = precision.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
+    return models.load(model["source"], dtype="float32", quantize_4bit=bool(load.get("quantize_4bit")))
 
 
 def peft_config(spec: dict):
@@ -100,46 +102,18 @@ def apply(model, spec: dict, seed: int = 0):
     """Wrap `model` for training with the method; returns the model to train.
 
     The seed is set first so adapter initialisation is reproducible. A 4-bit base is not
-    passed through `prepare_model_for_kbit_training`: it would upcast the frozen
-    non-quantised weights to fp32, so QLoRA would differ from its `base_4bit` reference by a
-    precision change before any training (and hold more memory); PEFT freezes the base.
+    passed through `prepare_model_for_kbit_training`: its other weights are fp32 already, PEFT
+    freezes the base, and QLoRA starts exactly from its `base_4bit` reference.
     """
     import peft
-    import torch
     from transformers import set_seed
 
     set_seed(seed)
     config = peft_config(spec)
     if config is None:
-        if spec["load"].get("master_fp32") and model.dtype != torch.float32:
-            model = model.float()  # exact: every bf16 value is an fp32 value
         return model
     model = peft.get_peft_model(model, config)
-    if spec["adapter"].get("use_dora"):
-        dora_magnitude_in_fp32(model)
     return fix_prompt_learning_generation(model)
-
-
-def dora_magnitude_in_fp32(model) -> None:
-    """Recompute DoRA's magnitude vectors from the frozen weights in fp32.
-
-    PEFT computes them at init in the base dtype; on a bf16 base the stored norm is rounded,
-    so magnitude / ||W|| is not 1 once evaluated in fp32: a DoRA run differs from its
-    reference before any training (its zero-step control fails). With the adapter already
-    in fp32, PEFT's own `update_layer` computes the norm in fp32.
-    """
-    import torch
-
-    for module in model.modules():
-        magnitudes = getattr(module, "lora_magnitude_vector", None)
-        if not magnitudes:
-            continue
-        for name, magnitude in magnitudes.items():
-            with torch.no_grad():
-                magnitude.update_layer(base_layer=module.get_base_layer(),
-                                       lora_A=module.lora_A[name].weight.float(),
-                                       lora_B=module.lora_B[name].weight.float(),
-                                       scaling=module.scaling[name])
 
 
 def fix_prompt_learning_generation(model):

@@ -508,16 +508,9 @@ def _compute_problems(params: Params) -> list[str]:
         if importlib.util.find_spec(name) is None:
             problems.append(f"tracking.report_to: {name} is not installed (pip install {name}); "
                             "only tensorboard comes with ftstudy")
-    if params.has_curves():
-        from ftstudy import precision
-
-        for name, m in params.models.items():
-            dtype = precision.resolve_dtype(m.dtype)
-            if dtype != params.evaluation.dtype:
-                problems.append(f"training.eval_every: curves are scored in the training precision, which is "
-                                f"{dtype} for models.{name} on this machine, and the final evaluation in "
-                                f"evaluation.dtype {params.evaluation.dtype}; set both alike "
-                                f"(models.{name}.dtype: {params.evaluation.dtype}, or evaluation.dtype: {dtype})")
+    if params.has_curves() and params.evaluation.dtype != "float32":
+        problems.append(f"evaluation.dtype: learning curves (training.eval_every) score the fp32 weights as "
+                        f"they train, so the final evaluation must too: set float32, not {params.evaluation.dtype}")
     return problems
 
 

@@ -50,6 +50,36 @@ def methods_page(params: Params, cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verification_lines(outputs: Path) -> list[str]:
+    """How to verify these records on one's own machine, and the last verification committed
+    beside them (`verify.json`, written by `ftstudy verify`)."""
+    lines = ["## Verification", "",
+             f"`ftstudy verify {outputs.name}` (the results folder) reruns a reference, the cheapest trained run "
+             "and runs drawn at random on your machine, from their `cell.json`, and compares them with these "
+             "records: per-item log-likelihoods, accuracies, the training loss per step, and the verdicts with the "
+             "reruns in their place; it exits 0 when every difference is within its tolerance.", ""]
+    f = outputs / "verify.json"
+    if not f.is_file():
+        return lines + ["No verification is committed with these records.", ""]
+    v = results.read_json(f)
+    cpu = (v.get("machine") or {}).get("cpu") or {}
+    lines += [f"Last verification committed ({v['checked']}, on a CPU with torch capability "
+              f"{cpu.get('torch_cpu_capability')}, native bf16 {cpu.get('native_bf16')}, "
+              f"{(v.get('machine') or {}).get('threads')} threads): "
+              + ("**every difference within its tolerance**" if v["within_tolerance"] else "**not within tolerance**")
+              + (f"; verdicts that change with the reruns in place: {len(v['verdicts_changed'])}"
+                 if v.get("verdicts_changed") else "; every verdict holds with the reruns in place") + ".", "",
+              "| run | tolerance tier | largest per-item log-likelihood difference (nats) | training loss, "
+              "largest difference | recorded on | over tolerance |", "|---|---|---|---|---|---|"]
+    for r in v["runs"]:
+        worst = max((t.get("max_abs", 0.0) for t in r["tasks"].values()), default=0.0)
+        loss = f"{r['loss']['max_abs']:.2e}" if r.get("loss") else "no training"
+        lines.append(f"| {{ref}}`{r['run_id']} <run-{r['run_id']}>` {r['run']} | {r['tier']} | {worst:.2e} | {loss} | "
+                     f"{r['recorded']['cpu_kind']}, {r['recorded']['threads']} threads, {r['recorded']['dtype']} | "
+                     f"{len(r['problems'])} |")
+    return lines + [""]
+
+
 def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dict | None = None,
                     cited: dict[str, list[str]] | None = None) -> str:
     """Per run of the grid: status, parameters, versions, data hashes, fingerprint (and
@@ -59,7 +89,8 @@ def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dic
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir(parents=True)
     lines = ["# Provenance", "", "Every run folder of this grid, failed ones included. Each links "
-             "to its executed notebook (download) and lists what produced it.", ""]
+             "to its executed notebook (download) and lists what produced it.", "",
+             *verification_lines(outputs)]
     if cited:
         lines += ["## Runs behind the front page's numbers", ""]
         for label, ids in sorted(cited.items()):

@@ -42,7 +42,7 @@ def run_records(outputs: str | Path, run_ids=None) -> list[dict]:
 def _model_key(cell: dict) -> list:
     model = cell.get("model") if isinstance(cell.get("model"), dict) else {}
     load = cell.get("load") or {}
-    dtype = cell.get("compute_dtype") or load.get("dtype", model.get("dtype"))  # as loaded, `auto` resolved
+    dtype = cell.get("compute_dtype") or load.get("dtype", model.get("dtype"))  # training's, `auto` resolved
     return [model.get("source") or cell.get("model_name"), dtype, cell.get("evaluation")]
 
 

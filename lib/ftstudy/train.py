@@ -156,9 +156,9 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         parallel["ddp_find_unused_parameters"] = False
         if strategy == "fsdp":
             parallel.update(fsdp="full_shard auto_wrap")
-    # Full fine-tuning keeps fp32 master weights; it autocasts to bf16 only where bf16 is the
-    # compute dtype (native bf16 hardware, or a params file that forces it).
-    autocast_bf16 = bool(spec["load"].get("master_fp32")) and spec.get("compute_dtype") == "bfloat16"
+    # Weights stay fp32 (`methods.load_model`); training autocasts to bf16 only where bf16 is
+    # the compute dtype (native bf16 hardware, or a params file that forces it).
+    autocast_bf16 = spec.get("compute_dtype") == "bfloat16"
     run_dir = Path(run_dir)
     on_gpu = torch.cuda.is_available()
     from ftstudy import trackers
@@ -196,7 +196,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         if processes > 1:
             raise ValueError("training.eval_every needs a single training process")
         curve_callback = curves.callback(model, tokenizer, curve["evaluation"], run_dir, curve.get("data_dir"),
-                                         cfg["eval_every"], spec.get("compute_dtype") or "float32")
+                                         cfg["eval_every"])
         callbacks.append(curve_callback)
     trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
                       callbacks=callbacks)
@@ -211,7 +211,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     curve_s = curve_callback.wall_s if curve_callback else 0.0
     wall -= curve_s  # training's cost excludes the in-training evaluation
     if autocast_bf16:  # accelerate left bf16 autocast around the model's forward: evaluation
-        from accelerate.utils import extract_model_from_parallel  # must see plain fp32 weights
+        from accelerate.utils import extract_model_from_parallel  # runs outside it
 
         extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
     tokens = int(trainer.state.num_input_tokens_seen)

@@ -1,0 +1,409 @@
+"""`ftstudy verify`: rerun a few of a committed study's runs here and compare with its records.
+
+A committed book rebuilds from its records without compute; verifying checks that those
+records are what the code computes, on the reader's own machine. Each picked run is rerun from
+its `cell.json`, training in the precision it recorded (evaluation is `evaluation.dtype`, fp32
+in committed studies), into a scratch folder, and compared with its record: the per-item
+log-likelihoods of every task (every choice of a multiple-choice item), the per-item 0/1 scores
+behind the accuracies, the training loss at every step, and the study's verdicts rebuilt with
+the reruns in place of the records. What the two machines share decides the tolerance
+(`TOLERANCES`): float rounding on the same CPU kind, dtype and thread count; elsewhere a floor,
+widened for a trained run to a multiple of its spread, measured here by one more rerun on
+another thread count. The fingerprint parts that differ (code, data, packages, CPU kind,
+threads, dtype) are printed beside the numbers.
+
+Exit status: 0 when every difference is within its tolerance, 1 when one is not, 2 when the
+runs cannot be compared (the reason is printed).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Per-item log-likelihood tolerance: nats + a relative part (an item's log-likelihood is a sum
+# over its tokens); the training loss per step (nats per token); whether a generated answer may
+# differ (greedy decoding follows any arithmetic difference). By what the machines share:
+TOLERANCES = {
+    # Same CPU kind, compute dtype and thread count: the same kernels in the same order; a
+    # batched, padded forward and a single one differ by float32 rounding of a long sum.
+    "same": {"nats": 1e-4, "relative": 2e-7, "loss": 1e-5, "generation": True},
+    # Another CPU kind, where this one cannot run the record's kernels (a record made with
+    # AVX512 kernels, rerun on an AVX2-only CPU): other summation orders. Evaluation alone moved
+    # SmolLM2's items by at most 2.3e-3 nats between AVX2 and AVX512 kernels (BENCHMARKS.md
+    # section 13); this floor is about 5x that at a typical -150 nats. Training amplifies such
+    # differences by an amount that depends on the method and its rate (prompt tuning's 4 steps
+    # at 3e-2 moved items by up to 0.98 nats, LoRA's by 1.1e-3), so a trained run's bound is
+    # measured here: `SPREAD_MARGIN` x how far it moves between this CPU's kernels and the next
+    # narrower ones (its *spread*), never below the floor.
+    "other arithmetic": {"nats": 5e-3, "relative": 5e-5, "loss": 1e-4, "generation": False},
+}
+SPREAD_MARGIN = 4
+# Another CPU kind's kernels on this CPU: torch's ATen dispatch, MKL and oneDNN each capped at
+# that instruction set. Records made with AVX2 kernels, rerun this way on an AVX512 EPYC, were
+# matched bit for bit, training included (BENCHMARKS.md section 13). Narrowest first.
+KERNELS = {"DEFAULT": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                       "ONEDNN_MAX_CPU_ISA": "SSE41"},
+           "AVX2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+           "AVX512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+                      "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}}
+
+
+def kernels_for(recorded: str | None, here: str) -> dict | None:
+    """The environment that makes this CPU (torch capability `here`) compute with the kernels
+    a record was made with: {} when they are this CPU's own, None when it cannot (wider)."""
+    levels = list(KERNELS)
+    if recorded == here:
+        return {}
+    if recorded in levels and here in levels and levels.index(recorded) < levels.index(here):
+        return dict(KERNELS[recorded])
+    return None
+
+
+def narrower(here: str) -> dict | None:
+    """The next narrower kernels than this CPU's own: another summation order, to measure a
+    run's spread."""
+    levels = list(KERNELS)
+    return dict(KERNELS[levels[levels.index(here) - 1]]) if here in levels[1:] else None
+
+
+class CannotCompare(Exception):
+    """The runs cannot be compared: the message says why (exit status 2)."""
+
+
+def machine(env: dict) -> dict:
+    """What a run's arithmetic depended on, from its env.json."""
+    hw = env.get("hardware") or {}
+    cpu = hw.get("cpu") or {}
+    return {"cpu_kind": f"{cpu.get('torch_cpu_capability')} (native bf16: {cpu.get('native_bf16')})",
+            "threads": hw.get("torch_threads"), "dtype": env.get("compute_dtype")}
+
+
+def tier(committed: dict, rerun: dict) -> str:
+    """`machine` of the record and of the rerun -> the tolerance tier."""
+    if committed["dtype"] != rerun["dtype"]:
+        return "other dtype"
+    if committed["cpu_kind"] != rerun["cpu_kind"] or committed["threads"] != rerun["threads"]:
+        return "other arithmetic"
+    return "same"
+
+
+def params_file(results: Path) -> Path:
+    """The params file a results folder was exported from (its README names it)."""
+    from ftstudy import paths
+
+    readme = results / "README.md"
+    if readme.is_file():
+        first = readme.read_text().splitlines()[0]
+        if "`" in first:
+            named = Path(first.split("`")[1])
+            path = named if named.is_absolute() else paths.project_root() / named
+            if path.is_file():
+                return path
+    guess = paths.project_root() / "params" / f"{results.name}.yaml"
+    if guess.is_file():
+        return guess
+    raise CannotCompare(f"{results}: no params file found (README.md names none, no params/{results.name}.yaml); "
+                        "pass --params")
+
+
+def pick(records: list[dict], n: int, seed: int) -> list[dict]:
+    """A reference run, the cheapest trained run, and the rest drawn at random (seeded)."""
+    from ftstudy.methods import REFERENCES
+
+    done = sorted((r for r in records if r["status"] == "done" and r.get("cell")), key=lambda r: r["run_id"])
+    refs = [r for r in done if r["cell"]["method"] == "base"]
+    trained = [r for r in done if r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")]
+    chosen = refs[:1] + sorted(trained, key=lambda r: r.get("train_wall_s") or np.inf)[:1]
+    rest = [r for r in done if r not in chosen]
+    chosen += random.Random(seed).sample(rest, min(len(rest), max(0, n - len(chosen))))
+    return chosen[:n]
+
+
+def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
+    """Per task, the per-item differences between two folders of one run; with a tolerance
+    (None: other dtype, not judged), which exceed it. A 0/1 item that flips is a tie when the
+    item's log-likelihoods agree within tolerance, else its log-likelihoods already exceed it;
+    a generated answer that flips exceeds it where the arithmetic is the same (no
+    log-likelihood tells a tie), and is reported where it is not."""
+    from ftstudy import measures, stats
+
+    tasks = sorted(p.name for p in (committed / "lm_eval").iterdir() if p.is_dir())
+    out = {"tasks": {}, "loss": None, "problems": []}
+    for task in tasks:
+        a, b = stats.item_logliks(committed, task), stats.item_logliks(rerun, task)
+        row: dict = {}
+        if len(a):
+            if not a.index.equals(b.index):
+                out["problems"].append(f"{task}: the rerun scored other items")
+                continue
+            diff = (b - a).abs()
+            row.update(items=int(a.index.get_level_values(0).nunique()), values=len(a),
+                       max_abs=float(diff.max()), median_abs=float(diff.median()))
+            if tolerance is not None:
+                nats = (tolerance.get("tasks") or {}).get(task, tolerance["nats"])
+                over = diff[diff > nats + tolerance["relative"] * a.abs()]
+                row["over"] = [dict(doc_id=str(k[0]), choice=int(k[1]), committed=float(a[k]), rerun=float(b[k]))
+                               for k in over.index]
+                for k in over.index[:3]:
+                    out["problems"].append(f"{task} item {k[0]} choice {k[1]}: log-likelihood {a[k]:.6f} "
+                                           f"recorded, {b[k]:.6f} rerun")
+        sa, sb = stats.load_samples(committed, task), stats.load_samples(rerun, task)
+        for metric in sorted(m for m in set(sa["metric"]) & set(sb["metric"]) if measures.binary(m)):
+            ids, x, y = stats.item_differences(sa, sb, metric)
+            flipped = [str(i) for i, u, v in zip(ids, x, y) if u != v]
+            row.setdefault("accuracy", {})[metric] = dict(committed=float(np.mean(x)), rerun=float(np.mean(y)),
+                                                          flipped=flipped)
+            if flipped and tolerance is not None and tolerance["generation"] and not len(a):
+                out["problems"].append(f"{task} {metric}: items {', '.join(flipped[:5])} flipped")
+        out["tasks"][task] = row
+    la, lb = _loss(committed), _loss(rerun)
+    if la or lb:
+        steps = sorted(set(la) | set(lb))
+        if set(la) != set(lb):
+            out["problems"].append("training loss: the rerun logged other steps")
+        else:
+            worst = max(steps, key=lambda s: abs(lb[s] - la[s]))
+            out["loss"] = dict(steps=len(steps), max_abs=abs(lb[worst] - la[worst]), at_step=worst,
+                               committed=la[worst], rerun=lb[worst])
+            if tolerance is not None and abs(lb[worst] - la[worst]) > tolerance["loss"]:
+                out["problems"].append(f"training loss at step {worst}: {la[worst]:.6f} recorded, {lb[worst]:.6f} rerun")
+    out["within"] = tolerance is None or not out["problems"]
+    return out
+
+
+def _loss(run: Path) -> dict:
+    from ftstudy.results import read_json
+
+    m = read_json(run / "metrics.json")
+    return {int(p["step"]): float(p["loss"]) for p in m.get("loss_curve") or []}
+
+
+def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None, environments: dict, log) -> dict:
+    """Each record's cell run again into `scratch/runs/<id>`, training in the recorded compute
+    dtype (or `dtype`), its notebook kernel started with `environments[run id]` (threads,
+    kernels); returns {run id: status}."""
+    import os
+
+    from ftstudy import local
+
+    states = {}
+    for r in records:
+        cell = json.loads(json.dumps(r["grid_cell"] or r["cell"]))
+        pinned = dtype or (r.get("cell") or {}).get("compute_dtype")
+        if pinned:
+            cell["model"]["dtype"] = pinned
+            if (cell.get("load") or {}).get("dtype"):
+                cell["load"]["dtype"] = pinned
+        env = environments.get(r["run_id"]) or {}
+        previous = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # the notebook kernel inherits it
+        try:
+            states.update(local.run_cells([cell], scratch, data_dir, {}, log=log))
+        finally:
+            for k, v in previous.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return states
+
+
+def verdicts_with(results: Path, params, reruns: dict[str, Path], scratch: Path) -> list[dict]:
+    """The study's verdicts rebuilt with the reruns in place of their records: the rows whose
+    verdict is not the committed one."""
+    import pandas as pd
+
+    from ftstudy import grid, report, tables, tuning
+
+    committed = results / "verdicts.csv"
+    if not committed.is_file():
+        return []
+    copy = scratch / "results"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(results, copy)
+    for rid, folder in reruns.items():
+        shutil.rmtree(copy / "runs" / rid)
+        shutil.copytree(folder, copy / "runs" / rid)
+        _like_for_like(copy / "runs" / rid, results / "runs" / rid)
+    tables.collect(copy, grid.expand(params, copy), tuning.configured_rates(params))
+    new = report.derived_tables(copy)["verdicts"].set_index("id")
+    old = pd.read_csv(committed).set_index("id")
+    changed = []
+    for vid in old.index:
+        was, now = old.loc[vid, "verdict"], new["verdict"].get(vid, "missing")
+        if was != now:
+            changed.append(dict(id=vid, committed=was, rerun=now))
+    return changed
+
+
+def _like_for_like(rerun: Path, committed: Path) -> None:
+    """Make a rerun stand in for its record: the record's own `cell.json` and `fingerprint.json`
+    (the tables would otherwise refuse to compare a rerun made by today's evaluation code with
+    records made by an earlier one), and in its per-sample logs only the metrics the record
+    has, so a record made before a metric existed has its verdicts decided on the same metric."""
+    from ftstudy import stats
+
+    for name in ("cell.json", "fingerprint.json"):
+        if (committed / name).is_file():
+            shutil.copy(committed / name, rerun / name)
+
+    for folder in (rerun / "lm_eval").iterdir():
+        lines = list(stats.sample_lines(committed, folder.name))
+        if not lines:
+            continue
+        recorded = set(json.loads(lines[0]).get("metrics") or [])
+        kept = []
+        for line in stats.sample_lines(rerun, folder.name):
+            s = json.loads(line)
+            for m in set(s.get("metrics") or []) - recorded:
+                s.pop(m, None)
+            s["metrics"] = [m for m in s.get("metrics") or [] if m in recorded]
+            kept.append(json.dumps(s))
+        for f in folder.glob("samples.jsonl*"):
+            f.unlink()
+        (folder / "samples.jsonl").write_text("\n".join(kept) + "\n")
+
+
+def verify(results: str | Path, params_path: str | Path | None = None, runs: int = 3, run_ids=(),
+           seed: int | None = None, scratch: str | Path | None = None, dtype: str | None = None,
+           threads: int | None = None, own_kernels: bool = False, log=print) -> int:
+    """Verify a committed study (see the module docstring); writes `<results>/verify.json`."""
+    import tempfile
+
+    from ftstudy import cell as cell_mod
+    from ftstudy import fingerprint, params as params_mod, paths, precision, tables
+    from ftstudy.methods import REFERENCES
+
+    results = Path(results).resolve()
+    try:
+        if not (results / "runs").is_dir():
+            raise CannotCompare(f"{results}: no runs/ folder (not a results folder)")
+        params = params_mod.load(params_path or params_file(results), for_compute=False)
+        data_dir = paths.data_dir(params.data_dir)
+        records = tables.run_records(results)
+        by_id = {r["run_id"]: r for r in records}
+        missing = [r for r in run_ids if r not in by_id]
+        if missing:
+            raise CannotCompare(f"{results}: no run {', '.join(missing)}")
+        if seed is None:
+            seed = int(time.time()) % 100_000
+        chosen = [by_id[r] for r in run_ids] if run_ids else pick(records, runs, seed)
+        not_done = [r["run_id"] for r in chosen if r["status"] != "done" or not r.get("cell")]
+        if not_done or not chosen:
+            raise CannotCompare(f"{results}: run(s) {', '.join(not_done) or 'none'} did not finish: nothing to compare")
+    except (CannotCompare, params_mod.ParamsError) as err:
+        log(f"verify: cannot compare: {err}")
+        return 2
+    log(f"verify: {len(chosen)} run(s) of {results.name}"
+        + ("" if run_ids else f" (a reference, the cheapest trained run, the rest drawn with --seed {seed})")
+        + ": " + ", ".join(f"{r['run_id']} {cell_mod.describe(r['grid_cell'] or r['cell'])}" for r in chosen))
+    scratch = Path(scratch or tempfile.mkdtemp(prefix=f"verify-{results.name}-"))
+    here = {"cpu": precision.cpu_capability(), "threads": threads or "as each record"}
+    own = here["cpu"]["torch_cpu_capability"]
+    environments = {}
+    for r in chosen:  # compute as the record was computed, as far as this CPU can
+        hw = json.loads((results / "runs" / r["run_id"] / "env.json").read_text()).get("hardware") or {}
+        recorded = (hw.get("cpu") or {}).get("torch_cpu_capability")
+        kernels = {} if own_kernels else kernels_for(recorded, own)
+        environments[r["run_id"]] = {**(kernels or {}),
+                                     **({"OMP_NUM_THREADS": str(threads or hw["torch_threads"])}
+                                        if threads or hw.get("torch_threads") else {})}
+        if kernels:
+            log(f"verify: {r['run_id']} was computed with {recorded} kernels: rerun with them ({own} here)")
+        elif kernels is None:
+            log(f"verify: {r['run_id']} was computed with {recorded} kernels, which this CPU ({own}) cannot run")
+    states = rerun_cells(chosen, scratch, data_dir, dtype, environments, log)
+    failed = [rid for rid, s in states.items() if s != "done"]
+    if failed:
+        log(f"verify: cannot compare: the rerun of {', '.join(failed)} failed "
+            f"(see {scratch}/runs/<id>/status.json)")
+        return 2
+    machines = {r["run_id"]: (machine(json.loads((results / "runs" / r["run_id"] / "env.json").read_text())),
+                              machine(json.loads((scratch / "runs" / r["run_id"] / "env.json").read_text())))
+                for r in chosen}
+    tolerances = {rid: (dict(TOLERANCES[tier(*m)]) if tier(*m) in TOLERANCES else None) for rid, m in machines.items()}
+    spread = [r for r in chosen if tier(*machines[r["run_id"]]) == "other arithmetic"
+              and r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")]
+    other = narrower(own)
+    if spread and other is None:
+        log(f"verify: this CPU ({own}) has no narrower kernels to measure a trained run's spread: the floor applies")
+    elif spread:
+        log(f"verify: {len(spread)} trained run(s) computed with arithmetic this CPU cannot repeat: rerun once more "
+            f"with {other['ATEN_CPU_CAPABILITY']} kernels to measure how far other summation orders move them "
+            f"(their spread; the tolerance is {SPREAD_MARGIN}x that, at least the floor)")
+        states = rerun_cells(spread, scratch / "spread", data_dir, dtype,
+                             {r["run_id"]: {**environments[r["run_id"]], **other} for r in spread}, log)
+        if any(s != "done" for s in states.values()):
+            log(f"verify: cannot compare: a spread rerun failed (see {scratch}/spread/runs/<id>/status.json)")
+            return 2
+        for r in spread:
+            rid = r["run_id"]
+            s = compare_runs(scratch / "runs" / rid, scratch / "spread" / "runs" / rid, None)
+            t = tolerances[rid]
+            t["spread"] = {task: d["max_abs"] for task, d in s["tasks"].items() if "max_abs" in d}
+            t["tasks"] = {task: max(t["nats"], SPREAD_MARGIN * v) for task, v in t["spread"].items()}
+            if s["loss"]:
+                t["loss_spread"] = s["loss"]["max_abs"]
+                t["loss"] = max(t["loss"], SPREAD_MARGIN * s["loss"]["max_abs"])
+    report_runs, within = [], True
+    for r in chosen:
+        rid = r["run_id"]
+        was, now = machines[rid]
+        kind = tier(was, now)
+        cmp_ = compare_runs(results / "runs" / rid, scratch / "runs" / rid, tolerances[rid])
+        recorded_fp = json.loads((results / "runs" / rid / "fingerprint.json").read_text())
+        rerun_fp = json.loads((scratch / "runs" / rid / "fingerprint.json").read_text())
+        parts = fingerprint.differences(recorded_fp, rerun_fp)
+        parts += [f"{k} ({was[k]} recorded, {now[k]} here)" for k in ("cpu_kind", "threads") if was[k] != now[k]]
+        within &= cmp_["within"]
+        report_runs.append(dict(run_id=rid, run=cell_mod.describe(r["grid_cell"] or r["cell"]), tier=kind,
+                                tolerance=tolerances[rid], recorded=was, rerun=now, differs=parts, **cmp_))
+        _log_run(report_runs[-1], log)
+    changed = verdicts_with(results, params, {r["run_id"]: scratch / "runs" / r["run_id"] for r in chosen}, scratch)
+    judged = all(r["tier"] in TOLERANCES for r in report_runs)
+    if changed:
+        log(f"verify: {len(changed)} verdict(s) change with the reruns in place: "
+            + "; ".join(f"{c['id']} {c['committed']} -> {c['rerun']}" for c in changed[:5]))
+    else:
+        log("verify: every verdict of the study holds with the reruns in place")
+    ok = within and (not changed or not judged)
+    out = dict(checked=time.strftime("%Y-%m-%d %H:%M:%S"), seed=None if run_ids else seed, machine=here,
+               runs=report_runs, verdicts_changed=changed, within_tolerance=ok, scratch=str(scratch))
+    (results / "verify.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+    log(f"verify: {'within tolerance' if ok else 'NOT within tolerance'}; wrote {results / 'verify.json'}")
+    return 0 if ok else 1
+
+
+def _log_run(r: dict, log) -> None:
+    tol = r["tolerance"]
+    if tol is None:
+        what = "(compute dtype differs: reported, not judged)"
+    elif tol.get("tasks"):
+        what = (f"(tolerance per item: {SPREAD_MARGIN}x its spread here, at least {tol['nats']:g} nats, + "
+                f"{tol['relative']:g} x |log-likelihood|: " + ", ".join(f"{t} {v:.2g}" for t, v in tol["tasks"].items())
+                + f" nats; loss {tol['loss']:.2g} nats)")
+    else:
+        what = (f"(tolerance {tol['nats']:g} nats + {tol['relative']:g} x |log-likelihood| per item, "
+                f"loss {tol['loss']:g} nats)")
+    log(f"{r['run_id']} {r['run']}: {r['tier']} {what}")
+    if r["differs"]:
+        log("  fingerprint parts that differ: " + "; ".join(r["differs"]))
+    for task, t in r["tasks"].items():
+        if "max_abs" in t:
+            acc = "; ".join(f"{m} {v['committed']:.3f} -> {v['rerun']:.3f}" for m, v in (t.get("accuracy") or {}).items())
+            log(f"  {task}: {t['items']} items, log-likelihood |difference| max {t['max_abs']:.2e}, median "
+                f"{t['median_abs']:.2e} nats" + (f"; {len(t['over'])} over tolerance" if t.get("over") else "")
+                + (f"; {acc}" if acc else ""))
+        else:
+            for m, v in (t.get("accuracy") or {}).items():
+                log(f"  {task} {m}: {v['committed']:.3f} -> {v['rerun']:.3f} ({len(v['flipped'])} items flipped)")
+    if r["loss"]:
+        l = r["loss"]
+        log(f"  training loss: {l['steps']} steps, |difference| max {l['max_abs']:.2e} (step {l['at_step']})")
+    for p in r["problems"]:
+        log(f"  NOT within tolerance: {p}")
