@@ -14,7 +14,7 @@ from ftstudy import evaluate, models
 def main():
     folder, out, evaluation = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     start = time.perf_counter()
-    tok, model = models.load({"path": folder}, dtype="auto")
+    tok, model = models.load({"path": folder}, dtype="float32")
     res = evaluate.evaluate(model, tok, evaluation, out)
     metrics = {t: {k: v for k, v in r.items() if isinstance(v, float)} for t, r in res["tasks"].items()}
     print(json.dumps(dict(wall_s=time.perf_counter() - start, eval_s=res["wall_s"], metrics=metrics,

@@ -183,3 +183,26 @@ def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, da
             assert abs(ll - expected) <= tolerance(expected), (cell["method"], doc_id, ll, expected)
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["eval_dtype"] == "float32" and metrics["cell"]["compute_dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_curve_points_are_scored_outside_bf16_autocast(tiny_model_dir, data_dir, tmp_path):
+    """Training in bf16 (accelerate wraps the model's forward in autocast), a curve point scores
+    the fp32 weights as the final evaluation does: LoRA's step 0 (B = 0) equals the base model's
+    evaluation item by item; under the autocast it would be off by ~1e-2."""
+    from ftstudy import curves
+
+    ev = {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 4}}}
+    _, tok, base = _evaluated("base", tiny_model_dir, data_dir, tmp_path / "ref", dtype="float32")
+    evaluate.evaluate(base, tok, ev, tmp_path / "ref", data_dir)
+    spec = methods.resolve("lora", training={"max_steps": 2, "batch_size": 4, "max_length": 96,
+                                             "learning_rate": 1e-2, "eval_every": 1})
+    tok, model = methods.load_model(spec, _entry(tiny_model_dir, "bfloat16"))
+    assert spec["compute_dtype"] == "bfloat16"
+    tuned = methods.apply(model, spec, seed=0)
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 8, 0, 96, data_dir)
+    train.train(tuned, tok, examples, spec, tmp_path / "run", seed=0, curve={"evaluation": ev, "data_dir": data_dir})
+    step0 = stats.item_logliks(curves.step_folder(tmp_path / "run", 0), "alpaca_nll")
+    reference = stats.item_logliks(tmp_path / "ref", "alpaca_nll")
+    assert len(step0) == 4 and step0.index.equals(reference.index)
+    assert float((step0 - reference).abs().max()) <= 1e-5

@@ -35,11 +35,15 @@ def test_token_scoring_equals_stock_lm_eval(case, tiny_model_dir, data_dir):
         assert max(len(tok.encode(r.args[0] + r.args[1])) for r in requests) > longest + 8
         kwargs["max_length"] = longest + 4
     stock = HFLM(**kwargs).loglikelihood(requests)
-    ours = TokenScoringHFLM(token_tasks=["ftstudy_gsm8k_nll"], **kwargs).loglikelihood(requests)
+    lm = TokenScoringHFLM(token_tasks=["ftstudy_gsm8k_nll"], **kwargs)
+    ours = lm.loglikelihood(requests)
     for req, (ll, greedy), (ll2, greedy2, pieces) in zip(requests, stock, ours):
         assert abs(ll - ll2) < 1e-4 and greedy == greedy2
         assert "".join(p for p, _ in pieces) == req.args[1]
         assert math.isclose(sum(v for _, v in pieces), ll2, abs_tol=1e-4)
+        # each piece is its own token's text (the first may straddle the context's end)
+        tokens = lm._encode_pair(*req.args)[1]
+        assert len(pieces) == len(tokens) and all(p == tok.decode([t]) for (p, _), t in zip(pieces[1:], tokens[1:]))
     other = TokenScoringHFLM(token_tasks=["another task"], **kwargs).loglikelihood(requests)
     assert [r[:2] for r in other] == [r[:2] for r in stock] and all(len(r) == 2 for r in other)
 

@@ -300,7 +300,8 @@ def _format(c: Citations, here: pd.DataFrame, metric: str) -> str:
         return ("; verdicts on the working alone (annotations and the `#### N` line removed); no method's change "
                 "of the whole solution in nats has an interval that excludes zero, so no format share is given")
     return ("; verdicts on the working alone (annotations and the `#### N` line removed); the annotation format's "
-            "share of each change of the whole solution in nats, where its interval excludes zero: "
+            "share of each change of the whole solution in nats (a ratio of two mean changes, without an interval), "
+            "where that change's interval excludes zero: "
             + ", ".join(f"{r['method']} {c.num('aggregated', i, 'format_share', '.0%')}" for i, r in share.iterrows()))
 
 

@@ -86,8 +86,9 @@ def _torch_dtype(name: str):
     return getattr(torch, precision.resolve_dtype(name))
 
 
-def load(source: dict, dtype: str = "auto", quantize_4bit: bool = False):
-    """Load (tokenizer, model) for a model entry.
+def load(source: dict, dtype: str = "float32", quantize_4bit: bool = False):
+    """Load (tokenizer, model) for a model entry, its weights in `dtype` (the kit loads fp32:
+    `methods.load_model`; `auto` would round them to bf16 where that is native).
 
     `quantize_4bit` loads NF4 with double quantisation through bitsandbytes; transformers 5
     ignores a bare `load_in_4bit=True`, so a `BitsAndBytesConfig` is always built.

@@ -5,9 +5,10 @@ working from its calculator annotations and `#### N` line (`ftstudy.nll`), the s
 per token, with the text each token covers. `TokenScoringHFLM` scores the requests of the
 tasks it is given as the stock class does (lm-eval's own pair encoding, its left truncation,
 the first continuation token's log-probability from the last context position, `is_greedy`,
-virtual tokens of prompt tuning skipped) and returns `(loglikelihood, is_greedy, pieces)`,
-pieces being `[text, log-probability]` per continuation token; every other request, and any
-it cannot split (a tokenizer without offsets), goes to the stock path. Nothing is scored twice.
+virtual tokens of prompt tuning skipped, batches ordered as lm-eval orders them) and returns
+`(loglikelihood, is_greedy, pieces)`, pieces being `[text, log-probability]` per continuation
+token; every other request, and every request when the tokenizer gives no character offsets
+(a slow tokenizer), goes to the stock path. Nothing is scored twice.
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ class TokenScoringHFLM(HFLM):
                 out[k] = res
         pairs = {k: requests[k].args for k in mine}
         encoded = {k: self._encode_pair(*pairs[k]) for k in mine}
-        # longest first, as lm-eval batches, so that padding is least
-        order = sorted(mine, key=lambda k: -(len(encoded[k][0]) + len(encoded[k][1])))
+        # longest first and then by tokens, as lm-eval orders requests: the same batches, the same sums
+        order = sorted(mine, key=lambda k: (-(len(encoded[k][0]) + len(encoded[k][1])),
+                                            tuple(encoded[k][0] + encoded[k][1])))
         size = self.batch_size if isinstance(self.batch_size, int) else 1
         for start in range(0, len(order), size):
             batch = order[start:start + size]

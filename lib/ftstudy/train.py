@@ -157,8 +157,10 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         if strategy == "fsdp":
             parallel.update(fsdp="full_shard auto_wrap")
     # Weights stay fp32 (`methods.load_model`); training autocasts to bf16 only where bf16 is
-    # the compute dtype (native bf16 hardware, or a params file that forces it).
+    # the compute dtype (native bf16 hardware, or a params file that forces it), to fp16 where
+    # params ask for it (a GPU only: params refuse fp16 on a CPU).
     autocast_bf16 = spec.get("compute_dtype") == "bfloat16"
+    autocast_fp16 = spec.get("compute_dtype") == "float16"
     run_dir = Path(run_dir)
     on_gpu = torch.cuda.is_available()
     from ftstudy import trackers
@@ -182,6 +184,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         seed=seed,
         data_seed=seed,
         bf16=autocast_bf16,
+        fp16=autocast_fp16,
         use_cpu=not on_gpu,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -210,7 +213,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     wall = time.perf_counter() - start
     curve_s = curve_callback.wall_s if curve_callback else 0.0
     wall -= curve_s  # training's cost excludes the in-training evaluation
-    if autocast_bf16:  # accelerate left bf16 autocast around the model's forward: evaluation
+    if autocast_bf16 or autocast_fp16:  # accelerate left autocast around the model's forward: evaluation
         from accelerate.utils import extract_model_from_parallel  # runs outside it
 
         extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)

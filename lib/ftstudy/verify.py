@@ -7,10 +7,11 @@ in committed studies), into a scratch folder, and compared with its record: the 
 log-likelihoods of every task (every choice of a multiple-choice item), the per-item 0/1 scores
 behind the accuracies, the training loss at every step, and the study's verdicts rebuilt with
 the reruns in place of the records. What the two machines share decides the tolerance
-(`TOLERANCES`): float rounding on the same CPU kind, dtype and thread count; elsewhere a floor,
-widened for a trained run to a multiple of its spread, measured here by one more rerun on
-another thread count. The fingerprint parts that differ (code, data, packages, CPU kind,
-threads, dtype) are printed beside the numbers.
+(`TOLERANCES`): float rounding where the arithmetic is the same (CPU kind or its kernels, dtype,
+threads, packages); elsewhere a floor, widened for a trained run to a multiple of its spread,
+measured by one more rerun with narrower kernels. The fingerprint parts that differ (code, data,
+packages, CPU kind, threads, dtype) are printed beside the numbers. Verdicts that change with
+the reruns in place are reported (the numbers, not a p-value at a boundary, decide the exit).
 
 Exit status: 0 when every difference is within its tolerance, 1 when one is not, 2 when the
 runs cannot be compared (the reason is printed).
@@ -29,20 +30,22 @@ import numpy as np
 # over its tokens); the training loss per step (nats per token); whether a generated answer may
 # differ (greedy decoding follows any arithmetic difference). By what the machines share:
 TOLERANCES = {
-    # Same CPU kind, compute dtype and thread count: the same kernels in the same order; a
-    # batched, padded forward and a single one differ by float32 rounding of a long sum.
+    # Same CPU kind (or its kernels), compute dtype, threads and packages: the same kernels in
+    # the same order; a batched, padded forward and a single one differ by float32 rounding.
     "same": {"nats": 1e-4, "relative": 2e-7, "loss": 1e-5, "generation": True},
     # Another CPU kind, where this one cannot run the record's kernels (a record made with
     # AVX512 kernels, rerun on an AVX2-only CPU): other summation orders. Evaluation alone moved
     # SmolLM2's items by at most 2.3e-3 nats between AVX2 and AVX512 kernels (BENCHMARKS.md
     # section 13); this floor is about 5x that at a typical -150 nats. Training amplifies such
     # differences by an amount that depends on the method and its rate (prompt tuning's 4 steps
-    # at 3e-2 moved items by up to 0.98 nats, LoRA's by 1.1e-3), so a trained run's bound is
-    # measured here: `SPREAD_MARGIN` x how far it moves between this CPU's kernels and the next
-    # narrower ones (its *spread*), never below the floor.
+    # at 3e-2 moved items by up to 0.98 nats, LoRA's by 2.1e-3), so a trained run's bound is
+    # measured here: `SPREAD_MARGIN` x how far it moves between the kernels its rerun used and
+    # narrower ones that are not the record's own (its *spread*), never below the floor.
     "other arithmetic": {"nats": 5e-3, "relative": 5e-5, "loss": 1e-4, "generation": False},
 }
 SPREAD_MARGIN = 4
+# The packages whose versions change the arithmetic of a run (other kernels, other code paths).
+ARITHMETIC_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval", "accelerate")
 # Another CPU kind's kernels on this CPU: torch's ATen dispatch, MKL and oneDNN each capped at
 # that instruction set. Records made with AVX2 kernels, rerun this way on an AVX512 EPYC, were
 # matched bit for bit, training included (BENCHMARKS.md section 13). Narrowest first.
@@ -64,11 +67,12 @@ def kernels_for(recorded: str | None, here: str) -> dict | None:
     return None
 
 
-def narrower(here: str) -> dict | None:
-    """The next narrower kernels than this CPU's own: another summation order, to measure a
-    run's spread."""
+def narrower(used: str, recorded: str | None) -> dict | None:
+    """Kernels narrower than those a rerun `used`, and not the record's own (that would
+    measure the very difference being judged): another summation order, for a run's spread."""
     levels = list(KERNELS)
-    return dict(KERNELS[levels[levels.index(here) - 1]]) if here in levels[1:] else None
+    below = [k for k in levels[:levels.index(used)] if k != recorded] if used in levels else []
+    return dict(KERNELS[below[-1]]) if below else None
 
 
 class CannotCompare(Exception):
@@ -79,15 +83,17 @@ def machine(env: dict) -> dict:
     """What a run's arithmetic depended on, from its env.json."""
     hw = env.get("hardware") or {}
     cpu = hw.get("cpu") or {}
+    packages = env.get("packages") or {}
     return {"cpu_kind": f"{cpu.get('torch_cpu_capability')} (native bf16: {cpu.get('native_bf16')})",
-            "threads": hw.get("torch_threads"), "dtype": env.get("compute_dtype")}
+            "threads": hw.get("torch_threads"), "dtype": env.get("compute_dtype"),
+            "packages": ", ".join(f"{k} {packages.get(k)}" for k in ARITHMETIC_PACKAGES)}
 
 
 def tier(committed: dict, rerun: dict) -> str:
     """`machine` of the record and of the rerun -> the tolerance tier."""
     if committed["dtype"] != rerun["dtype"]:
         return "other dtype"
-    if committed["cpu_kind"] != rerun["cpu_kind"] or committed["threads"] != rerun["threads"]:
+    if any(committed.get(k) != rerun.get(k) for k in ("cpu_kind", "threads", "packages")):
         return "other arithmetic"
     return "same"
 
@@ -176,6 +182,12 @@ def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
     return out
 
 
+def _capability(run: Path) -> str | None:
+    """The torch CPU capability (kernels) a run computed with, from its env.json."""
+    env = json.loads((run / "env.json").read_text())
+    return ((env.get("hardware") or {}).get("cpu") or {}).get("torch_cpu_capability")
+
+
 def _loss(run: Path) -> dict:
     from ftstudy.results import read_json
 
@@ -214,31 +226,25 @@ def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None,
 
 
 def verdicts_with(results: Path, params, reruns: dict[str, Path], scratch: Path) -> list[dict]:
-    """The study's verdicts rebuilt with the reruns in place of their records: the rows whose
-    verdict is not the committed one."""
-    import pandas as pd
-
+    """The study's verdicts built by today's code twice, from the records and with the reruns
+    in place of theirs: the rows whose verdict differs (a change of the report code since the
+    records were committed is in both, so it is not blamed on the reruns)."""
     from ftstudy import grid, report, tables, tuning
 
-    committed = results / "verdicts.csv"
-    if not committed.is_file():
-        return []
-    copy = scratch / "results"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(results, copy)
-    for rid, folder in reruns.items():
-        shutil.rmtree(copy / "runs" / rid)
-        shutil.copytree(folder, copy / "runs" / rid)
-        _like_for_like(copy / "runs" / rid, results / "runs" / rid)
-    tables.collect(copy, grid.expand(params, copy), tuning.configured_rates(params))
-    new = report.derived_tables(copy)["verdicts"].set_index("id")
-    old = pd.read_csv(committed).set_index("id")
-    changed = []
-    for vid in old.index:
-        was, now = old.loc[vid, "verdict"], new["verdict"].get(vid, "missing")
-        if was != now:
-            changed.append(dict(id=vid, committed=was, rerun=now))
-    return changed
+    def rebuilt(folder: Path, swap: dict):
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(results, folder)
+        for rid, rerun in swap.items():
+            shutil.rmtree(folder / "runs" / rid)
+            shutil.copytree(rerun, folder / "runs" / rid)
+            _like_for_like(folder / "runs" / rid, results / "runs" / rid)
+        tables.collect(folder, grid.expand(params, folder), tuning.configured_rates(params))
+        return report.derived_tables(folder)["verdicts"].set_index("id")["verdict"]
+
+    old = rebuilt(scratch / "records", {})
+    new = rebuilt(scratch / "with-reruns", reruns)
+    return [dict(id=vid, records=old[vid], reruns=new.get(vid, "missing")) for vid in old.index
+            if old[vid] != new.get(vid, "missing")]
 
 
 def _like_for_like(rerun: Path, committed: Path) -> None:
@@ -293,9 +299,11 @@ def verify(results: str | Path, params_path: str | Path | None = None, runs: int
         if seed is None:
             seed = int(time.time()) % 100_000
         chosen = [by_id[r] for r in run_ids] if run_ids else pick(records, runs, seed)
-        not_done = [r["run_id"] for r in chosen if r["status"] != "done" or not r.get("cell")]
+        not_done = [r["run_id"] for r in chosen if r["status"] != "done" or not r.get("cell")
+                    or not (results / "runs" / r["run_id"] / "env.json").is_file()]
         if not_done or not chosen:
-            raise CannotCompare(f"{results}: run(s) {', '.join(not_done) or 'none'} did not finish: nothing to compare")
+            raise CannotCompare(f"{results}: run(s) {', '.join(not_done) or 'none'} did not finish or have no env.json: "
+                                "nothing to compare")
     except (CannotCompare, params_mod.ParamsError) as err:
         log(f"verify: cannot compare: {err}")
         return 2
@@ -329,27 +337,29 @@ def verify(results: str | Path, params_path: str | Path | None = None, runs: int
     tolerances = {rid: (dict(TOLERANCES[tier(*m)]) if tier(*m) in TOLERANCES else None) for rid, m in machines.items()}
     spread = [r for r in chosen if tier(*machines[r["run_id"]]) == "other arithmetic"
               and r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")]
-    other = narrower(own)
-    if spread and other is None:
-        log(f"verify: this CPU ({own}) has no narrower kernels to measure a trained run's spread: the floor applies")
-    elif spread:
-        log(f"verify: {len(spread)} trained run(s) computed with arithmetic this CPU cannot repeat: rerun once more "
-            f"with {other['ATEN_CPU_CAPABILITY']} kernels to measure how far other summation orders move them "
-            f"(their spread; the tolerance is {SPREAD_MARGIN}x that, at least the floor)")
-        states = rerun_cells(spread, scratch / "spread", data_dir, dtype,
-                             {r["run_id"]: {**environments[r["run_id"]], **other} for r in spread}, log)
-        if any(s != "done" for s in states.values()):
-            log(f"verify: cannot compare: a spread rerun failed (see {scratch}/spread/runs/<id>/status.json)")
+    for r in spread:
+        rid = r["run_id"]
+        used = _capability(scratch / "runs" / rid)
+        other = narrower(used, _capability(results / "runs" / rid))
+        if other is None:
+            log(f"verify: {rid}: no kernels narrower than {used} (other than the record's) to measure its spread: "
+                "the floor applies")
+            continue
+        log(f"verify: {rid} was computed with arithmetic this rerun did not repeat: rerun once more with "
+            f"{other['ATEN_CPU_CAPABILITY']} kernels to measure how far other summation orders move it (its spread; "
+            f"the tolerance is {SPREAD_MARGIN}x that, at least the floor)")
+        states = rerun_cells([r], scratch / "spread", data_dir, dtype, {rid: {**environments[rid], **other}}, log)
+        if states.get(rid) != "done":
+            log(f"verify: cannot compare: the spread rerun of {rid} failed (see {scratch}/spread/runs/{rid}/status.json)")
             return 2
-        for r in spread:
-            rid = r["run_id"]
-            s = compare_runs(scratch / "runs" / rid, scratch / "spread" / "runs" / rid, None)
-            t = tolerances[rid]
-            t["spread"] = {task: d["max_abs"] for task, d in s["tasks"].items() if "max_abs" in d}
-            t["tasks"] = {task: max(t["nats"], SPREAD_MARGIN * v) for task, v in t["spread"].items()}
-            if s["loss"]:
-                t["loss_spread"] = s["loss"]["max_abs"]
-                t["loss"] = max(t["loss"], SPREAD_MARGIN * s["loss"]["max_abs"])
+        s = compare_runs(scratch / "runs" / rid, scratch / "spread" / "runs" / rid, None)
+        t = tolerances[rid]
+        t["spread_kernels"] = other["ATEN_CPU_CAPABILITY"]
+        t["spread"] = {task: d["max_abs"] for task, d in s["tasks"].items() if "max_abs" in d}
+        t["tasks"] = {task: max(t["nats"], SPREAD_MARGIN * v) for task, v in t["spread"].items()}
+        if s["loss"]:
+            t["loss_spread"] = s["loss"]["max_abs"]
+            t["loss"] = max(t["loss"], SPREAD_MARGIN * s["loss"]["max_abs"])
     report_runs, within = [], True
     for r in chosen:
         rid = r["run_id"]
@@ -364,19 +374,21 @@ def verify(results: str | Path, params_path: str | Path | None = None, runs: int
         report_runs.append(dict(run_id=rid, run=cell_mod.describe(r["grid_cell"] or r["cell"]), tier=kind,
                                 tolerance=tolerances[rid], recorded=was, rerun=now, differs=parts, **cmp_))
         _log_run(report_runs[-1], log)
+    log("verify: rebuilding the study's verdicts from the records and with the reruns in their place")
     changed = verdicts_with(results, params, {r["run_id"]: scratch / "runs" / r["run_id"] for r in chosen}, scratch)
-    judged = all(r["tier"] in TOLERANCES for r in report_runs)
     if changed:
-        log(f"verify: {len(changed)} verdict(s) change with the reruns in place: "
-            + "; ".join(f"{c['id']} {c['committed']} -> {c['rerun']}" for c in changed[:5]))
+        log(f"verify: {len(changed)} verdict(s) change with the reruns in place (reported; the numbers decide): "
+            + "; ".join(f"{c['id']} {c['records']} -> {c['reruns']}" for c in changed[:5]))
     else:
         log("verify: every verdict of the study holds with the reruns in place")
-    ok = within and (not changed or not judged)
-    out = dict(checked=time.strftime("%Y-%m-%d %H:%M:%S"), seed=None if run_ids else seed, machine=here,
-               runs=report_runs, verdicts_changed=changed, within_tolerance=ok, scratch=str(scratch))
-    (results / "verify.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
-    log(f"verify: {'within tolerance' if ok else 'NOT within tolerance'}; wrote {results / 'verify.json'}")
-    return 0 if ok else 1
+    out = dict(checked=time.strftime("%Y-%m-%d %H:%M:%S"), seed=None if run_ids else seed,
+               machine={**here, "options": dict(dtype=dtype, threads=threads, own_kernels=own_kernels)},
+               runs=report_runs, verdicts_changed=changed, within_tolerance=within)
+    # the record beside the results is the plain verification; one with other settings stays in scratch
+    target = scratch / "verify.json" if (dtype or threads or own_kernels) else results / "verify.json"
+    target.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    log(f"verify: {'within tolerance' if within else 'NOT within tolerance'}; wrote {target}")
+    return 0 if within else 1
 
 
 def _log_run(r: dict, log) -> None:
