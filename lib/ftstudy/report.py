@@ -53,8 +53,12 @@ def methods_page(params: Params, cells: list[dict]) -> str:
 def verification_lines(outputs: Path) -> list[str]:
     """How to verify these records on one's own machine, and the last verification committed
     beside them (`verify.json`, written by `ftstudy verify`)."""
+    try:
+        folder = outputs.resolve().relative_to(paths.project_root())
+    except ValueError:
+        folder = outputs
     lines = ["## Verification", "",
-             f"`ftstudy verify {outputs.name}` (the results folder) reruns a reference, the cheapest trained run "
+             f"`ftstudy verify {folder}` reruns a reference, the cheapest trained run "
              "and runs drawn at random on your machine, from their `cell.json`, and compares them with these "
              "records: per-item log-likelihoods, accuracies, the training loss per step, and the verdicts with the "
              "reruns in their place; it exits 0 when every difference is within its tolerance.", ""]
@@ -63,19 +67,22 @@ def verification_lines(outputs: Path) -> list[str]:
         return lines + ["No verification is committed with these records.", ""]
     v = results.read_json(f)
     cpu = (v.get("machine") or {}).get("cpu") or {}
+    threads = (v.get("machine") or {}).get("threads")
     lines += [f"Last verification committed ({v['checked']}, on a CPU with torch capability "
-              f"{cpu.get('torch_cpu_capability')}, native bf16 {cpu.get('native_bf16')}, "
-              f"{(v.get('machine') or {}).get('threads')} threads): "
+              f"{cpu.get('torch_cpu_capability')}, native bf16 {cpu.get('native_bf16')}; "
+              + (f"{threads} threads" if isinstance(threads, int) else "each record's thread count")
+              + ", and each record's kernels where this CPU has them): "
               + ("**every difference within its tolerance**" if v["within_tolerance"] else "**not within tolerance**")
               + (f"; verdicts that change with the reruns in place: {len(v['verdicts_changed'])}"
                  if v.get("verdicts_changed") else "; every verdict holds with the reruns in place") + ".", "",
               "| run | tolerance tier | largest per-item log-likelihood difference (nats) | training loss, "
-              "largest difference | recorded on | over tolerance |", "|---|---|---|---|---|---|"]
+              "largest difference | recorded on | rerun on | over tolerance |", "|---|---|---|---|---|---|---|"]
     for r in v["runs"]:
         worst = max((t.get("max_abs", 0.0) for t in r["tasks"].values()), default=0.0)
         loss = f"{r['loss']['max_abs']:.2e}" if r.get("loss") else "no training"
         lines.append(f"| {{ref}}`{r['run_id']} <run-{r['run_id']}>` {r['run']} | {r['tier']} | {worst:.2e} | {loss} | "
                      f"{r['recorded']['cpu_kind']}, {r['recorded']['threads']} threads, {r['recorded']['dtype']} | "
+                     f"{r['rerun']['cpu_kind']}, {r['rerun']['threads']} threads, {r['rerun']['dtype']} | "
                      f"{len(r['problems'])} |")
     return lines + [""]
 
