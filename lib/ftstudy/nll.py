@@ -42,7 +42,8 @@ def split(answer: str, pieces: list) -> tuple[float, float, int, int]:
     if not text.endswith(answer):
         raise ValueError("the scored continuation does not end with the solution")
     offset = len(text) - len(answer)
-    mask = [False] * offset + format_mask(answer)
+    in_answer = format_mask(answer)
+    mask = [False] * offset + in_answer
     weight = [len(c.encode("utf-8")) for c in text]
     fmt = other = 0.0
     start = 0
@@ -53,7 +54,7 @@ def split(answer: str, pieces: list) -> tuple[float, float, int, int]:
         fmt += -logprob * in_format / total
         other += -logprob * (total - in_format) / total
         start += len(piece)
-    format_bytes = sum(len(c.encode("utf-8")) for c, m in zip(answer, format_mask(answer)) if m)
+    format_bytes = sum(len(c.encode("utf-8")) for c, m in zip(answer, in_answer) if m)
     return fmt, other, format_bytes, len(answer.encode("utf-8")) - format_bytes
 
 

@@ -90,6 +90,15 @@ def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
     return pairs
 
 
+def sample_reader(outputs: Path):
+    """`(run id, task) -> stats.load_samples` of that run, each read once."""
+    import functools
+
+    from ftstudy import stats
+
+    return functools.lru_cache(maxsize=None)(lambda run_id, task: stats.load_samples(outputs / "runs" / run_id, task))
+
+
 def paired_tables(outputs: Path, records: list[dict]):
     """Item-paired differences, three tables:
 
@@ -108,13 +117,7 @@ def paired_tables(outputs: Path, records: list[dict]):
     from ftstudy.measures import verdict_metric
 
     done = [r for r in records if r["status"] == "done" and r.get("cell")]
-    cache: dict = {}
-
-    def samples(rec, task):
-        key = (rec["run_id"], task)
-        if key not in cache:
-            cache[key] = stats.load_samples(outputs / "runs" / rec["run_id"], task)
-        return cache[key]
+    samples = sample_reader(outputs)
 
     rows, refused, per_seed = [], [], {}
     for ref, run, kind in _pairs(done):
@@ -137,7 +140,7 @@ def paired_tables(outputs: Path, records: list[dict]):
                      target_nll=c.get("target_nll"),
                      replayed_nll=",".join(c.get("replayed_nll") or []))
         for task in c["evaluation"]["tasks"]:
-            a, b = samples(ref, task), samples(run, task)
+            a, b = samples(ref["run_id"], task), samples(run["run_id"], task)
             shared = set(a["metric"]) & set(b["metric"])
             for metric in sorted(shared):
                 row = dict(run_id=run["run_id"], reference_run_id=ref["run_id"], **ident,
@@ -210,12 +213,7 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
     refs = {reference_key(r["cell"]): r for r in done if r["cell"]["method"] in REFERENCES}
     runs = [r for r in done if r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")
             and reference_key(r["cell"]) in refs]
-    cache: dict = {}
-
-    def samples(run_id, task):
-        if (run_id, task) not in cache:
-            cache[run_id, task] = stats.load_samples(outputs / "runs" / run_id, task)
-        return cache[run_id, task]
+    samples = sample_reader(outputs)
 
     def metrics(run, task):
         """The metrics a run and its reference both logged on a task."""

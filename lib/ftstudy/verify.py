@@ -79,12 +79,15 @@ class CannotCompare(Exception):
     """The runs cannot be compared: the message says why (exit status 2)."""
 
 
-def machine(env: dict) -> dict:
-    """What a run's arithmetic depended on, from its env.json."""
+def machine(run: Path) -> dict:
+    """What a run's arithmetic depended on, from its env.json: the kernels (torch's CPU
+    capability), CPU kind, threads, training dtype and package versions."""
+    env = json.loads((run / "env.json").read_text())
     hw = env.get("hardware") or {}
     cpu = hw.get("cpu") or {}
     packages = env.get("packages") or {}
-    return {"cpu_kind": f"{cpu.get('torch_cpu_capability')} (native bf16: {cpu.get('native_bf16')})",
+    return {"kernels": cpu.get("torch_cpu_capability"),
+            "cpu_kind": f"{cpu.get('torch_cpu_capability')} (native bf16: {cpu.get('native_bf16')})",
             "threads": hw.get("torch_threads"), "dtype": env.get("compute_dtype"),
             "packages": ", ".join(f"{k} {packages.get(k)}" for k in ARITHMETIC_PACKAGES)}
 
@@ -180,12 +183,6 @@ def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
                 out["problems"].append(f"training loss at step {worst}: {la[worst]:.6f} recorded, {lb[worst]:.6f} rerun")
     out["within"] = tolerance is None or not out["problems"]
     return out
-
-
-def _capability(run: Path) -> str | None:
-    """The torch CPU capability (kernels) a run computed with, from its env.json."""
-    env = json.loads((run / "env.json").read_text())
-    return ((env.get("hardware") or {}).get("cpu") or {}).get("torch_cpu_capability")
 
 
 def _loss(run: Path) -> dict:
@@ -313,34 +310,32 @@ def verify(results: str | Path, params_path: str | Path | None = None, runs: int
     scratch = Path(scratch or tempfile.mkdtemp(prefix=f"verify-{results.name}-"))
     here = {"cpu": precision.cpu_capability(), "threads": threads or "as each record"}
     own = here["cpu"]["torch_cpu_capability"]
+    recorded = {r["run_id"]: machine(results / "runs" / r["run_id"]) for r in chosen}
     environments = {}
     for r in chosen:  # compute as the record was computed, as far as this CPU can
-        hw = json.loads((results / "runs" / r["run_id"] / "env.json").read_text()).get("hardware") or {}
-        recorded = (hw.get("cpu") or {}).get("torch_cpu_capability")
-        kernels = {} if own_kernels else kernels_for(recorded, own)
-        environments[r["run_id"]] = {**(kernels or {}),
-                                     **({"OMP_NUM_THREADS": str(threads or hw["torch_threads"])}
-                                        if threads or hw.get("torch_threads") else {})}
+        was = recorded[r["run_id"]]
+        kernels = {} if own_kernels else kernels_for(was["kernels"], own)
+        count = threads or was["threads"]
+        environments[r["run_id"]] = {**(kernels or {}), **({"OMP_NUM_THREADS": str(count)} if count else {})}
         if kernels:
-            log(f"verify: {r['run_id']} was computed with {recorded} kernels: rerun with them ({own} here)")
+            log(f"verify: {r['run_id']} was computed with {was['kernels']} kernels: rerun with them ({own} here)")
         elif kernels is None:
-            log(f"verify: {r['run_id']} was computed with {recorded} kernels, which this CPU ({own}) cannot run")
+            log(f"verify: {r['run_id']} was computed with {was['kernels']} kernels, which this CPU ({own}) cannot run")
     states = rerun_cells(chosen, scratch, data_dir, dtype, environments, log)
     failed = [rid for rid, s in states.items() if s != "done"]
     if failed:
         log(f"verify: cannot compare: the rerun of {', '.join(failed)} failed "
             f"(see {scratch}/runs/<id>/status.json)")
         return 2
-    machines = {r["run_id"]: (machine(json.loads((results / "runs" / r["run_id"] / "env.json").read_text())),
-                              machine(json.loads((scratch / "runs" / r["run_id"] / "env.json").read_text())))
-                for r in chosen}
+    machines = {rid: (was, machine(scratch / "runs" / rid)) for rid, was in recorded.items()}
     tolerances = {rid: (dict(TOLERANCES[tier(*m)]) if tier(*m) in TOLERANCES else None) for rid, m in machines.items()}
     spread = [r for r in chosen if tier(*machines[r["run_id"]]) == "other arithmetic"
               and r["cell"]["method"] not in REFERENCES and not r["cell"].get("control")]
     for r in spread:
         rid = r["run_id"]
-        used = _capability(scratch / "runs" / rid)
-        other = narrower(used, _capability(results / "runs" / rid))
+        was, now = machines[rid]
+        used = now["kernels"]
+        other = narrower(used, was["kernels"])
         if other is None:
             log(f"verify: {rid}: no kernels narrower than {used} (other than the record's) to measure its spread: "
                 "the floor applies")
