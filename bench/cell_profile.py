@@ -22,7 +22,8 @@ from pathlib import Path  # noqa: E402
 
 from common import ROOT, SMOLLM2, save  # noqa: E402
 
-from ftstudy import data, evaluate, methods, params, train  # noqa: E402
+from ftstudy.compute import data, evaluate, methods, train
+from ftstudy.config import params# noqa: E402
 
 
 def eval_phases(model, tok, evaluation: dict, out: Path) -> dict:

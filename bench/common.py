@@ -63,7 +63,7 @@ def cpu_kind() -> str:
     capability (e.g. `avx2`): results are kept per kind, since bf16 speed differs ~7x."""
     import torch
 
-    from ftstudy import precision
+    from ftstudy.compute import precision
 
     return "native-bf16" if precision.native_bf16() else torch.backends.cpu.get_cpu_capability().lower()
 
@@ -100,27 +100,27 @@ def machine() -> dict:
     """The runs' provenance hardware record, plus the CPU model and memory size."""
     import torch
 
-    from ftstudy import provenance
+    from ftstudy.compute import provenance
 
     hw = provenance.hardware()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), hw["processor"])
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
-    from ftstudy import precision
+    from ftstudy.compute import precision
 
     return {"cpu": cpu, "cores": hw["cpus"], "memory_gib": round(mem / 2**20, 1), "gpu": hw["gpu"],
             "torch": torch.__version__, "python": hw["python"], **precision.cpu_capability()}
 
 
 def smollm2_folder() -> str:
-    from ftstudy import models
+    from ftstudy.compute import models
 
     return models.resolve_folder(SMOLLM2)
 
 
 def data_dir() -> Path:
-    from ftstudy import paths
+    from ftstudy.compute import paths
 
     d = paths.data_dir(None)
     if d is None:

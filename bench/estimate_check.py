@@ -15,7 +15,9 @@ from pathlib import Path
 from common import RESULTS, cpu_kind, save
 
 import ftstudy  # noqa: F401
-from ftstudy import calibrate, grid, params, paths, results
+from ftstudy.planning import calibrate, grid
+from ftstudy.config import params
+from ftstudy.compute import paths, results
 
 
 def main():

@@ -21,7 +21,7 @@ def main():
     ap.add_argument("--limit", type=int, default=8)
     a = ap.parse_args()
     data_dir = common.data_dir()
-    from ftstudy import evaluate
+    from ftstudy.compute import evaluate
 
     tasks = {"gsm8k": {"limit": a.limit, "num_fewshot": 5}, "hellaswag": {"limit": a.limit},
              "mmlu_high_school_computer_science": {"limit": a.limit, "num_fewshot": 5},

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import ftstudy  # noqa: F401  (thread settings)
-from ftstudy import cell as cell_runner
-from ftstudy import grid, paths
-from ftstudy import params as params_mod
+from ftstudy.run import cell as cell_runner
+from ftstudy.planning import grid
+from ftstudy.compute import paths
+from ftstudy.config import params as params_mod
 
 
 def main():

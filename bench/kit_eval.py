@@ -8,7 +8,7 @@ import sys
 import time
 
 import ftstudy  # noqa: F401  (thread settings)
-from ftstudy import evaluate, models
+from ftstudy.compute import evaluate, models
 
 
 def main():

@@ -24,7 +24,7 @@ SETTINGS = {"smollm2": dict(batch=4, max_length=192, steps=2),
 
 def random_1b_folder() -> Path:
     """SmolLM2's config and tokenizer with the 1B body; random weights, saved once."""
-    from ftstudy import paths
+    from ftstudy.compute import paths
 
     folder = paths.cache_dir() / "models" / "bench-llama-1b-shape"
     if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import ftstudy  # noqa: F401  (thread settings)
-from ftstudy import data, methods, train
+from ftstudy.compute import data, methods, train
 
 
 def main():

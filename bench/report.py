@@ -199,7 +199,8 @@ def profile_section(r) -> list[str]:
 
 def default_grid() -> dict:
     """The default grid's composition: cells, trained cells, and how many are evaluated in 4-bit."""
-    from ftstudy import grid, params
+    from ftstudy.planning import grid
+    from ftstudy.config import params
 
     cells = grid.expand(params.load(common.ROOT / "params" / "cpu.yaml"))
     quantised = sum(bool((c.get("load") or {}).get("quantize_4bit")) for c in cells)

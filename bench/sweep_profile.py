@@ -12,7 +12,11 @@ from pathlib import Path
 from common import ROOT, save
 
 import ftstudy  # noqa: F401
-from ftstudy import analysis, export, grid, methods, params, results, tables, tuning
+from ftstudy.analysis import views, tables
+from ftstudy.record import export
+from ftstudy.planning import grid, tuning
+from ftstudy.compute import methods, results
+from ftstudy.config import params
 
 
 def main():
@@ -24,7 +28,7 @@ def main():
         raise SystemExit(f"{len(waiting)} study runs still wait for their trials: run the grid first")
     states = {c["run_id"]: results.read_json(outputs / "runs" / c["run_id"] / "status.json") for c in cells}
     tables.collect(outputs, cells, tuning.configured_rates(p))
-    summary = analysis.tuning_summary(analysis.load_tuning(outputs))
+    summary = views.tuning_summary(views.load_tuning(outputs))
     rows = []
     for method in p.methods:
         trial_ids = [c["run_id"] for c in cells if c["method"] == method and c.get("trial")]

@@ -47,7 +47,7 @@ def data_dir() -> Path:
 
 
 def _training_text(data_dir: Path) -> list[str]:
-    from ftstudy import data
+    from ftstudy.compute import data
     texts = []
     for r in data.load_records("gsm8k", "train", data_dir)[:1500]:
         texts += [r["question"], r["answer"]]

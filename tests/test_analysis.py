@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import analysis, answers, data, results, stats, tables, verdicts
+from ftstudy.analysis import views, stats, tables, verdicts
+from ftstudy.narrative import answers
+from ftstudy.compute import data, results
 
 EVAL = {"batch_size": 8, "tasks": {"mmlu_high_school_computer_science": {"limit": 200},
                                    "gsm8k_nll": {"limit": 200}, "alpaca_nll": {"limit": 200}}}
@@ -112,8 +114,8 @@ def test_generated_sentences_follow_the_numbers(synthetic):
     assert "lora has the largest point estimate; against the runner-up ia3 the verdict on the gap is single seed" in text
     assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (single seed)" in text
     assert "(separated" not in text
-    paired = analysis.load_paired(synthetic)
-    lf = analysis.learning_forgetting(paired, "nll")
+    paired = views.load_paired(synthetic)
+    lf = views.learning_forgetting(paired, "nll")
     lora = lf[lf["method"] == "lora"].iloc[0]
     assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
     assert not lora["learned"] and lora["forgot_on"] == ""  # one seed: not separated
@@ -141,7 +143,7 @@ def test_baselines_and_one_answer_warning(tmp_path):
     correct[:10] = True   # pred 0 where correct, else 1: 75% of answers are "B"
     _fake_run(tmp_path, "b", "base", correct, {})
     tables.collect(tmp_path)
-    b = analysis.load_baselines(tmp_path)
+    b = views.load_baselines(tmp_path)
     row = b.iloc[0]
     assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
     assert row["top_answer"] == 1 and row["top_answer_share"] == 0.75
@@ -149,7 +151,7 @@ def test_baselines_and_one_answer_warning(tmp_path):
     assert len(warn) == 1 and "base on mmlu_high_school_computer_science: 75% of answers are choice B" in warn[0]
     _fake_run(tmp_path, "l", "lora", correct, {})
     tables.collect(tmp_path)
-    warn = answers.warnings(analysis.load_baselines(tmp_path))
+    warn = answers.warnings(views.load_baselines(tmp_path))
     assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
 
@@ -173,7 +175,7 @@ def test_mcnemar_decides_not_the_bootstrap(tmp_path):
     _fake_run(tmp_path, "b", "base", base, {})
     _fake_run(tmp_path, "l", "lora", tuned, {})
     tables.collect(tmp_path)
-    row = analysis.load_paired(tmp_path).iloc[0]
+    row = views.load_paired(tmp_path).iloc[0]
     assert row["ci_low"] > 0  # the interval alone would have said "outside the noise"
     assert row["p_value"] == pytest.approx(0.25) and not row["significant"]
     assert verdicts.decide(row)[0] == verdicts.NOT_AFTER_HOLM  # not separated
@@ -193,7 +195,7 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
         _fake_run(tmp_path, f"lora{seed}", "lora", correct, {"gsm8k_nll": g - shift, "alpaca_nll": a},
                   seed=seed)
     tables.collect(tmp_path)
-    agg = analysis.load_paired(tmp_path)
+    agg = views.load_paired(tmp_path)
     row = agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")].iloc[0]
     assert len(agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")]) == 1
     assert row["seeds"] == 3 and row["interval"] == "seeds x items"
@@ -269,8 +271,8 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     _fake_run(tmp_path, "mix0", "lora", correct, {"gsm8k_nll": g - 0.2, "alpaca_nll": a - 0.05},
               train_data="replay", mix={"alpaca": 0.2, "gsm8k_train": 0.8})
     tables.collect(tmp_path)
-    paired = analysis.load_paired(tmp_path)
-    lf = analysis.learning_forgetting(paired, "nll")
+    paired = views.load_paired(tmp_path)
+    lf = views.learning_forgetting(paired, "nll")
     assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
     assert "lora -0.050 (no interval) (single seed); its training mix replays alpaca_nll's source data" in _answers(tmp_path)
 
@@ -287,7 +289,7 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     tables.collect(tmp_path)
     text = _answers(tmp_path)
     assert "prompt_tuning +0.300 (no interval) (single seed); at 0 steps (its control, one initialisation) already +0.250" in text
-    table = analysis.controls(tmp_path, analysis.load_table(tmp_path, "paired"))
+    table = views.controls(tmp_path, views.load_table(tmp_path, "paired"))
     assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftstudy import answers, verdicts, stats, tables
+from ftstudy.narrative import answers
+from ftstudy.analysis import verdicts, stats, tables
 
 EV = {"tasks": {"gsm8k_nll": {"limit": 4}}}
 
@@ -354,7 +355,7 @@ def test_with_several_seeds_the_sign_tests_resolution_is_per_seed():
 
 
 def _split_solution(t: dict) -> dict:
-    """`_tables` as runs scored with the split of GSM8K solutions (`ftstudy.nll`): the verdict on
+    """`_tables` as runs scored with the split of GSM8K solutions (`ftstudy.compute.nll`): the verdict on
     the working; the whole solution, and its nats in all and in the format bytes, beside it."""
     agg = t["aggregated"]
     solution = agg[agg["task"] == "gsm8k_nll"]

@@ -3,7 +3,8 @@ turned into per-cell seconds that follow the cells' items, steps and curves."""
 import pytest
 
 from conftest import write_params
-from ftstudy import calibrate, grid, params
+from ftstudy.planning import calibrate, grid
+from ftstudy.config import params
 
 
 def _cal(**over):

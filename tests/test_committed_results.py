@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from ftstudy import grid, params, report
+from ftstudy.planning import grid
+from ftstudy.config import params
+from ftstudy.book import report
 
 pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
 
@@ -57,7 +59,8 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
 
     from test_answers import assert_every_number_is_cited, assert_no_typed_number
 
-    from ftstudy import answers, precision
+    from ftstudy.narrative import answers
+    from ftstudy.compute import precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from ftstudy import data, evaluate, methods, stats, train
+from ftstudy.compute import data, evaluate, methods, train
+from ftstudy.analysis import stats
+from ftstudy.record import samples
 
 EV = {"batch_size": 4, "tasks": {"hellaswag": {"limit": 6}, "gsm8k_nll": {"limit": 6},
                                  "alpaca_nll": {"limit": 6}}}
@@ -42,7 +44,7 @@ def _evaluated(method, model_dir, data_dir, out, steps=0, dtype="bfloat16"):
 def _max_gap(run_a, run_b):
     gaps = []
     for task in LL_TASKS:
-        a, b = stats.item_logliks(run_a, task), stats.item_logliks(run_b, task)
+        a, b = samples.item_logliks(run_a, task), samples.item_logliks(run_b, task)
         assert len(a) > 0 and a.index.equals(b.index), task
         gaps.append(float((a - b).abs().max()))
     return max(gaps)
@@ -91,7 +93,7 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
     reference = _cast(copy.deepcopy(tuned), torch.float32)
     evaluate.evaluate(tuned, tok, {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 6}}},
                       tmp_path / "kit", data_dir)
-    kit = stats.item_logliks(tmp_path / "kit", "alpaca_nll")
+    kit = samples.item_logliks(tmp_path / "kit", "alpaca_nll")
     gaps_if_rounded = []
     for (doc_id, _), ll in kit.items():
         prompt, answer = pairs[doc_id]
@@ -147,7 +149,8 @@ def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, da
     import peft
     import yaml
 
-    from ftstudy import grid, params
+    from ftstudy.planning import grid
+    from ftstudy.config import params
     from conftest import write_params
 
     path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out",
@@ -176,7 +179,7 @@ def test_grid_cells_are_scored_as_their_saved_weights_in_fp32(tiny_model_dir, da
         else:
             model = peft.PeftModel.from_pretrained(model, run / "artifact")
         model = _cast(model, torch.float32)
-        kit = stats.item_logliks(run, "alpaca_nll")
+        kit = samples.item_logliks(run, "alpaca_nll")
         assert len(kit) == 4
         for (doc_id, _), ll in kit.items():
             expected = _answer_loglik(model, tok, *pairs[doc_id])
@@ -190,7 +193,7 @@ def test_curve_points_are_scored_outside_bf16_autocast(tiny_model_dir, data_dir,
     """Training in bf16 (accelerate wraps the model's forward in autocast), a curve point scores
     the fp32 weights as the final evaluation does: LoRA's step 0 (B = 0) equals the base model's
     evaluation item by item; under the autocast it would be off by ~1e-2."""
-    from ftstudy import curves
+    from ftstudy.compute import curves
 
     ev = {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 4}}}
     _, tok, base = _evaluated("base", tiny_model_dir, data_dir, tmp_path / "ref", dtype="float32")
@@ -202,7 +205,7 @@ def test_curve_points_are_scored_outside_bf16_autocast(tiny_model_dir, data_dir,
     tuned = methods.apply(model, spec, seed=0)
     examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 8, 0, 96, data_dir)
     train.train(tuned, tok, examples, spec, tmp_path / "run", seed=0, curve={"evaluation": ev, "data_dir": data_dir})
-    step0 = stats.item_logliks(curves.step_folder(tmp_path / "run", 0), "alpaca_nll")
-    reference = stats.item_logliks(tmp_path / "ref", "alpaca_nll")
+    step0 = samples.item_logliks(curves.step_folder(tmp_path / "run", 0), "alpaca_nll")
+    reference = samples.item_logliks(tmp_path / "ref", "alpaca_nll")
     assert len(step0) == 4 and step0.index.equals(reference.index)
     assert float((step0 - reference).abs().max()) <= 1e-5

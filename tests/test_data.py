@@ -1,5 +1,5 @@
 """Mirror readers give the hub schema; subsets and mixes are deterministic; loss masks answers."""
-from ftstudy import data
+from ftstudy.compute import data
 
 
 def test_hellaswag_mirror_matches_readme_facts(data_dir):

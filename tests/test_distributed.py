@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftstudy import data, launch, methods, train
+from ftstudy.compute import data, launch, methods, train
 
 pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
 

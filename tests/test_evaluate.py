@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ftstudy import evaluate, models
+from ftstudy.compute import evaluate, models
 
 EVAL = {"batch_size": 4, "tasks": {"hellaswag": {"limit": 6},
                                     "mmlu_high_school_computer_science": {"limit": 4, "num_fewshot": 2},
@@ -56,7 +56,7 @@ def test_kit_equals_lm_eval_cli_where_bf16_is_native(tiny_model_dir, data_dir, t
     `auto` loaded bf16 weights, SmolLM2's HellaSwag items were up to 0.236 nats apart)."""
     import torch
 
-    from ftstudy import methods, precision
+    from ftstudy.compute import methods, precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
     spec = methods.resolve("base")

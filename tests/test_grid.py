@@ -8,7 +8,12 @@ import sys
 import pandas as pd
 import pytest
 
-from ftstudy import cell, grid, params, report
+from ftstudy.run import cell
+from ftstudy.compute import recipe
+from ftstudy.planning import grid
+from ftstudy.analysis import tables
+from ftstudy.config import params
+from ftstudy.book import report
 from conftest import ROOT, TINY_EVAL, write_params
 
 pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
@@ -22,6 +27,7 @@ def tiny_study(tmp_path_factory, tiny_model_dir, data_dir):
     proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tables.collect(tmp / "outputs", grid.expand(params.load(path)))  # what `ftstudy report` writes first
     return path, tmp / "outputs", proc
 
 
@@ -35,7 +41,7 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         run = outputs / "runs" / c["run_id"]
         status = json.loads((run / "status.json").read_text())
         assert status["status"] == "done", status.get("error")
-        for name in ["cell.json", "metrics.json", "env.json", cell.notebook_for(c["method"]).name]:
+        for name in ["cell.json", "metrics.json", "env.json", recipe.notebook_for(c["method"]).name]:
             assert (run / name).is_file(), name
         for task in TINY_EVAL["tasks"]:
             assert (run / "lm_eval" / task / "samples.jsonl").stat().st_size > 0
@@ -66,8 +72,8 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
 
 def test_zero_step_controls_equal_their_references_in_the_grid(tiny_study):
     _, outputs, _ = tiny_study
-    from ftstudy import analysis
-    table = analysis.controls(outputs, analysis.load_table(outputs, "paired"))
+    from ftstudy.analysis import views
+    table = views.controls(outputs, views.load_table(outputs, "paired"))
     assert sorted(table["method"]) == ["lora", "qlora"]
     assert dict(zip(table["method"], table["reference"])) == {"lora": "base", "qlora": "base_4bit"}
     assert (table["max |Δ loglik|"] <= 1e-5).all() and table["identity"].all()

@@ -4,7 +4,11 @@ import ast
 import sys
 import types
 
-from ftstudy import executors, grid, params
+import ftstudy
+
+from ftstudy.run import executors
+from ftstudy.planning import grid
+from ftstudy.config import params
 from conftest import ROOT, write_params
 
 LIB = ROOT / "lib" / "ftstudy"
@@ -16,21 +20,39 @@ CPU_RUN_IDS = [
     "f3b83c4afc27", "f180e9bbee2b"]
 
 
+def module_name(path) -> str:
+    rel = path.relative_to(LIB).with_suffix("")
+    return ".".join(rel.parts)
+
+
 def import_graph() -> dict[str, set[str]]:
-    """Module -> library modules it imports (at any depth in the file, lazy imports too)."""
-    mods = {p.stem for p in LIB.glob("*.py")}
+    """Module ("compute.train", "cli") -> library modules it imports (at any depth in the file,
+    lazy imports too)."""
+    files = {module_name(p): p for p in LIB.rglob("*.py") if "__pycache__" not in p.parts}
+    mods = set(files)
     graph = {}
-    for m in mods:
+    for m, path in files.items():
         deps = set()
-        for node in ast.walk(ast.parse((LIB / f"{m}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "ftstudy":
-                deps |= {a.name for a in node.names if a.name in mods}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ftstudy."):
-                deps.add(node.module.split(".")[1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ftstudy"):
+                base = node.module[len("ftstudy."):] if node.module != "ftstudy" else ""
+                for a in node.names:
+                    full = f"{base}.{a.name}" if base else a.name
+                    deps.add(full if full in mods else (base or f"{a.name}.__init__"))
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ftstudy.")}
-        graph[m] = deps - {m, "__init__"}
+                deps |= {a.name[len("ftstudy."):] for a in node.names if a.name.startswith("ftstudy.")}
+        graph[m] = {d for d in deps if d and d in mods | set(ftstudy.STAGES)} - {m}
     return graph
+
+
+def stage(module: str) -> int:
+    """A module's place in `ftstudy.STAGES`; top-level modules (the commands) come after all."""
+    first = module.split(".")[0]
+    return ftstudy.STAGES.index(first) if first in ftstudy.STAGES else len(ftstudy.STAGES)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if stage(d) > stage(m))
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -61,10 +83,19 @@ def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_executors_know_nothing_of_the_grid():
+def test_each_stage_imports_only_downward():
+    """No stage imports a later one: compute never imports a reporting module, the executors
+    know nothing of the grid, analysis never reaches into the book."""
     graph = import_graph()
+    assert set(ftstudy.STAGES) == {p.name for p in LIB.iterdir() if (p / "__init__.py").is_file()}
+    assert upward_imports(graph) == []
     for name, module in executors.REGISTRY.items():
-        assert "grid" not in graph[module.split(".")[1]], name
+        assert "planning.grid" not in graph[module[len("ftstudy."):]], name
+
+
+def test_the_stage_checker_sees_an_upward_import():
+    assert upward_imports({"compute.train": {"book.plots"}, "book.plots": {"compute.train"}}) == [
+        "compute.train -> book.plots"]
 
 
 def test_cpu_yaml_run_ids_are_stable(data_dir):
@@ -93,7 +124,8 @@ def test_the_local_executor_says_what_a_running_cell_is_doing(tmp_path, monkeypa
     the cell runs: phase, step i/n and loss."""
     import time
 
-    from ftstudy import local, progress
+    from ftstudy.run import local
+    from ftstudy.compute import progress
 
     def slow_cell(cell, outputs, data_dir):
         run = outputs / "runs" / f".tmp-{cell['run_id']}"
@@ -117,9 +149,18 @@ def test_the_local_executor_says_what_a_running_cell_is_doing(tmp_path, monkeypa
     assert "evaluating hellaswag, task 1/2" in shown
 
 
-def test_every_module_is_either_part_of_a_cells_fingerprint_or_report_only():
-    from ftstudy import fingerprint
+def test_the_code_fingerprint_is_the_compute_package(tmp_path, monkeypatch):
+    """Editing a compute module makes a cell stale; editing any other package does not."""
+    from ftstudy.record import fingerprint
 
-    modules = {p.stem for p in (ROOT / "lib" / "ftstudy").glob("*.py")}
-    assert not fingerprint.COMPUTES & fingerprint.REPORT_ONLY
-    assert modules == fingerprint.COMPUTES | fingerprint.REPORT_ONLY, modules ^ (fingerprint.COMPUTES | fingerprint.REPORT_ONLY)
+    nb = ROOT / "notebooks" / "lora.ipynb"
+    before = fingerprint.code_hash(nb)["lib"]
+    assert {p.name for p in fingerprint.compute_sources()} >= {"train.py", "evaluate.py", "recipe.py"}
+    copy = tmp_path / "compute"
+    copy.mkdir()
+    for p in fingerprint.compute_sources():
+        (copy / p.name).write_text(p.read_text())
+    monkeypatch.setattr(fingerprint, "compute_sources", lambda: sorted(copy.glob("*.py")))
+    assert fingerprint.code_hash(nb)["lib"] == before
+    (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# edited\n")
+    assert fingerprint.code_hash(nb)["lib"] != before

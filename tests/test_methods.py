@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ftstudy import data, methods, models, train
+from ftstudy.compute import data, methods, models, train
 
 TINY = lambda d: {"name": "tiny", "source": {"path": str(d)}, "dtype": "float32"}  # noqa: E731
 
@@ -56,7 +56,7 @@ def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_d
     """Frozen weights are cast to the evaluation dtype (4-bit layers compute in it), trained
     adapter weights stay fp32 under bf16; LoRA/DoRA merge only in fp32 on an unquantised
     base, and are unmerged afterwards."""
-    from ftstudy import evaluate
+    from ftstudy.compute import evaluate
     spec = methods.resolve(method)
     tok, model = methods.load_model(spec, {**TINY(tiny_model_dir), "dtype": "bfloat16"})
     tuned = methods.apply(model, spec, seed=0)
@@ -77,7 +77,7 @@ def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_d
 
 def test_auto_dtype_follows_native_bf16(monkeypatch):
     """`auto` is bf16 only where the hardware computes it natively, fp32 elsewhere."""
-    from ftstudy import precision
+    from ftstudy.compute import precision
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert precision.resolve_dtype("auto") == "float32"

@@ -1,5 +1,5 @@
 """Held-out answer log-likelihood tasks: disjoint from training, and they show learning."""
-from ftstudy import data, evaluate, methods, train
+from ftstudy.compute import data, evaluate, methods, train
 
 
 def test_alpaca_heldout_is_disjoint_from_training_pool(data_dir):
@@ -25,4 +25,4 @@ def test_training_on_a_set_lowers_its_heldout_nll(tiny_model_dir, data_dir, tmp_
     assert after["gsm8k_nll"][key] < before["gsm8k_nll"][key] - 0.1, (before, after)
     assert before["gsm8k_nll"][key] > 0
     cfg = (tmp_path / "after" / "tasks" / "ftstudy_gsm8k_nll.yaml").read_text()
-    assert "output_type: loglikelihood" in cfg and "ftstudy.nll.process_solution_results" in cfg
+    assert "output_type: loglikelihood" in cfg and "ftstudy.compute.nll.process_solution_results" in cfg

@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from ftstudy import grid, params
+from ftstudy.planning import grid
+from ftstudy.config import params
 from conftest import ROOT, write_params
 
 
@@ -170,7 +171,9 @@ def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights
     not installed), while a run then stops before compute naming the missing package."""
     import json
 
-    from ftstudy import cli, models, precision, report
+    from ftstudy import cli
+    from ftstudy.compute import models, precision
+    from ftstudy.book import report
 
     monkeypatch.setattr(precision, "native_bf16", lambda: True)
     study = str(ROOT / "params" / "cpu-study.yaml")

@@ -9,7 +9,9 @@ import pytest
 from scipy import stats as sps
 from scipy.special import softmax
 
-from ftstudy import evaluate, measures, models, plan, stats, verdicts
+from ftstudy.compute import evaluate, models
+from ftstudy.analysis import measures, power, stats, verdicts
+from ftstudy.record import samples
 
 
 def test_continuous_scores_equal_a_hand_computation_from_lm_evals_log_likelihoods(tiny_model_dir, data_dir,
@@ -22,7 +24,7 @@ def test_continuous_scores_equal_a_hand_computation_from_lm_evals_log_likelihood
     tasks = {"hellaswag": {"limit": 5}, "mmlu_high_school_computer_science": {"limit": 5, "num_fewshot": 0}}
     evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": tasks}, tmp_path, data_dir)
     for task, norms in (("hellaswag", ("acc", "acc_norm")), ("mmlu_high_school_computer_science", ("acc",))):
-        table = stats.load_samples(tmp_path, task)
+        table = samples.load_samples(tmp_path, task)
         lines = [json.loads(x) for x in (tmp_path / "lm_eval" / task / "samples.jsonl").read_text().splitlines()]
         assert len(lines) == 5
         for s in lines:
@@ -70,14 +72,14 @@ def test_a_single_seed_change_is_shown_and_never_called_separated():
 
 def test_planner_item_count_reaches_the_power_a_simulation_gives():
     seed_var, item_var, resid_var, change = 0.005 ** 2, 0.05 ** 2, 0.02 ** 2, 0.02
-    n = plan.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=10_000)
+    n = power.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=10_000)
     assert n is not None and 20 < n < 2000
-    assert plan.power(change, seed_var, item_var, resid_var, n, 3, reps=4000, seed=1) >= 0.77
-    assert plan.power(change, seed_var, item_var, resid_var, int(n * 0.6), 3, reps=4000, seed=1) < 0.75
+    assert power.power(change, seed_var, item_var, resid_var, n, 3, reps=4000, seed=1) >= 0.77
+    assert power.power(change, seed_var, item_var, resid_var, int(n * 0.6), 3, reps=4000, seed=1) < 0.75
     # a pool too small for it (MMLU-HS-CS has 100 test items): no plan at that many seeds
-    assert plan.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=min(n // 2, 100)) is None
+    assert power.items_needed(change, seed_var, item_var, resid_var, seeds=3, pool=min(n // 2, 100)) is None
     # seed variance caps what items can buy: too few seeds reach no power at any n
-    assert plan.items_needed(0.02, 0.03 ** 2, item_var, resid_var, seeds=2, pool=100_000) is None
+    assert power.items_needed(0.02, 0.03 ** 2, item_var, resid_var, seeds=2, pool=100_000) is None
 
 
 def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir):

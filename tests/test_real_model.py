@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ftstudy import data, evaluate, methods, models, train
+from ftstudy.compute import data, evaluate, methods, models, train
 
 pytestmark = pytest.mark.slow
 SMOL = {"name": "smollm2-135m", "dtype": "auto",

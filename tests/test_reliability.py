@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ftstudy import grid, params
+from ftstudy.planning import grid
+from ftstudy.analysis import tables
+from ftstudy.config import params
 from conftest import ROOT, write_params
 
 pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
@@ -57,7 +59,7 @@ def test_kill_during_training_then_resume(tmp_path, tiny_model_dir, data_dir):
     for name, hashes in finished.items():
         assert _hashes(runs / name) == hashes  # finished cells untouched, byte for byte
     assert not list(runs.glob(".tmp-*"))
-    table = pd.read_csv(outputs / "runs.csv")
+    table = tables.collect(outputs, cells)[1]
     assert sorted(table["run_id"]) == sorted(c["run_id"] for c in cells)  # each cell exactly once
     assert (table["status"] == "done").all()
 
@@ -87,7 +89,7 @@ def test_failing_cells_are_isolated_recorded_and_retried(tmp_path, tiny_model_di
         nb = outputs / "runs" / r / status[r]["notebook"]
         exception = status[r]["error"].split(":")[0]          # e.g. NonFiniteLoss, OSError
         assert nb.is_file() and exception in nb.read_text() and '"output_type": "error"' in nb.read_text()
-    runs_csv = pd.read_csv(outputs / "runs.csv")
+    runs_csv = tables.collect(outputs, cells)[1]
     assert set(runs_csv.loc[runs_csv["status"] == "failed", "run_id"]) == set(failed_ids)
 
     ok = [r for r, s in status.items() if s["status"] == "done"]
@@ -124,7 +126,7 @@ def test_hf_token_never_reaches_outputs_or_book(tmp_path, tiny_model_dir, data_d
     import shutil
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
-    from ftstudy import report
+    from ftstudy.book import report
     os.environ["HF_TOKEN"] = token
     try:
         report.build(params.load(path), book_dir=book)

@@ -5,7 +5,11 @@ import shutil
 import pytest
 
 from conftest import ROOT
-from ftstudy import cli, export, grid, params, report
+from ftstudy import cli
+from ftstudy.record import export
+from ftstudy.planning import grid
+from ftstudy.config import params
+from ftstudy.book import report
 
 STUDY = ROOT / "results" / "cpu-study"
 PARAMS = str(ROOT / "params" / "cpu-study.yaml")

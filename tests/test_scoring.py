@@ -3,8 +3,10 @@ import math
 
 import pytest
 
-from ftstudy import data, evaluate, models, nll, stats
-from ftstudy.scoring import TokenScoringHFLM
+from ftstudy.compute import data, evaluate, models, nll
+from ftstudy.analysis import stats
+from ftstudy.compute.scoring import TokenScoringHFLM
+from ftstudy.record import samples
 
 
 def _requests(data_dir, n=5):
@@ -77,7 +79,7 @@ def test_evaluation_reports_the_split(tiny_model_dir, data_dir, tmp_path):
     res = evaluate.evaluate(model, tok, ev, tmp_path, data_dir)["tasks"]
     assert {"math_bits_per_byte,none", "format_bits_per_byte,none", "format_nll,none"} <= set(res["gsm8k_nll"])
     assert "math_bits_per_byte,none" not in res["alpaca_nll"]
-    items = stats.load_samples(tmp_path, "gsm8k_nll").pivot(index="doc_id", columns="metric", values="value")
+    items = samples.load_samples(tmp_path, "gsm8k_nll").pivot(index="doc_id", columns="metric", values="value")
     assert len(items) == 4
     for doc_id, row in items.iterrows():
         answer = data.heldout_pairs("gsm8k_nll", data_dir)[int(doc_id)][1]

@@ -39,7 +39,9 @@ def _ftstudy(*args) -> subprocess.CompletedProcess:
 
 
 def _scores(outputs: Path) -> dict:
-    df = pd.read_csv(outputs / "results.csv")
+    from ftstudy.analysis import tables
+
+    df = tables.collect(outputs)[0]
     return {(r.method, r.task, r.metric): r.value for r in df.itertuples()}
 
 
@@ -79,7 +81,9 @@ def test_dead_slurm_job_is_recorded_failed_and_retried(tiny_model_dir, data_dir,
     status.json naming the job and its state; --retry-failed submits the cell again."""
     params = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
                           executor={"kind": "slurm", "slurm": {"time_min": 1, "cpus_per_task": 1, "mem_gb": 2}})
-    from ftstudy import grid, params as params_mod, slurm
+    from ftstudy.planning import grid
+    from ftstudy.config import params as params_mod
+    from ftstudy.run import slurm
     p = params_mod.load(params)
     cells = [c for c in grid.expand(p) if c["method"] == "base"]
     options = {**p.executor.slurm.model_dump(), "log_dir": str(tmp_path / "logs")}

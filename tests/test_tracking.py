@@ -5,7 +5,8 @@ import json
 import pytest
 
 from conftest import write_params
-from ftstudy import grid, params
+from ftstudy.planning import grid
+from ftstudy.config import params
 
 
 def _scalars(folder):

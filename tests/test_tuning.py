@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from conftest import write_params
-from ftstudy import curves, data, evaluate, grid, methods, params, results, stats, tables, train, tuning
+from ftstudy.compute import curves, data, evaluate, methods, results, train
+from ftstudy.planning import grid, tuning
+from ftstudy.config import params
+from ftstudy.analysis import stats, tables
+from ftstudy.record import samples
 
 
 @pytest.mark.parametrize("train_set", ["gsm8k_train", "alpaca"])
@@ -71,7 +75,7 @@ def test_grid_run_trains_the_study_runs_in_a_second_round(tmp_path, data_dir, ti
     import sys
     import types
 
-    from ftstudy import executors
+    from ftstudy.run import executors
 
     rounds = []
 
@@ -178,12 +182,12 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
     assert {m["task"] for m in curve["points"][0]["metrics"]} == {"gsm8k_nll", "alpaca_nll"}
     out = evaluate.evaluate(tuned, tok, ev, run, data_dir)
     results.write_json(run / "metrics.json", {"eval_items": 6, "metrics": evaluate.metric_rows(out["tasks"])})
-    points = curves.points(run)
+    points = samples.curve_points(run)
     assert [p["step"] for p in points] == [0, 1, 2, 3] and points[-1]["final"]
     assert {m["task"] for m in points[-1]["metrics"]} == {"gsm8k_nll", "alpaca_nll"}
     for task in ("gsm8k_nll", "alpaca_nll"):
-        final = stats.load_samples(run, task).query("metric == 'bits_per_byte'")
-        last, first = curves.item_values(run, 3, task), curves.item_values(run, 0, task)
+        final = samples.load_samples(run, task).query("metric == 'bits_per_byte'")
+        last, first = samples.curve_item_values(run, 3, task), samples.curve_item_values(run, 0, task)
         assert last.equals(final.set_index("doc_id")["value"].astype(float).sort_index())
         assert first.index.equals(last.index)
         assert float((last - first).abs().max()) > 1e-3  # the curve moved: not a constant series
@@ -191,8 +195,8 @@ def test_a_curve_does_not_change_training_and_its_last_point_is_the_final_evalua
     check = curves.callback(tuned, tok, ev, tmp_path / "check", data_dir, every=1)
     check.score(3)
     for task in ("gsm8k_nll", "alpaca_nll"):
-        final = stats.item_logliks(run, task)
-        in_training = stats.item_logliks(curves.step_folder(tmp_path / "check", 3), task)
+        final = samples.item_logliks(run, task)
+        in_training = samples.item_logliks(curves.step_folder(tmp_path / "check", 3), task)
         # equal up to fp32 rounding of a sum of ~1000 nats (one ulp there is 1.2e-4; AVX512 and
         # AVX2 kernels sum in different orders): a bf16 or different-weights score is off by ~1e-2
         assert final.index.equals(in_training.index)
@@ -223,7 +227,7 @@ def _fake_curve(outputs, run_id, method, target, other):
 def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
     import pandas as pd
 
-    from ftstudy import analysis
+    from ftstudy.analysis import views
 
     v0 = [1.0, 1.0, 1.0, 1.0]
     runs = pd.DataFrame([
@@ -232,9 +236,9 @@ def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
         # b learns 0.05 then 0.10 (the level both reach) and loses 0.3 on every item at the end
         _fake_curve(tmp_path, "b", "full", [2.0, 1.95, 1.90], [v0, [1.1] * 4, [1.3] * 4]),
     ])
-    curve = analysis.curve_table(tmp_path, runs)
+    curve = views.curve_table(tmp_path, runs)
     assert set(curve["role"]) == {"target", "other"}
-    m, between = analysis.matched_forgetting(tmp_path, curve)
+    m, between = views.matched_forgetting(tmp_path, curve)
     m = m.set_index("method")
     assert m["matched_learning"].iloc[0] == pytest.approx(0.10)
     # a reaches 0.10 a quarter of the way from step 2 to 4: items +0.2 and +0.3, mean 0.25
@@ -250,7 +254,8 @@ def test_forgetting_at_matched_learning_interpolates_item_by_item(tmp_path):
 def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices():
     import pandas as pd
 
-    from ftstudy import analysis, answers
+    from ftstudy.analysis import views
+    from ftstudy.narrative import answers
 
     rows = []
     # at default rates lora (1.50) beats ia3 (1.60); at chosen rates ia3 (1.20) beats lora (1.40)
@@ -261,7 +266,7 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
                              learning_rate=rate, validation_task="gsm8k_val_nll", validation_bpb=score,
                              status="done", wall_s=10.0, selected=rate == min(scores, key=scores.get),
                              default_rate=default))
-    summary = analysis.tuning_summary(pd.DataFrame(rows))
+    summary = views.tuning_summary(pd.DataFrame(rows))
     assert list(summary["edge"]) == ["largest", "largest"] and list(summary["sweep_wall_s"]) == [30.0, 30.0]
     text = " ".join(answers.tuning_lines(summary))
     assert "at the configured rates: lora < ia3; at the chosen rates: ia3 < lora" in text
@@ -280,7 +285,7 @@ def test_the_book_says_whether_tuning_changed_the_ranking_and_flags_edge_choices
 
 
 def test_export_refuses_a_destination_overlapping_the_outputs(tmp_path):
-    from ftstudy import export
+    from ftstudy.record import export
 
     (tmp_path / "out" / "runs").mkdir(parents=True)
     for dest in (tmp_path / "out", tmp_path / "out" / "results", tmp_path):

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from ftstudy import answers, params, report, verdicts
+from ftstudy.narrative import answers
+from ftstudy.config import params
+from ftstudy.book import report
+from ftstudy.analysis import verdicts
 
 STUDY = ROOT / "results" / "cpu-study"
 

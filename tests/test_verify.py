@@ -6,7 +6,12 @@ import json
 import pytest
 
 from conftest import write_params
-from ftstudy import cli, export, grid, params, report, tables, tuning, verify
+from ftstudy import cli, verify
+from ftstudy.record import export
+from ftstudy.planning import grid, tuning
+from ftstudy.config import params
+from ftstudy.book import report
+from ftstudy.analysis import tables
 
 
 @pytest.fixture(scope="module")

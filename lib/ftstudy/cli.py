@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     import ftstudy  # noqa: F401  (thread settings before torch)
-    from ftstudy import params as params_mod
+    from ftstudy.config import params as params_mod
 
     ap = argparse.ArgumentParser(prog="ftstudy", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     r.add_argument("--rerun-stale", action="store_true",
                    help="rerun finished cells whose fingerprint (data, packages, tasks, code) changed")
-    from ftstudy.executors import REGISTRY
+    from ftstudy.run.executors import REGISTRY
 
     r.add_argument("--executor", choices=sorted(REGISTRY),
                    help="where cells run (default: the params file's executor.kind, else local)")
@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "run":
-        from ftstudy import executors, grid
+        from ftstudy.run import executors
+        from ftstudy.planning import grid
         overrides = {k: v for k in ("partition", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb")
                      if (v := getattr(args, k)) is not None}
         if args.calibrate:
-            from ftstudy import calibrate, paths
+            from ftstudy.planning import calibrate
+            from ftstudy.compute import paths
             calibrate.measure(params, paths.data_dir(params.data_dir))
         try:
             states = grid.run(params, retry_failed=args.retry_failed, dry_run=args.dry_run,
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "report":
-        from ftstudy import records, report
+        from ftstudy.record import records
+        from ftstudy.book import report
         try:
             report.build(params, book=not args.no_book, results_dir=args.results, readme=args.readme,
                          allow_fewer_runs=args.allow_fewer_runs)
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         from pathlib import Path
 
-        from ftstudy import paths, plan
+        from ftstudy.compute import paths
+        from ftstudy.analysis import power
         try:
             changes = {k: float(v) for k, v in (c.split("=", 1) for c in args.change)}
         except ValueError:
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{results}: no aggregated.csv (run `ftstudy report {args.params}` first)", file=sys.stderr)
             return 2
         try:
-            print(plan.report(params, results, changes, args.max_seeds, paths.data_dir(params.data_dir)))
+            print(power.report(params, results, changes, args.max_seeds, paths.data_dir(params.data_dir)))
         except ValueError as err:
             print(err, file=sys.stderr)
             return 2
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from pathlib import Path
 
-        from ftstudy import export, grid
+        from ftstudy.record import export
+        from ftstudy.planning import grid
         outputs = Path(params.output_dir).resolve()
         cells, waiting = grid.plan(params, outputs)
         if waiting:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ftstudy.record import samples
 
 # Per-item log-likelihood tolerance: nats + a relative part (an item's log-likelihood is a sum
 # over its tokens); the training loss per step (nats per token); whether a generated answer may
@@ -103,7 +104,7 @@ def tier(committed: dict, rerun: dict) -> str:
 
 def params_file(results: Path) -> Path:
     """The params file a results folder was exported from (its README names it)."""
-    from ftstudy import paths
+    from ftstudy.compute import paths
 
     readme = results / "README.md"
     if readme.is_file():
@@ -122,7 +123,7 @@ def params_file(results: Path) -> Path:
 
 def pick(records: list[dict], n: int, seed: int) -> list[dict]:
     """A reference run, the cheapest trained run, and the rest drawn at random (seeded)."""
-    from ftstudy.methods import REFERENCES
+    from ftstudy.compute.methods import REFERENCES
 
     done = sorted((r for r in records if r["status"] == "done" and r.get("cell")), key=lambda r: r["run_id"])
     refs = [r for r in done if r["cell"]["method"] == "base"]
@@ -139,12 +140,12 @@ def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
     item's log-likelihoods agree within tolerance, else its log-likelihoods already exceed it;
     a generated answer that flips exceeds it where the arithmetic is the same (no
     log-likelihood tells a tie), and is reported where it is not."""
-    from ftstudy import measures, stats
+    from ftstudy.analysis import measures, stats
 
     tasks = sorted(p.name for p in (committed / "lm_eval").iterdir() if p.is_dir())
     out = {"tasks": {}, "loss": None, "problems": []}
     for task in tasks:
-        a, b = stats.item_logliks(committed, task), stats.item_logliks(rerun, task)
+        a, b = samples.item_logliks(committed, task), samples.item_logliks(rerun, task)
         row: dict = {}
         if len(a):
             if not a.index.equals(b.index):
@@ -161,7 +162,7 @@ def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
                 for k in over.index[:3]:
                     out["problems"].append(f"{task} item {k[0]} choice {k[1]}: log-likelihood {a[k]:.6f} "
                                            f"recorded, {b[k]:.6f} rerun")
-        sa, sb = stats.load_samples(committed, task), stats.load_samples(rerun, task)
+        sa, sb = samples.load_samples(committed, task), samples.load_samples(rerun, task)
         for metric in sorted(m for m in set(sa["metric"]) & set(sb["metric"]) if measures.binary(m)):
             ids, x, y = stats.item_differences(sa, sb, metric)
             flipped = [str(i) for i, u, v in zip(ids, x, y) if u != v]
@@ -186,7 +187,7 @@ def compare_runs(committed: Path, rerun: Path, tolerance: dict | None) -> dict:
 
 
 def _loss(run: Path) -> dict:
-    from ftstudy.results import read_json
+    from ftstudy.compute.results import read_json
 
     m = read_json(run / "metrics.json")
     return {int(p["step"]): float(p["loss"]) for p in m.get("loss_curve") or []}
@@ -198,7 +199,7 @@ def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None,
     kernels); returns {run id: status}."""
     import os
 
-    from ftstudy import local
+    from ftstudy.run import local
 
     states = {}
     for r in records:
@@ -226,7 +227,9 @@ def verdicts_with(results: Path, params, reruns: dict[str, Path], scratch: Path)
     """The study's verdicts built by today's code twice, from the records and with the reruns
     in place of theirs: the rows whose verdict differs (a change of the report code since the
     records were committed is in both, so it is not blamed on the reruns)."""
-    from ftstudy import grid, report, tables, tuning
+    from ftstudy.planning import grid, tuning
+    from ftstudy.book import report
+    from ftstudy.analysis import tables
 
     def rebuilt(folder: Path, swap: dict):
         shutil.rmtree(folder, ignore_errors=True)
@@ -249,19 +252,19 @@ def _like_for_like(rerun: Path, committed: Path) -> None:
     (the tables would otherwise refuse to compare a rerun made by today's evaluation code with
     records made by an earlier one), and in its per-sample logs only the metrics the record
     has, so a record made before a metric existed has its verdicts decided on the same metric."""
-    from ftstudy import stats
+    from ftstudy.analysis import stats
 
     for name in ("cell.json", "fingerprint.json"):
         if (committed / name).is_file():
             shutil.copy(committed / name, rerun / name)
 
     for folder in (rerun / "lm_eval").iterdir():
-        lines = list(stats.sample_lines(committed, folder.name))
+        lines = list(samples.sample_lines(committed, folder.name))
         if not lines:
             continue
         recorded = set(json.loads(lines[0]).get("metrics") or [])
         kept = []
-        for line in stats.sample_lines(rerun, folder.name):
+        for line in samples.sample_lines(rerun, folder.name):
             s = json.loads(line)
             for m in set(s.get("metrics") or []) - recorded:
                 s.pop(m, None)
@@ -278,9 +281,12 @@ def verify(results: str | Path, params_path: str | Path | None = None, runs: int
     """Verify a committed study (see the module docstring); writes `<results>/verify.json`."""
     import tempfile
 
-    from ftstudy import cell as cell_mod
-    from ftstudy import fingerprint, params as params_mod, paths, precision, tables
-    from ftstudy.methods import REFERENCES
+    from ftstudy.run import cell as cell_mod
+    from ftstudy.record import fingerprint
+    from ftstudy.config import params as params_mod
+    from ftstudy.compute import paths, precision
+    from ftstudy.analysis import tables
+    from ftstudy.compute.methods import REFERENCES
 
     results = Path(results).resolve()
     try:

@@ -1,0 +1,244 @@
+"""Evaluation with lm-evaluation-harness, on the model already in memory.
+
+Local task YAMLs `include` lm-eval's own task configs and override only where the data
+comes from (and the shot count when params set one), so prompts, answer filters and
+metrics stay upstream's and numbers stay comparable with published ones. The YAMLs are
+written into the run folder: `python -m lm_eval --include_path <run>/tasks` reproduces.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import yaml
+
+from ftstudy.compute import data, paths
+
+# Study task name -> (upstream YAML inside lm_eval/tasks, mirror overrides builder)
+UPSTREAM = {  # (the NLL tasks below are ours, not upstream's)
+    "gsm8k": "gsm8k/gsm8k.yaml",
+    "hellaswag": "hellaswag/hellaswag.yaml",
+    "mmlu_high_school_computer_science": "mmlu/default/mmlu_high_school_computer_science.yaml",
+}
+# The splits lm-eval reads per task (the mirror has no HellaSwag train split).
+MIRROR_SPLITS = {
+    "gsm8k": dict(splits=["train", "test"], keys=dict(training_split="train", test_split="test")),
+    "hellaswag": dict(splits=["validation"],
+                      keys=dict(training_split=None, validation_split="validation", test_split=None)),
+    "mmlu_high_school_computer_science": dict(splits=["test", "dev"],
+                                              keys=dict(test_split="test", fewshot_split="dev")),
+}
+# Our own tasks: the reference answer's log-likelihood given the prompt, in the format the
+# model is trained on (its chat template when it has one). Lower bits per byte = better.
+# The *_val_nll tasks score the validation rows that choose learning rates (ftstudy.planning.tuning).
+NLL_TASKS = tuple(data.HELDOUT_TASKS)
+# The NLL tasks that score GSM8K solutions, split into working and annotation format (`ftstudy.compute.nll`).
+SOLUTION_TASKS = tuple(t for t in NLL_TASKS if data.heldout_dataset(t) == "gsm8k")
+PREFIX = "ftstudy_"
+# Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
+# for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
+# update of std 1e-4 on weights of std 0.04), for some methods and not others.
+DEFAULTS = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={
+    "gsm8k": {"limit": 4, "num_fewshot": 5},
+    "hellaswag": {"limit": 32},
+    "mmlu_high_school_computer_science": {"limit": 8, "num_fewshot": 5},
+    "gsm8k_nll": {"limit": 32},
+    "alpaca_nll": {"limit": 32},
+})
+TASKS = (*UPSTREAM, *NLL_TASKS)
+# The headline metric of each task (lm-eval's names, as in results.csv).
+HEADLINE = {"gsm8k": "exact_match_flexible-extract", "hellaswag": "acc_norm",
+            "mmlu_high_school_computer_science": "acc",
+            "gsm8k_nll": "bits_per_byte", "alpaca_nll": "bits_per_byte"}
+
+
+def headline_metric(task: str) -> str:
+    return HEADLINE.get(task, "bits_per_byte")
+
+
+def upstream_yaml(task: str) -> Path:
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks" / UPSTREAM[task]
+
+
+def nll_task_config(task: str, data_file: str | Path, chat: bool) -> dict:
+    """A held-out answer log-likelihood task (see `ftstudy.compute.nll`) reading `data_file`."""
+    metrics = ["bits_per_byte", "nll"]
+    if task in SOLUTION_TASKS:
+        metrics += ["math_bits_per_byte", "format_bits_per_byte", "format_nll"]
+    return {
+        "task": PREFIX + task, "tag": ["ftstudy"], "dataset_path": "json", "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test", "output_type": "loglikelihood", "num_fewshot": 0,
+        "doc_to_text": "prompt", "doc_to_target": "answer" if chat else "nl_answer",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": False} for m in metrics],
+        "metadata": {"version": 1.0, "chat_format": chat},
+    }
+
+
+def task_config(task: str, settings: dict, data_dir: Path | None, chat: bool = True) -> dict:
+    """One local task: upstream config by include, plus data-source (and shot) overrides."""
+    if task in NLL_TASKS:
+        return nll_task_config(task, data.heldout_jsonl(task, data_dir), chat)
+    cfg = {"include": str(upstream_yaml(task)), "task": PREFIX + task, "tag": ["ftstudy"]}
+    if data_dir is not None:
+        spec = MIRROR_SPLITS[task]
+        cfg.update(dataset_path="json", dataset_name=None, **spec["keys"])
+        cfg["dataset_kwargs"] = {"data_files": {
+            split: str(data.records_as_jsonl(task, split, data_dir)) for split in spec["splits"]}}
+    if settings.get("num_fewshot") is not None:
+        cfg["num_fewshot"] = int(settings["num_fewshot"])
+    return cfg
+
+
+def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool = True) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = paths.data_dir(data_dir)
+    for task, settings in tasks.items():
+        text = yaml.safe_dump(task_config(task, settings or {}, data_dir, chat), sort_keys=False)
+        if task in NLL_TASKS:
+            function = "process_solution_results" if task in SOLUTION_TASKS else "process_results"
+            text += f"process_results: !function ftstudy.compute.nll.{function}\n"
+        (out_dir / f"{PREFIX}{task}.yaml").write_text(text)
+    return out_dir
+
+
+def resolve(evaluation: dict | None) -> dict:
+    ev = {k: DEFAULTS[k] for k in ("batch_size", "dtype", "sample_seed")}
+    ev["tasks"] = dict(DEFAULTS["tasks"])
+    for key in ("batch_size", "dtype", "sample_seed", "tasks"):
+        if evaluation and evaluation.get(key) is not None:
+            ev[key] = evaluation[key]
+    return ev
+
+
+def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list[int] | None:
+    """A seeded random sample of `limit` item indices (None: every item). Seeded by the
+    grid's `sample_seed` and the task name only, so every run of a grid scores the same
+    items; the first N would be biased (HellaSwag's first 3,243 items are all ActivityNet)."""
+    import numpy as np
+
+    if limit is None or limit >= n_docs:
+        return None
+    rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+    return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))
+
+
+def prepare_for_eval(model, dtype: str = "float32") -> bool:
+    """Put a model in the shared evaluation precision; True if a LoRA/DoRA adapter was merged.
+
+    The model's weights are cast to `dtype` and 4-bit layers compute in it (4-bit packed
+    weights stay as they are). With fp32, the default, nothing is rounded, and a LoRA/DoRA
+    adapter on an unquantised base is merged, which is exact to rounding (unmerged DoRA
+    recomputes its weight norm every forward, ~3x slower on CPU). With bf16 a PEFT model's
+    trained parameters (adapters, IA3 vectors, virtual tokens) stay fp32 and unmerged, but
+    full fine-tuning *is* its weights: they are rounded to bf16 like its reference's, and an
+    update below bf16's resolution is lost (the limitations page says so).
+    """
+    import peft
+    import torch
+
+    target = getattr(torch, dtype)
+    keep = ({id(p) for p in model.parameters() if p.requires_grad}
+            if isinstance(model, peft.PeftModel) and dtype != "float32" else set())
+    quantised = False
+    for module in model.modules():
+        if "4bit" in type(module).__name__:
+            quantised = True
+            if hasattr(module, "compute_dtype"):
+                module.compute_dtype = target
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != target and id(p) not in keep:
+                p.data = p.data.to(target)
+    is_lora = (isinstance(model, peft.PeftModel)
+               and model.peft_config[model.active_adapter].peft_type == peft.PeftType.LORA)
+    if is_lora and not quantised and dtype == "float32":
+        model.merge_adapter()
+        return True
+    return False
+
+
+def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=None) -> dict:
+    """Run every task on the in-memory model; keep lm-eval's results and per-sample logs.
+
+    The model is first put in the evaluation precision (`prepare_for_eval`), the same for a
+    run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
+    doc ids scored, None = all}, "dtype": ..., "wall_s": seconds}.
+    """
+    import time
+
+    from lm_eval.tasks import TaskManager
+
+    start = time.perf_counter()
+    ev = resolve(evaluation)
+    run_dir = Path(run_dir)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir, chat)
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    model.eval()
+    merged = prepare_for_eval(model, ev["dtype"])
+    try:
+        out, items = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
+    finally:
+        if merged:
+            model.unmerge_adapter()
+    return {"tasks": out, "items": items, "dtype": ev["dtype"], "wall_s": time.perf_counter() - start}
+
+
+def count_docs(task: str, manager) -> int:
+    """How many items a local task has (lm-eval builds it, reading its data once)."""
+    return len(manager.load([PREFIX + task])["tasks"][PREFIX + task].eval_docs)
+
+
+def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
+              progress_dir: Path | None = None, label: str = "evaluating"):
+    """Score each task of a resolved evaluation `ev` on the model as it is; keep lm-eval's
+    results and per-sample logs under `out_dir/lm_eval/<task>/`. Returns (results, items)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.utils import handle_non_serializable
+
+    from ftstudy.compute import progress
+    from ftstudy.compute.scoring import TokenScoringHFLM
+
+    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"],
+                          token_tasks=[PREFIX + t for t in SOLUTION_TASKS])
+    out, items = {}, {}
+    for k, (task, settings) in enumerate(ev["tasks"].items()):
+        name = PREFIX + task
+        progress.report(progress_dir or out_dir, f"{label} {task}, task", k + 1, len(ev["tasks"]))
+        limit = (settings or {}).get("limit")
+        ids = sample_doc_ids(count_docs(task, manager), limit, task, ev["sample_seed"]) if limit else None
+        items[task] = ids
+        res = simple_evaluate(model=lm, tasks=[name], samples={name: ids} if ids else None,
+                              task_manager=manager, log_samples=True,
+                              apply_chat_template=chat and task in NLL_TASKS)
+        res["doc_ids"] = ids
+        samples = res.pop("samples")
+        folder = out_dir / "lm_eval" / task
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(
+            json.dumps(res, indent=2, default=handle_non_serializable, ensure_ascii=False))
+        with open(folder / "samples.jsonl", "w", encoding="utf-8") as f:
+            for s in samples[name]:
+                f.write(json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n")
+        out[task] = res["results"][name]
+    return out, items
+
+
+def metric_rows(task_results: dict) -> list[dict]:
+    """lm-eval's `{metric,filter: value, metric_stderr,filter: se}` -> tidy rows."""
+    rows = []
+    for task, res in task_results.items():
+        for key, value in res.items():
+            if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, filt = key.split(",", 1)
+            se = res.get(f"{metric}_stderr,{filt}")
+            rows.append(dict(task=task, metric=metric if filt == "none" else f"{metric}_{filt}",
+                             value=float(value),
+                             stderr=float(se) if isinstance(se, (int, float)) else None))
+    return rows
