@@ -77,7 +77,7 @@ def synthetic(tmp_path):
               {"gsm8k_nll": base_g - 0.2, "alpaca_nll": base_a + 0.05})   # learns 0.2, forgets 0.05
     _fake_run(tmp_path, "ia30", "ia3", ia3_correct,
               {"gsm8k_nll": base_g - 0.05 + rng.normal(0, 0.001, n), "alpaca_nll": base_a})
-    tables.collect(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
     return tmp_path
 
 
@@ -101,7 +101,7 @@ def test_paired_bootstrap_and_mcnemar_on_known_difference(synthetic):
 
 
 def _answers(outputs) -> str:
-    ans, cit = answers.build(answers.load_tables(outputs))
+    ans, cit = answers.build(tables.Tables.read(outputs).as_dict())
     return answers.markdown(ans, cit)
 
 
@@ -114,7 +114,7 @@ def test_generated_sentences_follow_the_numbers(synthetic):
     assert "lora has the largest point estimate; against the runner-up ia3 the verdict on the gap is single seed" in text
     assert "Forgetting: lora on alpaca_nll +0.050 (no interval) (single seed)" in text
     assert "(separated" not in text
-    paired = views.load_paired(synthetic)
+    paired = tables.Tables.read(synthetic).aggregated
     lf = views.learning_forgetting(paired, "nll")
     lora = lf[lf["method"] == "lora"].iloc[0]
     assert lora["learning"] == pytest.approx(0.2) and lora["forgetting"] == pytest.approx(0.05)
@@ -142,16 +142,16 @@ def test_baselines_and_one_answer_warning(tmp_path):
     correct = np.zeros(40, bool)
     correct[:10] = True   # pred 0 where correct, else 1: 75% of answers are "B"
     _fake_run(tmp_path, "b", "base", correct, {})
-    tables.collect(tmp_path)
-    b = views.load_baselines(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
+    b = tables.Tables.read(tmp_path).baselines
     row = b.iloc[0]
     assert row["chance"] == 0.25 and row["majority_baseline"] == 1.0
     assert row["top_answer"] == 1 and row["top_answer_share"] == 0.75
     warn = answers.warnings(b)
     assert len(warn) == 1 and "base on mmlu_high_school_computer_science: 75% of answers are choice B" in warn[0]
     _fake_run(tmp_path, "l", "lora", correct, {})
-    tables.collect(tmp_path)
-    warn = answers.warnings(views.load_baselines(tmp_path))
+    tables.collect(tmp_path).write(tmp_path)
+    warn = answers.warnings(tables.Tables.read(tmp_path).baselines)
     assert len(warn) == 2 and "1 of 1 fine-tuned runs also put at least 60%" in warn[1] and "(lora)" in warn[1]
 
 
@@ -174,8 +174,8 @@ def test_mcnemar_decides_not_the_bootstrap(tmp_path):
     tuned = np.array([True, True, True, False])
     _fake_run(tmp_path, "b", "base", base, {})
     _fake_run(tmp_path, "l", "lora", tuned, {})
-    tables.collect(tmp_path)
-    row = views.load_paired(tmp_path).iloc[0]
+    tables.collect(tmp_path).write(tmp_path)
+    row = tables.Tables.read(tmp_path).aggregated.iloc[0]
     assert row["ci_low"] > 0  # the interval alone would have said "outside the noise"
     assert row["p_value"] == pytest.approx(0.25) and not row["significant"]
     assert verdicts.decide(row)[0] == verdicts.NOT_AFTER_HOLM  # not separated
@@ -194,8 +194,8 @@ def test_several_seeds_are_aggregated_per_configuration(tmp_path):
     for seed, shift in [(0, 0.10), (1, 0.20), (2, 0.15)]:
         _fake_run(tmp_path, f"lora{seed}", "lora", correct, {"gsm8k_nll": g - shift, "alpaca_nll": a},
                   seed=seed)
-    tables.collect(tmp_path)
-    agg = views.load_paired(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
+    agg = tables.Tables.read(tmp_path).aggregated
     row = agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")].iloc[0]
     assert len(agg[(agg["task"] == "gsm8k_nll") & (agg["metric"] == "bits_per_byte")]) == 1
     assert row["seeds"] == 3 and row["interval"] == "seeds x items"
@@ -237,7 +237,7 @@ def test_report_uses_exactly_the_grid_and_pairs_by_model_source(tmp_path):
     _fake_run(tmp_path, "other", "dora", correct, bpb,
               model={"name": "m", "source": {"path": "/another"}, "dtype": "float32"})
     grid_cells = [{"run_id": r} for r in ("base0", "lora0", "bf16", "other")]
-    tables.collect(tmp_path, grid_cells)
+    tables.collect(tmp_path, grid_cells).write(tmp_path)
     assert set(pd.read_csv(tmp_path / "runs.csv")["run_id"]) == {"base0", "lora0", "bf16", "other"}
     assert pd.read_csv(tmp_path / "outside_grid.csv")["run_id"].tolist() == ["old0"]
     paired = pd.read_csv(tmp_path / "paired.csv")
@@ -256,7 +256,7 @@ def test_runs_with_different_evaluation_fingerprints_are_not_compared(tmp_path):
     _fake_run(tmp_path, "lora0", "lora", correct, {},
               fingerprint={**fp, "eval_data": {"mmlu/test.csv": "bbb"}, "code": {"lib": "y"}})
     _fake_run(tmp_path, "ia30", "ia3", correct, {}, fingerprint={**fp, "code": {"lib": "z"}})
-    tables.collect(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
     refused = pd.read_csv(tmp_path / "refused.csv")
     assert set(refused["run_id"]) == {"lora0"} and len(refused) == 2  # vs base and vs ia3
     assert refused["differs"].str.contains("evaluation fingerprints differ: eval_data").all()
@@ -270,8 +270,8 @@ def test_a_replayed_retention_task_is_said_next_to_its_number(tmp_path):
     # Label says nothing about the target: the largest component (gsm8k_train) decides.
     _fake_run(tmp_path, "mix0", "lora", correct, {"gsm8k_nll": g - 0.2, "alpaca_nll": a - 0.05},
               train_data="replay", mix={"alpaca": 0.2, "gsm8k_train": 0.8})
-    tables.collect(tmp_path)
-    paired = views.load_paired(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
+    paired = tables.Tables.read(tmp_path).aggregated
     lf = views.learning_forgetting(paired, "nll")
     assert lf.iloc[0]["target"] == "gsm8k_nll" and lf.iloc[0]["replayed"] == "alpaca_nll"
     assert "lora -0.050 (no interval) (single seed); its training mix replays alpaca_nll's source data" in _answers(tmp_path)
@@ -286,10 +286,10 @@ def test_a_control_shift_is_said_beside_the_trained_change(tmp_path):
     results.write_json(tmp_path / "runs" / "pt0" / "cell.json", cell)
     metrics = json.loads((tmp_path / "runs" / "pt0" / "metrics.json").read_text())
     results.write_json(tmp_path / "runs" / "pt0" / "metrics.json", {**metrics, "cell": cell})
-    tables.collect(tmp_path)
+    tables.collect(tmp_path).write(tmp_path)
     text = _answers(tmp_path)
     assert "prompt_tuning +0.300 (no interval) (single seed); at 0 steps (its control, one initialisation) already +0.250" in text
-    table = views.controls(tmp_path, views.load_table(tmp_path, "paired"))
+    table = views.controls(tmp_path, tables.Tables.read(tmp_path).paired)
     assert table.iloc[0]["method"] == "prompt_tuning" and not table.iloc[0]["identity"]
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ftstudy.narrative import answers
-from ftstudy.analysis import verdicts, stats, tables
+from ftstudy.analysis import detectable, stats, tables, verdicts
 
 EV = {"tasks": {"gsm8k_nll": {"limit": 4}}}
 
@@ -243,7 +243,7 @@ def test_no_method_lost_claims_the_least_sensitive_methods_detectable_change():
     states comes from the widest interval (full's, 0.12 wide), not the median."""
     ans, cit = answers.build(_tables())
     lead = cit.render(ans["q2"][0])
-    widest = answers.MDE_FACTOR * 0.12 / (2 * 1.96)
+    widest = detectable.MDE_FACTOR * 0.12 / (2 * 1.96)
     assert f"a loss of about {widest:.3f} bits/byte would likely have been detected for every method" in lead
 
 
@@ -283,7 +283,7 @@ def test_an_accuracy_no_item_of_which_changed_counts_as_least_sensitive():
     aggregated = pd.DataFrame([{**row, "method": "prompt_tuning", "mean_diff": 0.08, "ci_low": -0.17, "ci_high": 0.33},
                                {**row, "method": "lora", "mean_diff": 0.0, "ci_low": np.nan, "ci_high": np.nan},
                                {**row, "method": "full", "mean_diff": 0.0, "ci_low": np.nan, "ci_high": np.nan}])
-    d = answers.detectable(aggregated).iloc[0]
+    d = detectable.detectable(aggregated).iloc[0]
     assert d["mde_max"] == pytest.approx(stats.min_detectable_difference(12))
     assert d["mde"] == pytest.approx(stats.min_detectable_difference(12))  # the median of three
 
@@ -293,7 +293,7 @@ def test_a_few_changed_items_do_not_make_an_accuracy_look_sensitive():
     test on 12 items detects a change below 6/12, and that is what the table must say."""
     row = dict(comparison="vs base", headline=True, model="m", train_data="gsm8k", train_size=16,
                task="hellaswag", metric="acc_norm", n=12, seeds=1, mean_diff=-1 / 12, ci_low=-0.25, ci_high=0.0)
-    d = answers.detectable(pd.DataFrame([{**row, "method": m} for m in ("lora", "full")])).iloc[0]
+    d = detectable.detectable(pd.DataFrame([{**row, "method": m} for m in ("lora", "full")])).iloc[0]
     assert d["mde"] == pytest.approx(0.5) and d["mde_max"] == pytest.approx(0.5)
 
 
@@ -350,7 +350,7 @@ def test_with_several_seeds_the_sign_tests_resolution_is_per_seed():
     smallest a paired test can call significant, so the floor is 6/(12*3), not 6/12."""
     row = dict(comparison="vs base", headline=True, model="m", train_data="gsm8k", train_size=16,
                task="hellaswag", metric="acc_norm", n=12, seeds=3, mean_diff=-1 / 36, ci_low=-0.08, ci_high=0.0)
-    d = answers.detectable(pd.DataFrame([{**row, "method": "lora"}])).iloc[0]
+    d = detectable.detectable(pd.DataFrame([{**row, "method": "lora"}])).iloc[0]
     assert d["mde"] == pytest.approx(6 / 36)
 
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 from ftstudy.planning import grid
 from ftstudy.config import params
+from ftstudy.analysis import tables
 from ftstudy.book import report
 
 pytestmark = pytest.mark.slow  # papermill grids, browsers, torchrun, Slurm or report rebuilds
@@ -80,7 +81,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "generated"))
     report.build(p, book=False, book_dir=book, results_dir=results)
-    ans, cit = answers.build(answers.load_tables(results))
+    ans, cit = answers.build(tables.Tables.read(results).as_dict())
     text = answers.markdown(ans, cit)
     assert_every_number_is_cited(text, cit, cit.tables)
     assert_no_typed_number("\n".join(line for lines in ans.values() for line in lines))

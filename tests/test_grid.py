@@ -27,7 +27,7 @@ def tiny_study(tmp_path_factory, tiny_model_dir, data_dir):
     proc = subprocess.run([sys.executable, "-m", "ftstudy", "run", str(path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    tables.collect(tmp / "outputs", grid.expand(params.load(path)))  # what `ftstudy report` writes first
+    tables.collect(tmp / "outputs", grid.expand(params.load(path))).write(tmp / "outputs")  # as `ftstudy report` does
     return path, tmp / "outputs", proc
 
 
@@ -73,7 +73,7 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
 def test_zero_step_controls_equal_their_references_in_the_grid(tiny_study):
     _, outputs, _ = tiny_study
     from ftstudy.analysis import views
-    table = views.controls(outputs, views.load_table(outputs, "paired"))
+    table = views.controls(outputs, tables.Tables.read(outputs).paired)
     assert sorted(table["method"]) == ["lora", "qlora"]
     assert dict(zip(table["method"], table["reference"])) == {"lora": "base", "qlora": "base_4bit"}
     assert (table["max |Δ loglik|"] <= 1e-5).all() and table["identity"].all()

@@ -164,3 +164,16 @@ def test_the_code_fingerprint_is_the_compute_package(tmp_path, monkeypatch):
     assert fingerprint.code_hash(nb)["lib"] == before
     (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# edited\n")
     assert fingerprint.code_hash(nb)["lib"] != before
+
+
+def test_no_csv_is_read_back_between_library_modules():
+    """Tables pass in memory (`tables.Tables`); CSV is written for readers, and read back only
+    by `Tables.read` (the analysis notebook's door), never by another library module."""
+    readers = []
+    for path in LIB.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                calls = [n for n in ast.walk(node) if isinstance(n, ast.Attribute) and n.attr == "read_csv"]
+                if calls:
+                    readers.append(f"{module_name(path)}.{node.name}")
+    assert set(readers) == {"analysis.tables.read", "analysis.tables.one"}, readers  # Tables.read and its helper

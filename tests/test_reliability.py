@@ -59,7 +59,7 @@ def test_kill_during_training_then_resume(tmp_path, tiny_model_dir, data_dir):
     for name, hashes in finished.items():
         assert _hashes(runs / name) == hashes  # finished cells untouched, byte for byte
     assert not list(runs.glob(".tmp-*"))
-    table = tables.collect(outputs, cells)[1]
+    table = tables.collect(outputs, cells).runs
     assert sorted(table["run_id"]) == sorted(c["run_id"] for c in cells)  # each cell exactly once
     assert (table["status"] == "done").all()
 
@@ -89,7 +89,7 @@ def test_failing_cells_are_isolated_recorded_and_retried(tmp_path, tiny_model_di
         nb = outputs / "runs" / r / status[r]["notebook"]
         exception = status[r]["error"].split(":")[0]          # e.g. NonFiniteLoss, OSError
         assert nb.is_file() and exception in nb.read_text() and '"output_type": "error"' in nb.read_text()
-    runs_csv = tables.collect(outputs, cells)[1]
+    runs_csv = tables.collect(outputs, cells).runs
     assert set(runs_csv.loc[runs_csv["status"] == "failed", "run_id"]) == set(failed_ids)
 
     ok = [r for r, s in status.items() if s["status"] == "done"]

@@ -41,7 +41,7 @@ def _ftstudy(*args) -> subprocess.CompletedProcess:
 def _scores(outputs: Path) -> dict:
     from ftstudy.analysis import tables
 
-    df = tables.collect(outputs)[0]
+    df = tables.collect(outputs).results
     return {(r.method, r.task, r.metric): r.value for r in df.itertuples()}
 
 

@@ -13,7 +13,7 @@ from conftest import ROOT
 from ftstudy.narrative import answers
 from ftstudy.config import params
 from ftstudy.book import report
-from ftstudy.analysis import verdicts
+from ftstudy.analysis import tables, verdicts
 
 STUDY = ROOT / "results" / "cpu-study"
 
@@ -131,7 +131,7 @@ def test_the_committed_studys_book_states_each_verdict_as_its_row(tmp_path, data
     assert _html_has_links(html) > 20
     assert contradictions(html, table) == []
     # the README block and answers.md state the same verdicts as the front page, in the same words
-    ans, cit = answers.build(answers.load_tables(results))
+    ans, cit = answers.build(tables.Tables.read(results).as_dict())
     assert (results / "answers.md").read_text().strip() == answers.markdown(ans, cit).strip()
     # a sentence that contradicts its row is caught, and so is one that states a verdict without its row
     front = html / "generated" / "front.html"

@@ -10,7 +10,7 @@ from ftstudy import cli, verify
 from ftstudy.record import export
 from ftstudy.planning import grid, tuning
 from ftstudy.config import params
-from ftstudy.book import report
+from ftstudy.book import pages
 from ftstudy.analysis import tables
 
 
@@ -25,8 +25,7 @@ def committed(tmp_path_factory, tiny_model_dir, data_dir):
     assert set(grid.run(p).values()) == {"done"}
     results = tmp / "results" / "tiny"
     export.export(tmp / "outputs", grid.expand(p), results, path)
-    tables.collect(results, grid.expand(p, results), tuning.configured_rates(p))
-    report.derived_tables(results)
+    tables.collect(results, grid.expand(p, results), tuning.configured_rates(p)).write(results)
     return path, results
 
 
@@ -43,7 +42,7 @@ def test_verify_agrees_on_this_machine_then_catches_an_edited_number(committed, 
     assert lora["tasks"]["alpaca_nll"]["max_abs"] <= 1e-4 and lora["loss"]["steps"] == 2
     assert "hellaswag" in lora["tasks"] and "acc" in lora["tasks"]["hellaswag"]["accuracy"]
     assert "every verdict of the study holds" in out and "within tolerance" in out
-    page = "\n".join(report.verification_lines(results))  # the book's Provenance page shows it
+    page = "\n".join(pages.verification_lines(results))  # the book's Provenance page shows it
     assert "**every difference within its tolerance**" in page and f"`{lora['run_id']} <run-{lora['run_id']}>`" in page
 
     # on another thread count: the trained run's bound is measured (a rerun with narrower kernels)
@@ -73,7 +72,7 @@ def test_verify_agrees_on_this_machine_then_catches_an_edited_number(committed, 
 
 
 def test_verify_says_why_it_cannot_compare(tmp_path, capsys):
-    assert "No verification is committed" in "\n".join(report.verification_lines(tmp_path))
+    assert "No verification is committed" in "\n".join(pages.verification_lines(tmp_path))
     assert cli.main(["verify", str(tmp_path / "nothing")]) == 2
     assert "no runs/ folder" in capsys.readouterr().out
     (tmp_path / "r" / "runs").mkdir(parents=True)

@@ -103,22 +103,13 @@ def tier(committed: dict, rerun: dict) -> str:
 
 
 def params_file(results: Path) -> Path:
-    """The params file a results folder was exported from (its README names it)."""
-    from ftstudy.compute import paths
+    """The params file a results folder was exported from (`export.params_file`)."""
+    from ftstudy.record import export
 
-    readme = results / "README.md"
-    if readme.is_file():
-        first = readme.read_text().splitlines()[0]
-        if "`" in first:
-            named = Path(first.split("`")[1])
-            path = named if named.is_absolute() else paths.project_root() / named
-            if path.is_file():
-                return path
-    guess = paths.project_root() / "params" / f"{results.name}.yaml"
-    if guess.is_file():
-        return guess
-    raise CannotCompare(f"{results}: no params file found (README.md names none, no params/{results.name}.yaml); "
-                        "pass --params")
+    try:
+        return export.params_file(results)
+    except FileNotFoundError as err:
+        raise CannotCompare(f"{err}; pass --params") from None
 
 
 def pick(records: list[dict], n: int, seed: int) -> list[dict]:
@@ -227,9 +218,8 @@ def verdicts_with(results: Path, params, reruns: dict[str, Path], scratch: Path)
     """The study's verdicts built by today's code twice, from the records and with the reruns
     in place of theirs: the rows whose verdict differs (a change of the report code since the
     records were committed is in both, so it is not blamed on the reruns)."""
-    from ftstudy.planning import grid, tuning
-    from ftstudy.book import report
     from ftstudy.analysis import tables
+    from ftstudy.planning import grid, tuning
 
     def rebuilt(folder: Path, swap: dict):
         shutil.rmtree(folder, ignore_errors=True)
@@ -238,8 +228,8 @@ def verdicts_with(results: Path, params, reruns: dict[str, Path], scratch: Path)
             shutil.rmtree(folder / "runs" / rid)
             shutil.copytree(rerun, folder / "runs" / rid)
             _like_for_like(folder / "runs" / rid, results / "runs" / rid)
-        tables.collect(folder, grid.expand(params, folder), tuning.configured_rates(params))
-        return report.derived_tables(folder)["verdicts"].set_index("id")["verdict"]
+        study = tables.collect(folder, grid.expand(params, folder), tuning.configured_rates(params))
+        return study.verdicts.set_index("id")["verdict"]
 
     old = rebuilt(scratch / "records", {})
     new = rebuilt(scratch / "with-reruns", reruns)
@@ -252,8 +242,6 @@ def _like_for_like(rerun: Path, committed: Path) -> None:
     (the tables would otherwise refuse to compare a rerun made by today's evaluation code with
     records made by an earlier one), and in its per-sample logs only the metrics the record
     has, so a record made before a metric existed has its verdicts decided on the same metric."""
-    from ftstudy.analysis import stats
-
     for name in ("cell.json", "fingerprint.json"):
         if (committed / name).is_file():
             shutil.copy(committed / name, rerun / name)

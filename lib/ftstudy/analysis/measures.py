@@ -10,8 +10,6 @@ confidence, a bias toward one letter).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ftstudy.compute.evaluate import SOLUTION_TASKS, headline_metric
 from ftstudy.record import samples
 

@@ -153,16 +153,17 @@ def costs(runs: pd.DataFrame, items_per_run: int) -> dict:
 def report(p, results, changes: dict[str, float], max_seeds: int = MAX_SEEDS, data_dir=None) -> str:
     """The planner's answer as text: per question and task, the items needed at each number of
     seeds (the fewest seeds first), with the simulated power and what it costs to run."""
-    from ftstudy.analysis import views
+    from ftstudy.analysis import tables
+    from ftstudy.planning import grid
 
-    agg, k = views.load_table(results, "aggregated"), views.load_table(results, "contrasts")
+    study = tables.collect(results, grid.expand(p, results))
+    agg, k = study.aggregated, study.contrasts
     if agg.empty or "item_var" not in agg:
-        raise ValueError(f"{results}: its aggregated.csv has no variance parts (item_var): rebuild it with "
-                         f"`ftstudy report {getattr(p, 'study', '')} --results {results}` first")
+        raise ValueError(f"{results}: no finished comparison of {getattr(p, 'study', '')}'s grid to plan from")
     var = variances(agg, k)
     tasks = sorted(set(var["task"])) if not var.empty else []
     pools = pool_sizes(tasks, data_dir)
-    _, runs = views.load(results)
+    runs = study.runs
     items_now = int(sum((t.limit or pools.get(name, 0)) for name, t in p.evaluation.tasks.items()))
     cost = costs(runs, items_now)
     methods = agg[(agg["comparison"] == "vs base")]["method"].nunique()

@@ -6,11 +6,8 @@ McNemar test (a binomial test on the discordant items). scipy does the statistic
 """
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,3 +206,10 @@ def min_detectable_difference(n: int, p: float = 0.5, alpha: float = 0.05, power
         return float("nan")
     z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
     return float(z * np.sqrt(2 * p * (1 - p) / n))
+
+
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n (statsmodels)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    return proportion_confint(k, n, alpha=alpha, method="wilson")

@@ -1,15 +1,15 @@
-"""The study tables, built from the run folders of a grid.
-
-`outputs/results.csv` has one row per (run, task, metric); `outputs/runs.csv` one row
-per run (status and cost); `paired.csv`, `aggregated.csv`, `refused.csv`, `baselines.csv`
-and `tuning.csv` are described in `collect`. The analysis notebook reads only these tables.
+"""The study tables, built once from the run folders of a grid (`collect`), in memory, as
+frames with named columns (`Tables`); written as CSV only for readers. The analysis notebook
+reads only these tables.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 from ftstudy.compute.methods import REFERENCES
@@ -94,8 +94,6 @@ def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
 def sample_reader(outputs: Path):
     """`(run id, task) -> stats.load_samples` of that run, each read once."""
     import functools
-
-    from ftstudy.analysis import stats
 
     return functools.lru_cache(maxsize=None)(lambda run_id, task: samples.load_samples(outputs / "runs" / run_id, task))
 
@@ -352,6 +350,17 @@ def baselines_table(outputs: Path, records: list[dict]):
     return pd.DataFrame(rows)
 
 
+def _items_digest(items: dict | None) -> str | None:
+    """Which items a run scored, per task, as a short digest (JSON {task: sha256[:12]}): runs
+    compare item by item only where these agree."""
+    import hashlib
+
+    if not items:
+        return None
+    return json.dumps({task: hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
+                       for task, ids in sorted(items.items())})
+
+
 def _loss_span(curve) -> dict:
     """The training loss at the first logged step and its highest value: a run whose loss
     jumps far above where it started diverged (its rate is too high for that model)."""
@@ -359,19 +368,62 @@ def _loss_span(curve) -> dict:
     return {"loss_first": losses[0] if losses else None, "loss_max": max(losses) if losses else None}
 
 
-def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rates: dict | None = None):
-    """Build and write the study tables of a grid: `results.csv`, `runs.csv`, `paired.csv`,
-    `aggregated.csv`, `refused.csv`, `baselines.csv`, `contrasts.csv` (one factor changed,
-    see `contrasts_table`), `tuning.csv` (learning-rate trials,
-    kept apart from the study's runs, beside each method's `configured_rates`); returns
-    (results, runs) DataFrames.
+# The study's tables, in the order they are built; each is written as `<name>.csv` for readers.
+NAMES = ("results", "runs", "paired", "aggregated", "refused", "outside_grid", "baselines", "contrasts",
+         "tuning", "tuning_pairs", "controls", "curve", "matched", "matched_between", "detectable", "verdicts")
+
+
+@dataclass
+class Tables:
+    """Every table of a study, built once from its run folders (`collect`) and handed on in
+    memory to the answers, the verdicts and the book; `write` leaves each as a CSV for readers
+    (the analysis notebook, people, a committed results folder)."""
+    results: pd.DataFrame     # one row per (run, task, metric): the scores
+    runs: pd.DataFrame        # one row per run: status and cost
+    paired: pd.DataFrame      # item-paired differences per pair of runs
+    aggregated: pd.DataFrame  # the same per configuration, seeds pooled: what verdicts rest on
+    refused: pd.DataFrame     # comparisons refused: evaluation fingerprints differ
+    outside_grid: pd.DataFrame  # run folders this grid does not produce: listed, never used
+    baselines: pd.DataFrame   # chance, majority answer, answer distribution
+    contrasts: pd.DataFrame   # one factor changed (size, data, model, method), item-paired
+    tuning: pd.DataFrame      # learning-rate trials beside each method's configured rate
+    tuning_pairs: pd.DataFrame  # methods against each other on validation items, per rate kind
+    controls: pd.DataFrame    # zero-step controls against their references
+    curve: pd.DataFrame       # learning and forgetting along training
+    matched: pd.DataFrame     # forgetting at matched learning, per method
+    matched_between: pd.DataFrame  # the same between methods
+    detectable: pd.DataFrame  # the smallest change each comparison would detect
+    verdicts: pd.DataFrame    # every comparison's verdict, decided by `verdicts.decide`
+
+    def as_dict(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in NAMES}
+
+    def write(self, outputs: str | Path) -> None:
+        outputs = Path(outputs)
+        outputs.mkdir(parents=True, exist_ok=True)
+        for name, df in self.as_dict().items():
+            df.to_csv(outputs / f"{name}.csv", index=False)
+
+    @classmethod
+    def read(cls, outputs: str | Path) -> "Tables":
+        """The tables as written (for readers such as the analysis notebook); a missing or
+        empty file reads as an empty table."""
+        def one(name):
+            path = Path(outputs) / f"{name}.csv"
+            return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
+        return cls(**{name: one(name) for name in NAMES})
+
+
+def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rates: dict | None = None) -> Tables:
+    """Build every study table of a grid from its run folders, in memory (nothing is written:
+    see `Tables.write`). `tuning` holds the learning-rate trials, kept apart from the study's
+    runs, beside each method's `configured_rates`; `contrasts` is described in `contrasts_table`.
 
     With `cells` (a grid's expansion) exactly those runs are used; other run folders in
-    `outputs/runs` (another params file, an older setting) are listed in
-    `outside_grid.csv`, never mixed in.
+    `outputs/runs` (another params file, an older setting) are listed in `outside_grid`,
+    never mixed in.
     """
-    import pandas as pd
-
+    from ftstudy.analysis import detectable, verdicts, views
     from ftstudy.planning import tuning
 
     outputs = Path(outputs)
@@ -396,6 +448,7 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
                      "examples_kept": sum(c["kept"] for c in counts.values()) if counts else None,
                      "examples_dropped_too_long": (sum(c["dropped_too_long"] for c in counts.values())
                                                    if counts else None),
+                     "eval_dtype": rec.get("eval_dtype"), "eval_items": _items_digest(rec.get("eval_items")),
                      **{k: rec.get(k) for k in COST_KEYS},  # wall_s: the whole cell, from status.json
                      **_loss_span(rec.get("loss_curve"))})
         if rec["status"] != "done":
@@ -407,19 +460,21 @@ def collect(outputs: str | Path, cells: list[dict] | None = None, configured_rat
     results = pd.DataFrame(rows, columns=RUN_KEYS + ["task", "metric", "value", "stderr",
                                                      "limit", "num_fewshot"])
     runs_df = pd.DataFrame(runs, columns=RUN_KEYS + ["status", "error", "learning_rate", "steps", "examples_kept",
-                                                     "examples_dropped_too_long"] + COST_KEYS + ["loss_first", "loss_max"])
-    outputs.mkdir(parents=True, exist_ok=True)
-    results.to_csv(outputs / "results.csv", index=False)
-    runs_df.to_csv(outputs / "runs.csv", index=False)
+                                                     "examples_dropped_too_long", "eval_dtype", "eval_items"]
+                           + COST_KEYS + ["loss_first", "loss_max"])
     paired, aggregated, refused = paired_tables(outputs, records)
-    paired.to_csv(outputs / "paired.csv", index=False)
-    aggregated.to_csv(outputs / "aggregated.csv", index=False)
-    refused.to_csv(outputs / "refused.csv", index=False)
-    pd.DataFrame(outside, columns=["run_id", "method", "model", "status"]).to_csv(
-        outputs / "outside_grid.csv", index=False)
-    baselines_table(outputs, records).to_csv(outputs / "baselines.csv", index=False)
     order = {f: list(dict.fromkeys(c.get("model_name") if f == "model" else c.get(f) for c in cells
                                    if c.get("method") not in REFERENCES)) for f in FACTORS} if cells else None
-    contrasts_table(outputs, records, order).to_csv(outputs / "contrasts.csv", index=False)
-    trials.to_csv(outputs / "tuning.csv", index=False)
-    return results, runs_df
+    contrasts = contrasts_table(outputs, records, order)
+    curve = views.curve_table(outputs, runs_df)
+    matched, between = (views.matched_forgetting(outputs, curve) if not curve.empty
+                        else (pd.DataFrame(), pd.DataFrame()))
+    mde = detectable.detectable(aggregated, contrasts)
+    cited = {"aggregated": aggregated, "contrasts": contrasts, "runs": runs_df, "matched": matched,
+             "matched_between": between, "detectable": mde}
+    return Tables(results=results, runs=runs_df, paired=paired, aggregated=aggregated, refused=refused,
+                  outside_grid=pd.DataFrame(outside, columns=["run_id", "method", "model", "status"]),
+                  baselines=baselines_table(outputs, records), contrasts=contrasts, tuning=trials,
+                  tuning_pairs=views.tuning_pairs(outputs, trials), controls=views.controls(outputs, paired),
+                  curve=curve, matched=matched, matched_between=between, detectable=mde,
+                  verdicts=verdicts.table(cited))

@@ -17,12 +17,11 @@ BASE_LABEL = "(base model)"
 CONTROL_LABEL = "(control: 0 steps)"
 
 
-def load(outputs: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, runs): scores of the grid's runs and references (zero-step controls are
-    reported apart, see `controls`), and every run's status and cost."""
-    outputs = Path(outputs)
-    results = pd.read_csv(outputs / "results.csv")
-    runs = pd.read_csv(outputs / "runs.csv")
+def labelled(results: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, runs) as tables show them: scores of the grid's runs and references
+    (zero-step controls are reported apart, see `controls`), and every run's status and cost,
+    the references' and controls' training data labelled."""
+    results, runs = results.copy(), runs.copy()
     for df in (results, runs):  # the base model has no training data: label it for tables
         df.loc[df["method"].isin(REFERENCES), "train_data"] = BASE_LABEL
         df.loc[df["control"].fillna(False).astype(bool), "train_data"] = CONTROL_LABEL
@@ -76,45 +75,26 @@ def failed(runs: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------- learning vs forgetting
 
-def measurement_check(outputs: str | Path, runs: pd.DataFrame) -> str:
-    """A sentence, from the run records, on whether every finished run was evaluated in one
+def measurement_check(runs: pd.DataFrame) -> str:
+    """A sentence, from the runs table, on whether every finished run was evaluated in one
     precision and on the same items of each task (what the comparisons assume)."""
     import json
 
-    from ftstudy.record import records
-
-    dtypes, items = {}, {}
-    for rid in runs.loc[runs["status"] == "done", "run_id"]:
-        m = records.read_json(Path(outputs) / "runs" / rid / "metrics.json")
-        dtypes.setdefault(str(m.get("eval_dtype")), []).append(rid)
-        for task, ids in (m.get("eval_items") or {}).items():
-            items.setdefault(task, set()).add(json.dumps(ids))
-    n = sum(len(v) for v in dtypes.values())
-    if not n:
+    done = runs[runs["status"] == "done"]
+    if done.empty:
         return "No run has finished."
-    text = (f"All {n} finished runs were evaluated in {next(iter(dtypes))}" if len(dtypes) == 1 else
-            f"⚠ The finished runs were evaluated in different precisions: "
-            + "; ".join(f"{d}: {len(r)} runs" for d, r in dtypes.items()))
+    dtypes = done["eval_dtype"].astype(str).value_counts(sort=False)
+    items: dict = {}
+    for digest in done["eval_items"].dropna():
+        for task, h in json.loads(digest).items():
+            items.setdefault(task, set()).add(h)
+    text = (f"All {len(done)} finished runs were evaluated in {dtypes.index[0]}" if len(dtypes) == 1 else
+            "⚠ The finished runs were evaluated in different precisions: "
+            + "; ".join(f"{d}: {n} runs" for d, n in dtypes.items()))
     mixed = sorted(t for t, v in items.items() if len(v) > 1)
     text += (f"; ⚠ runs scored different items on {', '.join(mixed)}." if mixed else
              ", each task on the same items in every run.")
     return text
-
-
-def load_table(outputs: str | Path, name: str) -> pd.DataFrame:
-    """One of the study's CSV tables (`paired`, `aggregated`, `refused`, `baselines`,
-    `outside_grid`); empty when absent or empty."""
-    path = Path(outputs) / f"{name}.csv"
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
-
-
-def load_paired(outputs: str | Path) -> pd.DataFrame:
-    """Paired differences per configuration, seeds aggregated: what verdicts rest on."""
-    return load_table(outputs, "aggregated")
-
-
-def load_baselines(outputs: str | Path) -> pd.DataFrame:
-    return load_table(outputs, "baselines")
 
 
 def improvement(df: pd.DataFrame) -> pd.DataFrame:
@@ -237,11 +217,6 @@ def at_configured_rate(trials: pd.DataFrame) -> pd.Series:
     return pd.Series(np.isclose(trials["learning_rate"], trials["default_rate"], rtol=1e-3), index=trials.index)
 
 
-def load_tuning(outputs: str | Path) -> pd.DataFrame:
-    """The learning-rate trials (`tuning.csv`), each with its method's configured rate."""
-    return load_table(outputs, "tuning")
-
-
 def tuning_summary(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (model, method, data, size, seed): the rates tried, the chosen one, its validation
     score, the score at the method's default rate, and whether the choice sits at an edge of
@@ -301,7 +276,7 @@ def curve_table(outputs: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, curve step, log-likelihood task): mean bits per byte, its change
     since the run's step 0, and the task's role for that run (`target`: the task its
     training data targets; `replayed`: a task whose source its mix replays; else `other`)."""
-    from ftstudy.compute import curves, results
+    from ftstudy.compute import results
 
     outputs = Path(outputs)
     rows = []
@@ -370,8 +345,6 @@ def matched_forgetting(outputs: str | Path, curve: pd.DataFrame, resamples: int 
     adjusted within each table and retention task. A matched level far below the others'
     highest learning is flagged: the comparison then covers only the start of training.
     """
-    from ftstudy.compute import curves
-
     outputs = Path(outputs)
     per_method, between = [], []
     rng = np.random.default_rng(seed)

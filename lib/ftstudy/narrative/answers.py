@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ftstudy.analysis import views, measures, stats, verdicts
+from ftstudy.analysis import detectable, measures, stats, verdicts, views
 from ftstudy.compute.evaluate import SOLUTION_TASKS, headline_metric
 from ftstudy.compute.methods import REFERENCES
 from ftstudy.analysis.verdicts import CANNOT_TELL, CONDITION, SEPARATED, SINGLE_SEED
@@ -27,9 +26,6 @@ QUESTIONS = {
     "q3": "Does the base model change the answer?",
     "q4": "Does more training data change the answer?",
 }
-# Two-sided 5% test with 80% power: the smallest true difference a paired test detects is
-# about (1.96 + 0.84) standard errors of the mean difference.
-MDE_FACTOR = 1.959964 + 0.841621  # the normal quantiles at 97.5% and 80%
 # A bounded score (accuracy, p(correct)) whose smallest detectable change exceeds this cannot
 # show forgetting at all.
 BLIND_ACCURACY = 0.2
@@ -87,78 +83,6 @@ class Citations:
             return f"{self.num(table, row, column, fmt)} (no interval)"
         return (f"{self.num(table, row, column, fmt)} [{self.num(table, row, 'ci_low', fmt)}, "
                 f"{self.num(table, row, 'ci_high', fmt)}]")
-
-
-def _total_se(rows: pd.DataFrame, keys: list[str], borrow: bool = False) -> pd.DataFrame:
-    """Each comparison's standard error with training randomness in it, and the factor from a
-    standard error to the change detected with 80% power at a two-sided 5% level. Several
-    seeds: its own (`stats.crossed`, t quantiles at its degrees of freedom). One seed: its item
-    standard error plus the seed variance measured on the same task and metric by the
-    comparisons that had seeds, or (`borrow`) the row's own `seed_var` as filled in by the
-    caller (`training_randomness` says which)."""
-    from scipy import stats as sps
-
-    out = rows.copy()
-    se = out["se"] if "se" in out else pd.Series(np.nan, index=out.index)
-    out["se"] = se.fillna((out["ci_high"] - out["ci_low"]) / (2 * 1.96))  # tables built before `se`
-    seeded = out["seeds"].fillna(1) >= 2
-    seed_var = out["seed_var"] if "seed_var" in out else pd.Series(np.nan, index=out.index)
-    pooled = seed_var[seeded].groupby([out.loc[seeded, k] for k in keys]).median() if seeded.any() else None
-    borrowed = [r["seed_var"] if borrow else pooled.get(tuple(r[k] for k in keys), np.nan)
-                if borrow or pooled is not None else np.nan for _, r in out.iterrows()]
-    out["training_randomness"] = np.where(seeded, "measured", np.where(pd.notna(borrowed), "from seeded comparisons",
-                                                                       "not included"))
-    out.loc[~seeded, "se"] = np.sqrt(out.loc[~seeded, "se"] ** 2 + np.nan_to_num(np.array(borrowed)[~seeded.to_numpy()]))
-    df = (out["df"] if "df" in out else pd.Series(np.nan, index=out.index)).where(seeded, np.inf).fillna(np.inf)
-    out["power_factor"] = sps.t.ppf(0.975, df) + sps.t.ppf(0.8, df)
-    return out
-
-
-def detectable(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The smallest change a verdict would likely call separated (80% power, two-sided 5%),
-    training randomness included (`_total_se`): per configuration and task against the
-    reference (`comparison` "vs base"; `mde` the median over methods, `mde_max` the least
-    sensitive method: what "no method lost" can claim), and per factor's change of the gap
-    between two methods (`comparison` "method x <factor>"). Before Holm's correction, which
-    needs larger changes. For an accuracy, bounded below as explained inline."""
-    if aggregated.empty:
-        return pd.DataFrame()
-    vs = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)].copy()
-    vs = _total_se(vs, ["task", "metric"])
-    # Accuracy: a method no item of which changed has no interval, which says nothing of its
-    # sensitivity: it counts with the difference two independent runs at p = 0.5 could detect
-    # on n items (conservative for paired items); one with a few changed items has a narrow
-    # interval, but no paired test on n items (each the mean of S seeds) detects less than
-    # `min_paired_detectable(n) / S`; and no accuracy changes by more than the whole scale.
-    acc = vs["metric"].map(measures.binary).astype(bool)
-    unmeasured = acc & vs["se"].isna()
-    vs.loc[unmeasured, "se"] = [stats.min_detectable_difference(int(n)) / MDE_FACTOR for n in vs.loc[unmeasured, "n"]]
-    floor = [stats.min_paired_detectable(int(n)) / max(int(s), 1) / MDE_FACTOR
-             for n, s in zip(vs.loc[acc, "n"], vs.loc[acc, "seeds"].fillna(1))]
-    vs.loc[acc, "se"] = np.maximum(vs.loc[acc, "se"].to_numpy(dtype=float), floor)
-    vs["mde_one"] = vs["power_factor"] * vs["se"]
-    keys = ["model", "train_data", "train_size", "task", "metric"]
-    out = vs.groupby(keys, dropna=False).agg(
-        n=("n", "max"), seeds=("seeds", "max"), se=("se", "median"), mde=("mde_one", "median"),
-        mde_max=("mde_one", "max"), training_randomness=("training_randomness", lambda x: ", ".join(sorted(set(x)))))
-    binary = out.index.get_level_values("metric").map(measures.binary).to_numpy(dtype=bool)
-    for col in ("mde", "mde_max"):
-        out[col] = np.where(binary, np.minimum(out[col], 1.0), out[col])
-    out = out.reset_index().assign(comparison="vs base")
-    if contrasts is not None and not contrasts.empty and "se" in contrasts:
-        k = contrasts[contrasts["factor"].astype(str).str.startswith("method x ")].copy()
-        if len(k):  # a single-seed gap of four runs borrows four times a seeded method's seed variance
-            seeded = vs[vs["seeds"].fillna(1) >= 2]
-            if "seed_var" in seeded and seeded["seed_var"].notna().any():
-                pooled = seeded.groupby(["task", "metric"])["seed_var"].median()
-                k["seed_var"] = [4 * pooled.get((t, m), np.nan) for t, m in zip(k["task"], k["metric"])]
-            k = _total_se(k.assign(seeds=k["seeds"].where(k["seeds"] >= 2, 1)), ["task", "metric"], borrow=True)
-            k["mde"] = k["mde_max"] = k["power_factor"] * k["se"]
-            k["comparison"] = k["factor"]
-            out = pd.concat([out, k[["comparison", "method", "model", "train_data", "train_size", "from", "to",
-                                     "task", "metric", "n", "seeds", "se", "mde", "mde_max",
-                                     "training_randomness"]]], ignore_index=True)
-    return out
 
 
 def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> tuple | None:
@@ -705,7 +629,7 @@ def q4(c: Citations, main: tuple) -> list[str]:
 def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:
     """The answers per question (markdown sentences) and their citations."""
     tables = dict(tables)
-    tables.setdefault("detectable", detectable(tables["aggregated"], tables.get("contrasts")))
+    tables.setdefault("detectable", detectable.detectable(tables["aggregated"], tables.get("contrasts")))
     for name in ("contrasts", "runs", "matched", "matched_between"):
         tables.setdefault(name, pd.DataFrame())
     c = Citations(verdicts.annotate(tables))
@@ -713,12 +637,6 @@ def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citati
     if main is None:
         return {q: ["No fine-tuned run has finished, so there is no answer yet."] for q in QUESTIONS}, c
     return {"q1": q1(c, main), "q2": q2(c, main), "q3": q3(c, main), "q4": q4(c, main)}, c
-
-
-def load_tables(outputs: str | Path) -> dict[str, pd.DataFrame]:
-    outputs = Path(outputs)
-    names = ["aggregated", "contrasts", "runs", "matched", "matched_between", "detectable"]
-    return {n: views.load_table(outputs, n) for n in names if (outputs / f"{n}.csv").is_file()}
 
 
 def markdown(answers: dict[str, list[str]], c: Citations, link=None, brief: bool = False) -> str:
@@ -740,8 +658,10 @@ def rates_source(params) -> str:
     """Where the study's learning rates came from, in one sentence: its own sweep (`tuning`),
     another study's sweep named by `learning_rates_from` (each rate checked against what that
     sweep chose), or the params file alone."""
+    from ftstudy.analysis import tables
     from ftstudy.config import params as params_mod
     from ftstudy.planning import tuning
+    from ftstudy.record import export
 
     if params.tuning is not None:
         n = len(next(iter(tuning.rates(params).values())))
@@ -750,7 +670,9 @@ def rates_source(params) -> str:
     if params.learning_rates_from is None:
         return ("Learning rates: configured by hand in the params file, not tuned by any sweep, so a ranking of "
                 "methods may reflect those rates as much as the methods.")
-    swept = views.load_table(params_mod.rates_folder(params), "tuning")
+    folder = params_mod.rates_folder(params)
+    sweep = params_mod.load(export.params_file(folder), for_compute=False)
+    swept = tuning.table(tables.run_records(folder), tuning.configured_rates(sweep))
     chosen = swept[swept["selected"].astype(bool)] if not swept.empty else swept
     own = tuning.configured_rates(params)
     where = ", ".join(f"{chosen[k].iloc[0]}" for k in ("model", "train_data") if k in chosen and len(chosen))

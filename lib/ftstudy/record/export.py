@@ -112,3 +112,22 @@ def _readme(params_file, cells, envs, statuses, total) -> str:
         "(versions, hardware, data hashes, lock), `fingerprint.json`, `curve.json` and its per-sample logs "
         "when the run kept a curve, the executed notebook, and lm-eval's results and per-sample logs "
         "(`lm_eval/<task>/samples.jsonl.gz`)", ""])
+
+
+def params_file(results: Path) -> Path:
+    """The params file a results folder was exported from: the one its README's first line names
+    (`readme` writes it), else params/<folder name>.yaml."""
+    from ftstudy.compute import paths
+
+    readme = results / "README.md"
+    if readme.is_file():
+        first = readme.read_text().splitlines()[0]
+        if "`" in first:
+            named = Path(first.split("`")[1])
+            path = named if named.is_absolute() else paths.project_root() / named
+            if path.is_file():
+                return path
+    guess = paths.project_root() / "params" / f"{results.name}.yaml"
+    if guess.is_file():
+        return guess
+    raise FileNotFoundError(f"{results}: no params file found (README.md names none, no params/{results.name}.yaml)")
