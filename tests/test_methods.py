@@ -104,3 +104,17 @@ def test_prompt_tuning_cached_generation_matches_full_forward(tiny_model_dir):
         expected = full[:, ids.shape[1] - 1 + step]
         torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     assert methods.fix_prompt_learning_generation(tuned) is tuned  # idempotent
+
+
+def test_every_model_loads_on_the_device_training_uses(tiny_model_dir, monkeypatch):
+    """On a GPU machine a reference or a 0-step control (never moved by the Trainer) must be
+    scored on the GPU like every trained run: loading puts an unquantised model there."""
+    import torch
+
+    from ftstudy.compute import models, precision
+
+    moved = []
+    monkeypatch.setattr(precision, "device", lambda: "meta-device-under-test")
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a) or self)
+    models.load({"path": str(tiny_model_dir)}, "float32")
+    assert moved == [("meta-device-under-test",)]

@@ -109,6 +109,8 @@ def load(source: dict, dtype: str = "float32", quantize_4bit: bool = False):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_torch_dtype(dtype))
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if not quantize_4bit:  # bitsandbytes places a 4-bit model itself; every model is scored where it trains
+        model.to(precision.device())
     return tok, model
 
 

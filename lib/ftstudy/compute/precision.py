@@ -19,6 +19,14 @@ def native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def device() -> str:
+    """Where models load, train and are evaluated: the GPU when there is one (the Trainer
+    would move a trained model there; a reference or a 0-step control must be scored there too)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_dtype(name: str | None) -> str:
     """`auto` (the default) -> bfloat16 where the hardware computes it natively, else float32;
     an explicit dtype is kept."""
