@@ -158,11 +158,41 @@ def gpu_section(r) -> list[str]:
                 "`bench/gpu_check.py` is ready: LoRA and QLoRA on the 1B shape, kit vs bare, tokens/s and "
                 "peak CUDA memory, synthetic sequences (no data mirror needed), `--pairs 2 --steps 20 --batch 8 "
                 "--max-length 512` by default, sized for under 8 minutes on one H100/H200."]
-    out = [f"Device: {r['machine']['gpu']}.", "", "| method | kit tok/s | bare tok/s | ratio | kit peak CUDA | bare peak CUDA |",
-           "|---|---|---|---|---|---|"]
-    for m, s in r["summary"].items():
-        out.append(f"| {m} | {s['kit_tokens_per_s']:.0f} | {s['bare_tokens_per_s']:.0f} | "
+    m, st = r["machine"], r["settings"]
+    out = [f"Device: {m['gpu']} (host {m['cpu']}, {m['cores']} cores; torch {m['torch']}, Python {m['python']}), "
+           f"run {r['finished']} by `bash bench/gpu_run.sh` (the carried wheels: transformers and peft at our "
+           f"lock's versions, bitsandbytes 0.50.2 with its CUDA 13.0 library). `bench/gpu_check.py --pairs "
+           f"{st['pairs']}`: {', '.join(st['methods'])} on the random-weight 1B Llama shape, {st['steps']} steps, batch "
+           f"{st['batch']} x {st['max_length']} synthetic tokens, bf16 autocast; the kit's cell (`memory_cell.py`) "
+           "against the bare transformers + PEFT script. One pair per method: a single measurement each, so a "
+           "ratio within about 10% of 1 is not a difference.", "",
+           "| method | kit tok/s | bare tok/s | ratio | kit peak CUDA | bare peak CUDA |", "|---|---|---|---|---|---|"]
+    for method, s in r["summary"].items():
+        out.append(f"| {method} | {s['kit_tokens_per_s']:.0f} | {s['bare_tokens_per_s']:.0f} | "
                    f"{s['throughput_ratio_kit_over_bare']:.3f} | {s['kit_peak_cuda_mb']:.0f} MB | {s['bare_peak_cuda_mb']:.0f} MB |")
+    grid = common.RESULTS / "gpu_grid_runs.csv"
+    if grid.is_file():
+        import pandas as pd
+
+        import yaml
+
+        g = pd.read_csv(grid)
+        planned = yaml.safe_load((common.ROOT / "params" / "gpu-check.yaml").read_text())["methods"]
+        missing = [m for m in planned if m not in set(g["method"])]
+        overhead = (g["wall_s"] - g["train_wall_s"].fillna(0) - g["eval_wall_s"]).median()
+        out += ["", f"The kit's own GPU path, same machine: `ftstudy run params/gpu-check.yaml` (a random Llama, hidden "
+                "256, 4 layers; 4 steps of batch 8; fp32 evaluation of 2 GSM8K, 16 HellaSwag, 8 MMLU items and 16 "
+                "items of each held-out task), every cell a papermill notebook on CUDA. "
+                f"{int((g['status'] == 'done').sum())} cells finished inside the script's time budget"
+                + (f"; not reached: {', '.join(missing)} (their cells run on CPU in the tests)" if missing else "")
+                + f". The median cell spent {overhead:.0f} s outside training and evaluation (kernel start, "
+                "imports, loading, saving).", "",
+                "| cell | wall s | training s | evaluation s | train tok/s | peak CUDA MB (training) |",
+                "|---|---|---|---|---|---|"]
+        num = lambda v, f: "" if pd.isna(v) else format(v, f)
+        for _, row in g.iterrows():
+            out.append(f"| {row['method']} | {row['wall_s']:.0f} | {num(row['train_wall_s'], '.1f')} | "
+                       f"{row['eval_wall_s']:.1f} | {num(row['tokens_per_s'], '.0f')} | {num(row['peak_cuda_mb'], '.0f')} |")
     return out
 
 
