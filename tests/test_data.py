@@ -69,3 +69,23 @@ def test_encode_masks_prompt_and_uses_chat_template(tiny_model_dir):
     assert tok.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
     assert data.encode(tok, "word " * 200, "x", max_length=32) is None
     assert data.encode(tok, "What is 2+2?", "four " * 100, max_length=64) is None  # answer too long: dropped
+
+
+def test_the_task_registry_and_the_training_sets_agree():
+    """Each log-likelihood task reads a training set's held-out rows, and each training set's
+    target and validation tasks are registered tasks on its own rows."""
+    from ftstudy.compute import tasks
+
+    for name in tasks.log_likelihood():
+        entry = tasks.get(name)
+        assert entry.train_set in data.TRAIN_SETS and entry.part in ("test", "validation")
+        assert data.heldout_dataset(name) == data.TRAIN_SETS[entry.train_set]["dataset"]
+    for name, spec in data.TRAIN_SETS.items():
+        assert tasks.get(spec["target_nll"]) == tasks.LogLikelihood(name, "test", tasks.get(spec["target_nll"]).solution)
+        assert tasks.get(spec["validation_nll"]).train_set == name
+        assert tasks.get(spec["validation_nll"]).part == "validation"
+        assert spec["target_task"] is None or not tasks.is_nll(spec["target_task"])
+        data.source(spec["dataset"])  # a dataset with a declared source
+    for name in tasks.benchmarks():
+        entry = tasks.get(name)
+        assert {s for s in entry.splits.values() if s} <= set(entry.mirror)

@@ -82,3 +82,63 @@ def test_limits_draw_the_same_random_items_for_every_run():
     assert ids != evaluate.sample_doc_ids(10042, 200, "hellaswag", seed=1)
     assert ids != evaluate.sample_doc_ids(10042, 200, "gsm8k", seed=0)
     assert evaluate.sample_doc_ids(100, 100, "mmlu", seed=0) is None  # the whole set: no sampling
+
+
+def _per_item(run, task, metric):
+    return {s["doc_id"]: s[metric] for s in map(json.loads, (run / "lm_eval" / task / "samples.jsonl")
+                                                 .read_text().splitlines())}
+
+
+def test_a_new_log_likelihood_task_is_one_registry_entry(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """A second task on Alpaca's validation rows, registered here: params accept it, evaluation
+    scores it as ours (chat format, bits per byte: item for item as alpaca_val_nll scores the same
+    rows, up to float rounding), and planning and fingerprints know it."""
+    from conftest import write_params
+    from ftstudy.compute import data, tasks
+    from ftstudy.config import params
+    from ftstudy.planning import calibrate
+    from ftstudy.record import fingerprint
+
+    name = "alpaca_again_nll"
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                        evaluation={"batch_size": 4, "tasks": {name: {"limit": 6}, "alpaca_val_nll": {}}})
+    with pytest.raises(params.ParamsError, match=f"unknown task '{name}'"):
+        params.load(path)
+    monkeypatch.setitem(tasks.REGISTRY, name, tasks.LogLikelihood(train_set="alpaca", part="validation"))
+    ev = params.load(path).resolved_evaluation()
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    out = evaluate.evaluate(model, tok, ev, tmp_path / "run", data_dir)
+    mine, theirs = (_per_item(tmp_path / "run", t, "bits_per_byte") for t in (name, "alpaca_val_nll"))
+    assert len(mine) == 6 and len(theirs) == len(data.heldout_pairs(name, data_dir))
+    assert mine == pytest.approx({i: theirs[i] for i in mine}, abs=1e-5)  # (batched with other items)
+    assert out["tasks"][name]["bits_per_byte,none"] == pytest.approx(sum(mine.values()) / 6)
+    assert evaluate.headline_metric(name) == "bits_per_byte" and not tasks.is_result(name)
+    hashes = fingerprint.task_hashes([name, "alpaca_val_nll"])
+    assert hashes[name] != hashes["alpaca_val_nll"]  # its own config (task name)
+    cal = {"startup_s": 0, "load_s": 0, "s_per_item": {"alpaca_nll": 0.5}, "s_per_token": {}, "tokens_per_example": {}}
+    assert calibrate.estimate({"method": "base", "evaluation": {"tasks": {name: {"limit": 6}}}}, cal) == 3.0
+
+
+def test_an_lm_eval_task_is_one_registry_entry(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """lm-eval's continuation variant of MMLU, registered here on the mirror's MMLU files: its
+    local task includes upstream's YAML and overrides only the data source."""
+    import dataclasses
+
+    import yaml
+
+    from ftstudy.compute import data, tasks
+
+    name = "mmlu_continuation_high_school_computer_science"
+    monkeypatch.setitem(tasks.REGISTRY, name, dataclasses.replace(
+        tasks.get("mmlu_high_school_computer_science"), headline="acc_norm",
+        upstream="mmlu/continuation/mmlu_high_school_computer_science.yaml"))
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    out = evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": {name: {"limit": 3, "num_fewshot": 0}}},
+                            tmp_path, data_dir)
+    assert "acc_norm,none" in out["tasks"][name] and len(out["items"][name]) == 3
+    cfg = yaml.safe_load((tmp_path / "tasks" / f"ftstudy_{name}.yaml").read_text())
+    assert cfg["include"].endswith("mmlu/continuation/mmlu_high_school_computer_science.yaml")
+    assert set(cfg["dataset_kwargs"]["data_files"]) == {"test", "dev"} and cfg["dataset_path"] == "json"
+    questions = [r["question"] for r in data.load_records(name, "test", data_dir)]
+    scored = (tmp_path / "lm_eval" / name / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(s)["doc"]["question"] for s in scored] == [questions[i] for i in out["items"][name]]

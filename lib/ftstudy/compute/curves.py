@@ -21,9 +21,9 @@ FOLDER = "curve"
 
 def tasks_of(evaluation: dict) -> dict:
     """The evaluation's tasks that a curve scores: the log-likelihood ones."""
-    from ftstudy.compute import evaluate
+    from ftstudy.compute import tasks
 
-    return {t: s for t, s in evaluation["tasks"].items() if t in evaluate.NLL_TASKS}
+    return {t: s for t, s in evaluation["tasks"].items() if tasks.is_nll(t)}
 
 
 def step_folder(run_dir: str | Path, step: int) -> Path:

@@ -14,22 +14,25 @@ import os
 import zlib
 from pathlib import Path
 
-from ftstudy.compute import paths
+from ftstudy.compute import paths, tasks
 
-# name -> (mirror file per split, hub id, hub config); splits are the hub's names.
-SOURCES = {
-    "gsm8k": dict(hub=("openai/gsm8k", "main"),
-                  mirror={"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}),
-    "alpaca": dict(hub=("tatsu-lab/alpaca", None),
-                   mirror={"train": "alpaca/alpaca_train_5k.jsonl"}),
-    "hellaswag": dict(hub=("Rowan/hellaswag", None),
-                      mirror={"validation": "hellaswag/hellaswag_val_full.txt.bz2"}),
-    "mmlu_high_school_computer_science": dict(
-        hub=("cais/mmlu", "high_school_computer_science"),
-        mirror={"test": "mmlu/high_school_computer_science_test.csv",
-                "dev": "mmlu/high_school_computer_science_dev.csv",
-                "validation": "mmlu/high_school_computer_science_val.csv"}),
+# Datasets read only for training (and by our log-likelihood tasks on their held-out rows):
+# hub id and config, mirror file per split (the hub's split names). A benchmark's dataset is
+# declared with its task (`ftstudy.compute.tasks`).
+TRAINING_SOURCES = {
+    "alpaca": dict(hub=("tatsu-lab/alpaca", None), mirror={"train": "alpaca/alpaca_train_5k.jsonl"}),
 }
+
+
+def source(name: str) -> dict:
+    """Where a dataset's rows come from: {"hub": (id, config), "mirror": {split: file}}."""
+    if name in TRAINING_SOURCES:
+        return TRAINING_SOURCES[name]
+    entry = tasks.REGISTRY.get(name)
+    if not isinstance(entry, tasks.Benchmark):
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted([*TRAINING_SOURCES, *tasks.benchmarks()])}")
+    return {"hub": entry.hub, "mirror": entry.mirror}
+
 
 # Training sets: which benchmark split they come from, how an example becomes a
 # (prompt, answer) pair, which eval task measures "learning" on them, and which
@@ -54,23 +57,26 @@ VALIDATION_ROWS = 200
 # when data come from the hub (a few empty or repeated Alpaca rows are dropped at run time).
 HUB_POOL_SIZES = {"gsm8k_train": 7473 - VALIDATION_ROWS,
                   "alpaca": 52002 - ALPACA_HELDOUT - VALIDATION_ROWS}
-# Log-likelihood task -> (training set, part of its rows it scores).
-HELDOUT_TASKS = {"gsm8k_nll": ("gsm8k_train", "test"), "alpaca_nll": ("alpaca", "test"),
-                 "gsm8k_val_nll": ("gsm8k_train", "validation"),
-                 "alpaca_val_nll": ("alpaca", "validation")}
+# Log-likelihood task -> (training set, part of its rows it scores), from the task registry.
+HELDOUT_TASKS = {t: (tasks.get(t).train_set, tasks.get(t).part) for t in tasks.log_likelihood()}
 
 
 def heldout_dataset(task: str) -> str:
-    """The dataset (SOURCES key) a log-likelihood task reads."""
-    return TRAIN_SETS[HELDOUT_TASKS[task][0]]["dataset"]
+    """The dataset a log-likelihood task reads."""
+    return TRAIN_SETS[tasks.get(task).train_set]["dataset"]
+
+
+def task_dataset(task: str) -> str:
+    """The dataset an evaluation task reads: a benchmark's own, or a log-likelihood task's set's."""
+    return heldout_dataset(task) if tasks.is_nll(task) else task
 
 
 def mirror_file(name: str, split: str, data_dir: Path) -> Path:
-    return Path(data_dir) / SOURCES[name]["mirror"][split]
+    return Path(data_dir) / source(name)["mirror"][split]
 
 
 def needed_files(name: str, data_dir: Path) -> list[Path]:
-    return [Path(data_dir) / rel for rel in SOURCES[name]["mirror"].values()]
+    return [Path(data_dir) / rel for rel in source(name)["mirror"].values()]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -100,12 +106,10 @@ def _read_mmlu_csv(path: Path, subject: str) -> list[dict]:
 
 def load_records(name: str, split: str, data_dir: str | Path | None = None) -> list[dict]:
     """All rows of one split, in the hub's schema. `data_dir=None` reads the hub."""
-    if name not in SOURCES:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(SOURCES)}")
+    hub_id, config = source(name)["hub"]
     data_dir = paths.data_dir(data_dir)
     if data_dir is None:
         import datasets
-        hub_id, config = SOURCES[name]["hub"]
         return [dict(r) for r in datasets.load_dataset(hub_id, config, split=split)]
     path = mirror_file(name, split, data_dir)
     if not path.is_file():
@@ -184,8 +188,8 @@ def pairs(train_set: str, data_dir=None) -> list[tuple[str, str]]:
 def heldout_pairs(task: str, data_dir=None) -> list[tuple[str, str]]:
     """(prompt, answer) pairs a log-likelihood task scores: its set's test or validation
     part, disjoint from every training subset."""
-    train_set, part = HELDOUT_TASKS[task]
-    return _split_pairs(train_set, data_dir)[part]
+    entry = tasks.get(task)
+    return _split_pairs(entry.train_set, data_dir)[entry.part]
 
 
 def heldout_jsonl(task: str, data_dir=None) -> Path:

@@ -4,6 +4,7 @@ Local task YAMLs `include` lm-eval's own task configs and override only where th
 comes from (and the shot count when params set one), so prompts, answer filters and
 metrics stay upstream's and numbers stay comparable with published ones. The YAMLs are
 written into the run folder: `python -m lm_eval --include_path <run>/tasks` reproduces.
+Which tasks exist and what each reads is `ftstudy.compute.tasks`.
 """
 from __future__ import annotations
 
@@ -13,28 +14,18 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy.compute import data, paths
+from ftstudy.compute import data, paths, tasks as registry
 
-# Study task name -> (upstream YAML inside lm_eval/tasks, mirror overrides builder)
-UPSTREAM = {  # (the NLL tasks below are ours, not upstream's)
-    "gsm8k": "gsm8k/gsm8k.yaml",
-    "hellaswag": "hellaswag/hellaswag.yaml",
-    "mmlu_high_school_computer_science": "mmlu/default/mmlu_high_school_computer_science.yaml",
-}
-# The splits lm-eval reads per task (the mirror has no HellaSwag train split).
-MIRROR_SPLITS = {
-    "gsm8k": dict(splits=["train", "test"], keys=dict(training_split="train", test_split="test")),
-    "hellaswag": dict(splits=["validation"],
-                      keys=dict(training_split=None, validation_split="validation", test_split=None)),
-    "mmlu_high_school_computer_science": dict(splits=["test", "dev"],
-                                              keys=dict(test_split="test", fewshot_split="dev")),
-}
+# Names other stages read, derived from the task registry when this module is imported
+# (code in this package asks `ftstudy.compute.tasks`, so a task registered later is seen too).
+# Study task name -> lm-eval's YAML that its local task includes.
+UPSTREAM = {t: registry.get(t).upstream for t in registry.benchmarks()}
 # Our own tasks: the reference answer's log-likelihood given the prompt, in the format the
 # model is trained on (its chat template when it has one). Lower bits per byte = better.
 # The *_val_nll tasks score the validation rows that choose learning rates (ftstudy.planning.tuning).
-NLL_TASKS = tuple(data.HELDOUT_TASKS)
+NLL_TASKS = tuple(registry.log_likelihood())
 # The NLL tasks that score GSM8K solutions, split into working and annotation format (`ftstudy.compute.nll`).
-SOLUTION_TASKS = tuple(t for t in NLL_TASKS if data.heldout_dataset(t) == "gsm8k")
+SOLUTION_TASKS = tuple(t for t in NLL_TASKS if registry.is_solution(t))
 PREFIX = "ftstudy_"
 # Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
 # for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
@@ -46,27 +37,27 @@ DEFAULTS = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={
     "gsm8k_nll": {"limit": 32},
     "alpaca_nll": {"limit": 32},
 })
-TASKS = (*UPSTREAM, *NLL_TASKS)
-# The headline metric of each task (lm-eval's names, as in results.csv).
-HEADLINE = {"gsm8k": "exact_match_flexible-extract", "hellaswag": "acc_norm",
-            "mmlu_high_school_computer_science": "acc",
-            "gsm8k_nll": "bits_per_byte", "alpaca_nll": "bits_per_byte"}
+TASKS = tuple(registry.REGISTRY)
+# The headline metric of each task whose scores are study results (lm-eval's names, as in results.csv).
+HEADLINE = {t: registry.get(t).headline for t in TASKS if registry.is_result(t)}
 
 
 def headline_metric(task: str) -> str:
-    return HEADLINE.get(task, "bits_per_byte")
+    """The metric a task's results and verdicts read (bits per byte for one no longer registered)."""
+    entry = registry.REGISTRY.get(task)
+    return entry.headline if entry is not None else "bits_per_byte"
 
 
 def upstream_yaml(task: str) -> Path:
     import lm_eval
 
-    return Path(lm_eval.__file__).parent / "tasks" / UPSTREAM[task]
+    return Path(lm_eval.__file__).parent / "tasks" / registry.get(task).upstream
 
 
 def nll_task_config(task: str, data_file: str | Path, chat: bool) -> dict:
     """A held-out answer log-likelihood task (see `ftstudy.compute.nll`) reading `data_file`."""
     metrics = ["bits_per_byte", "nll"]
-    if task in SOLUTION_TASKS:
+    if registry.is_solution(task):
         metrics += ["math_bits_per_byte", "format_bits_per_byte", "format_nll"]
     return {
         "task": PREFIX + task, "tag": ["ftstudy"], "dataset_path": "json", "dataset_name": None,
@@ -80,14 +71,14 @@ def nll_task_config(task: str, data_file: str | Path, chat: bool) -> dict:
 
 def task_config(task: str, settings: dict, data_dir: Path | None, chat: bool = True) -> dict:
     """One local task: upstream config by include, plus data-source (and shot) overrides."""
-    if task in NLL_TASKS:
+    if registry.is_nll(task):
         return nll_task_config(task, data.heldout_jsonl(task, data_dir), chat)
+    entry = registry.get(task)
     cfg = {"include": str(upstream_yaml(task)), "task": PREFIX + task, "tag": ["ftstudy"]}
     if data_dir is not None:
-        spec = MIRROR_SPLITS[task]
-        cfg.update(dataset_path="json", dataset_name=None, **spec["keys"])
+        cfg.update(dataset_path="json", dataset_name=None, **entry.splits)
         cfg["dataset_kwargs"] = {"data_files": {
-            split: str(data.records_as_jsonl(task, split, data_dir)) for split in spec["splits"]}}
+            split: str(data.records_as_jsonl(task, split, data_dir)) for split in entry.splits.values() if split}}
     if settings.get("num_fewshot") is not None:
         cfg["num_fewshot"] = int(settings["num_fewshot"])
     return cfg
@@ -99,8 +90,8 @@ def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool
     data_dir = paths.data_dir(data_dir)
     for task, settings in tasks.items():
         text = yaml.safe_dump(task_config(task, settings or {}, data_dir, chat), sort_keys=False)
-        if task in NLL_TASKS:
-            function = "process_solution_results" if task in SOLUTION_TASKS else "process_results"
+        if registry.is_nll(task):
+            function = "process_solution_results" if registry.is_solution(task) else "process_results"
             text += f"process_results: !function ftstudy.compute.nll.{function}\n"
         (out_dir / f"{PREFIX}{task}.yaml").write_text(text)
     return out_dir
@@ -205,7 +196,8 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
     from ftstudy.compute.scoring import TokenScoringHFLM
 
     lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"],
-                          token_tasks=[PREFIX + t for t in SOLUTION_TASKS])
+                          token_tasks=[PREFIX + t for t in registry.log_likelihood()
+                                       if registry.is_solution(t)])
     out, items = {}, {}
     for k, (task, settings) in enumerate(ev["tasks"].items()):
         name = PREFIX + task
@@ -215,7 +207,7 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
         items[task] = ids
         res = simple_evaluate(model=lm, tasks=[name], samples={name: ids} if ids else None,
                               task_manager=manager, log_samples=True,
-                              apply_chat_template=chat and task in NLL_TASKS)
+                              apply_chat_template=chat and registry.is_nll(task))
         res["doc_ids"] = ids
         samples = res.pop("samples")
         folder = out_dir / "lm_eval" / task

@@ -49,7 +49,7 @@ def dataset_hashes(names, data_dir) -> dict[str, str]:
     out = {}
     for name in sorted(set(names)):
         if data_dir is None:
-            out[name] = "hub:" + data.SOURCES[name]["hub"][0]
+            out[name] = "hub:" + data.source(name)["hub"][0]
             continue
         for f in data.needed_files(name, data_dir):
             out[str(f.relative_to(data_dir))] = file_sha256(f) if f.is_file() else "missing"

@@ -48,7 +48,7 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
 
     run_dir = Path(run_dir)
     datasets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
-    datasets += [data.heldout_dataset(t) if t in data.HELDOUT_TASKS else t for t in evaluation["tasks"]]
+    datasets += [data.task_dataset(t) for t in evaluation["tasks"]]
     write_json(run_dir / "env.json", provenance.environment(cell.get("seed"), datasets, data_dir,
                                                             cell.get("compute_dtype")))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},

@@ -1,7 +1,7 @@
 """Params files: the schema of `params/*.yaml`, checked before any compute.
 
 Errors name the file, the key path and what is allowed, with no Python traceback:
-a night of compute must not die on a typo at cell 40.
+a night of compute must not die on a typo at cell 40. Tasks are `ftstudy.compute.tasks`'s.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ftstudy.compute import data, evaluate, methods, train
+from ftstudy.compute import data, evaluate, methods, tasks, train
 
 
 class ParamsError(ValueError):
@@ -76,8 +76,8 @@ class Evaluation(_Strict):
     @classmethod
     def _known_tasks(cls, v):
         for name in v:
-            if name not in evaluate.TASKS:
-                raise ValueError(f"unknown task {name!r}; allowed: {sorted(evaluate.TASKS)}")
+            if name not in tasks.REGISTRY:
+                raise ValueError(f"unknown task {name!r}; allowed: {sorted(tasks.REGISTRY)}")
         return v
 
 
@@ -450,8 +450,7 @@ def check_environment(params: Params, path: Path, for_compute: bool) -> None:
     data_dir = paths.data_dir(params.data_dir)
     if data_dir is not None:
         needed = {data.TRAIN_SETS[n]["dataset"] for mix in params.train_data.values() for n in mix}
-        needed |= {t for t in params.evaluation.tasks if t in evaluate.UPSTREAM}
-        needed |= {data.heldout_dataset(t) for t in params.evaluation.tasks if t in data.HELDOUT_TASKS}
+        needed |= {data.task_dataset(t) for t in params.evaluation.tasks}
         for name in sorted(needed):
             for f in data.needed_files(name, data_dir):
                 if not f.is_file():

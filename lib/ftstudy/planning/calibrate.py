@@ -20,11 +20,21 @@ from pathlib import Path
 
 from ftstudy.compute import paths
 
-EVAL_ITEMS = {"gsm8k": 2}  # generation is slow: two items; every other task four
+GENERATION_ITEMS = 2  # a task that generates text is slow: two items; every other task four
 DEFAULT_ITEMS = 4
 TRAIN_STEPS = 2
-# A validation task is scored like the test task of the same source.
-TWIN = {"gsm8k_val_nll": "gsm8k_nll", "alpaca_val_nll": "alpaca_nll"}
+
+
+def twin(task: str) -> str:
+    """The task whose calibration a task's cost is read from: a validation log-likelihood task
+    is scored like its training set's test task (a sweep's trials score it; the study's
+    evaluation, which is calibrated, scores the test task)."""
+    from ftstudy.compute import data, tasks
+
+    entry = tasks.REGISTRY.get(task)
+    if isinstance(entry, tasks.LogLikelihood) and entry.part == "validation":
+        return data.TRAIN_SETS[entry.train_set]["target_nll"]
+    return task
 
 
 def _key(params, model_name: str) -> dict:
@@ -59,11 +69,11 @@ def _seconds_per_item(model, tok, evaluation: dict, tasks: dict, out: Path, data
     """({task: seconds per item}, {task: items it has}) from a few items of each task."""
     from lm_eval.tasks import TaskManager
 
-    from ftstudy.compute import evaluate
+    from ftstudy.compute import evaluate, tasks as registry
 
     per_item, docs = {}, {}
     for task, settings in tasks.items():
-        n = EVAL_ITEMS.get(task, DEFAULT_ITEMS)
+        n = GENERATION_ITEMS if registry.generates(task) else DEFAULT_ITEMS
         one = {**evaluation, "tasks": {task: {**(settings or {}), "limit": n}}}
         start = time.perf_counter()
         evaluate.evaluate(model, tok, one, out / task, data_dir)
@@ -143,7 +153,7 @@ def estimate(cell: dict, cal: dict) -> float:
     tasks = cell["evaluation"]["tasks"]
 
     def cost(task, settings):  # a limit's items, else every item the task has
-        scored = TWIN.get(task, task)
+        scored = twin(task)
         items = (settings or {}).get("limit") or cal.get("docs", {}).get(scored, 0)
         return per_item.get(scored, 0.0) * items
 

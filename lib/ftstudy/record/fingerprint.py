@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ftstudy import compute
-from ftstudy.compute import data, evaluate, paths
+from ftstudy.compute import data, evaluate, paths, tasks as registry
 from ftstudy.compute.provenance import dataset_hashes, file_sha256, versions
 
 # The packages whose versions can change a run's numbers.
@@ -47,10 +47,11 @@ def _upstream_files(yaml_file: Path) -> list[Path]:
 
 
 def task_hashes(tasks) -> dict[str, str]:
-    """Per evaluation task, a hash of its definition (upstream files, or ours for NLL tasks)."""
+    """Per evaluation task, a hash of its definition (upstream files, or ours for NLL tasks);
+    which rows and files a task reads is its registry entry, hashed with the evaluation code."""
     out = {}
     for task in sorted(tasks):
-        if task in evaluate.NLL_TASKS:  # the data file itself is in `eval_data`
+        if registry.is_nll(task):  # the data file itself is in `eval_data`
             blob = json.dumps(evaluate.nll_task_config(task, "<held-out file>", True), sort_keys=True)
             blob += (Path(evaluate.__file__).parent / "nll.py").read_text()
             out[task] = hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -79,7 +80,7 @@ def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
     """Today's fingerprint of a grid cell (nothing is run)."""
     data_dir = paths.data_dir(data_dir)
     tasks = list(cell["evaluation"]["tasks"])
-    eval_sets = [data.heldout_dataset(t) if t in data.HELDOUT_TASKS else t for t in tasks]
+    eval_sets = [data.task_dataset(t) for t in tasks]
     train_sets = [data.TRAIN_SETS[n]["dataset"] for n in (cell.get("mix") or {})]
     from ftstudy.compute import precision
 
@@ -91,7 +92,7 @@ def of_cell(cell: dict, notebook: Path, data_dir=None) -> dict:
             "eval_packages": {k: packages[k] for k in ("torch", "transformers", "lm_eval")},
             "train_packages": {k: packages[k] for k in ("peft", "bitsandbytes")},
             "tasks": task_hashes(tasks),
-            "eval_code": {"evaluate": _hash_files([lib / "evaluate.py", lib / "nll.py", lib / "scoring.py"])},
+            "eval_code": {"evaluate": _hash_files([lib / f for f in ("evaluate.py", "tasks.py", "nll.py", "scoring.py")])},
             # `auto` resolved on this machine: a run made where bf16 is native is stale here
             "compute": {"dtype": precision.resolve_dtype(load.get("dtype", cell["model"].get("dtype")))},
             "code": code_hash(notebook)}
