@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -185,6 +186,17 @@ def format_share(aggregated):
 
 
 FACTORS = ("train_size", "train_data", "model", "method")
+
+
+class ContrastKey(NamedTuple):
+    """One factor changed from `start` to `end`, the other factors `fixed` (name, value pairs
+    in FACTORS order), on one task's metric."""
+    factor: str
+    fixed: tuple
+    start: object
+    end: object
+    task: str
+    metric: str
 # What a pooled comparison records: the change, its interval and test, and the variance parts
 # the detectable change and the planner need (seed and residual variance: several seeds only).
 POOLED = ("mean_diff", "ci_low", "ci_high", "p_value", "test", "se", "df", "seed_var", "item_var", "resid_var")
@@ -264,16 +276,16 @@ def contrasts_table(outputs: Path, records: list[dict], order: dict | None = Non
             common = da.index.intersection(db.index)
             if not len(common):
                 continue
-            key = (factor, *(xa[f] for f in FACTORS if f != factor), xa[factor], xb[factor], task, metric)
+            key = ContrastKey(factor, tuple((f, xa[f]) for f in FACTORS if f != factor), xa[factor], xb[factor],
+                              task, metric)
             groups.setdefault(key, []).append((a, b, da.loc[common], db.loc[common]))
     rows = []
     for key, pairs in groups.items():
-        factor = key[0]
-        fixed = dict(zip([f for f in FACTORS if f != factor], key[1:4]))
         common = sorted(set.intersection(*(set(da.index) for _, _, da, _ in pairs)))
         diffs = [(db.loc[common] - da.loc[common]).to_numpy() for _, _, da, db in pairs]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.crossed(diffs)
-        rows.append(dict(factor=factor, **fixed, **{"from": key[4], "to": key[5]}, task=key[6], metric=key[7],
+        rows.append(dict(factor=key.factor, **dict(key.fixed), **{"from": key.start, "to": key.end}, task=key.task,
+                         metric=key.metric,
                          seeds=len(pairs), n=len(common),
                          run_id_from=",".join(a["run_id"] for a, _, _, _ in pairs),
                          run_id_to=",".join(b["run_id"] for _, b, _, _ in pairs),
@@ -297,17 +309,16 @@ def _interactions(groups: dict, rank) -> list[dict]:
 
     from ftstudy.analysis import stats
 
-    method_groups = {k: v for k, v in groups.items() if k[0] == "method"}
+    method_groups = {k: v for k, v in groups.items() if k.factor == "method"}
     rows = []
-    fixed_names = [f for f in FACTORS if f != "method"]
     for k0, k1 in itertools.combinations(method_groups, 2):
-        if k0[4:] != k1[4:]:  # same pair of methods, task and metric
+        if k0[2:] != k1[2:]:  # same pair of methods (start, end), task and metric
             continue
-        differ = [j for j in range(3) if k0[1 + j] != k1[1 + j]]
+        differ = [name for (name, v0), (_, v1) in zip(k0.fixed, k1.fixed) if v0 != v1]
         if len(differ) != 1:
             continue
-        factor = fixed_names[differ[0]]
-        if rank(factor, k1[1 + differ[0]]) < rank(factor, k0[1 + differ[0]]):
+        factor = differ[0]
+        if rank(factor, dict(k1.fixed)[factor]) < rank(factor, dict(k0.fixed)[factor]):
             k0, k1 = k1, k0
         by_seed0 = {a["cell"].get("seed"): (db - da) for a, _, da, db in method_groups[k0]}
         by_seed1 = {a["cell"].get("seed"): (db - da) for a, _, da, db in method_groups[k1]}
@@ -317,9 +328,10 @@ def _interactions(groups: dict, rank) -> list[dict]:
         common = sorted(set.intersection(*(set(by_seed0[s].index) & set(by_seed1[s].index) for s in seeds)))
         diffs = [(by_seed1[s].loc[common] - by_seed0[s].loc[common]).to_numpy() for s in seeds]
         pooled = stats.mean_difference(diffs[0]) if len(diffs) == 1 else stats.crossed(diffs)
-        fixed = {f: k0[1 + j] for j, f in enumerate(fixed_names) if j != differ[0]}
-        rows.append(dict(factor=f"method x {factor}", method=f"{k0[5]} - {k0[4]}", **fixed,
-                         **{"from": k0[1 + differ[0]], "to": k1[1 + differ[0]]}, task=k0[6], metric=k0[7],
+        fixed = {name: value for name, value in k0.fixed if name != factor}
+        rows.append(dict(factor=f"method x {factor}", method=f"{k0.end} - {k0.start}", **fixed,
+                         **{"from": dict(k0.fixed)[factor], "to": dict(k1.fixed)[factor]}, task=k0.task,
+                         metric=k0.metric,
                          seeds=len(seeds), n=len(common),
                          run_id_from=",".join(r["run_id"] for a, b, _, _ in method_groups[k0] for r in (a, b)),
                          run_id_to=",".join(r["run_id"] for a, b, _, _ in method_groups[k1] for r in (a, b)),

@@ -8,6 +8,8 @@ row (`Citations.verdict`), and a test checks that the book's wording and the tab
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -38,6 +40,13 @@ VOCABULARY = (r"\bseparated\b|outside (?:the )?noise|inside the noise|(?:within|
               r"|not significant after holm|cannot be told|single seed\b")
 
 CONDITION = ("model", "train_data", "train_size")  # what defines a configuration besides the method
+
+
+class Condition(NamedTuple):
+    """A configuration besides the method: the model, its training data and their size."""
+    model: str
+    train_data: str
+    train_size: object
 SOURCES = {"aggregated": "a", "contrasts": "c", "matched": "m", "matched_between": "b"}
 
 
@@ -70,7 +79,9 @@ def decide(row, learned: bool = True, trained: bool = True) -> tuple[str, str]:
 
 
 def _same(col: pd.Series, value) -> pd.Series:
-    """`col == value` whether sizes are ints, floats or text (16, 16.0, "16")."""
+    """`col == value` whether sizes are ints, floats or text (16, 16.0, "16"): a contrasts
+    column such as `from` holds sizes and names alike, and a table read back from CSV
+    (`Tables.read`) turns a size column with gaps into floats."""
     num = pd.to_numeric(col, errors="coerce")
     v = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
     if not pd.isna(v) and not isinstance(value, bool):

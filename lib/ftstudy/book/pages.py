@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ftstudy.analysis.tables import Tables
+from ftstudy.analysis.verdicts import Condition
 from ftstudy.compute import paths, precision, results
 from ftstudy.compute.methods import REFERENCES
 from ftstudy.config.params import Params
@@ -279,7 +280,7 @@ def cite_label(run_ids: list[str]) -> str:
     return "cite-" + hashlib.sha256(",".join(sorted(run_ids)).encode()).hexdigest()[:10]
 
 
-def _cost_markdown(runs, main: tuple) -> str:
+def _cost_markdown(runs, main: Condition) -> str:
     """The cost of one run per method in the main condition, as a markdown table with units."""
     from ftstudy.analysis import views
 
@@ -355,7 +356,8 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
                          "```"]
         if not study.curve.empty:
             path = views.learning_path(study.curve)
-            path = path[(path["model"] == main[0]) & (path["train_data"] == main[1]) & (path["train_size"] == main[2])]
+            path = path[(path["model"] == main.model) & (path["train_data"] == main.train_data)
+                        & (path["train_size"] == main.train_size)]
             fig = plots.learning_forgetting_curves(path, tables_.get("matched"))
             fig.savefig(figs / "curves.png", dpi=100, bbox_inches="tight")
             plt.close(fig)
@@ -370,7 +372,7 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
                       *(f"- {cit.render(x, link)}" for x in sentences[1:]), "````"]
         lines.append("")
     if main is not None:
-        lines += ["## Cost", "", f"Per method in the main condition ({main[0]}, {main[1]}, {int(main[2])} "
+        lines += ["## Cost", "", f"Per method in the main condition ({main.model}, {main.train_data}, {int(main.train_size)} "
                   f"examples): the mean of its runs (one per seed), measured on {hw}.", "",
                   _cost_markdown(runs, main), ""]
     lines += ["## Runs behind the numbers", "",

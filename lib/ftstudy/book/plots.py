@@ -260,7 +260,7 @@ def learning_forgetting_curves(path: pd.DataFrame, matched: pd.DataFrame | None 
     return fig
 
 
-def headline(aggregated: pd.DataFrame, main: tuple, width_in: float = 8.0):
+def headline(aggregated: pd.DataFrame, main: verdicts.Condition, width_in: float = 8.0):
     """The front page's figure: each method's paired change vs its reference in the main
     condition, one panel per task (point and 95% interval, signed so right is better),
     filled where the verdicts table says separated (`verdicts.decide`). Sized for a book column."""

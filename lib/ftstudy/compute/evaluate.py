@@ -4,7 +4,8 @@ Local task YAMLs `include` lm-eval's own task configs and override only where th
 comes from (and the shot count when params set one), so prompts, answer filters and
 metrics stay upstream's and numbers stay comparable with published ones. The YAMLs are
 written into the run folder: `python -m lm_eval --include_path <run>/tasks` reproduces.
-Which tasks exist and what each reads is `ftstudy.compute.tasks`.
+Which tasks exist and what each reads is `ftstudy.compute.tasks`; defaults are
+`ftstudy.compute.defaults`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy.compute import data, paths, tasks as registry
+from ftstudy.compute import data, defaults, paths, tasks as registry
 
 # Names other stages read, derived from the task registry when this module is imported
 # (code in this package asks `ftstudy.compute.tasks`, so a task registered later is seen too).
@@ -27,16 +28,6 @@ NLL_TASKS = tuple(registry.log_likelihood())
 # The NLL tasks that score GSM8K solutions, split into working and annotation format (`ftstudy.compute.nll`).
 SOLUTION_TASKS = tuple(t for t in NLL_TASKS if registry.is_solution(t))
 PREFIX = "ftstudy_"
-# Every run and its reference are evaluated in one precision, fp32 unless params choose bf16
-# for all runs alike: bf16 weights round a small fine-tuning update away (most entries of an
-# update of std 1e-4 on weights of std 0.04), for some methods and not others.
-DEFAULTS = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={
-    "gsm8k": {"limit": 4, "num_fewshot": 5},
-    "hellaswag": {"limit": 32},
-    "mmlu_high_school_computer_science": {"limit": 8, "num_fewshot": 5},
-    "gsm8k_nll": {"limit": 32},
-    "alpaca_nll": {"limit": 32},
-})
 TASKS = tuple(registry.REGISTRY)
 # The headline metric of each task whose scores are study results (lm-eval's names, as in results.csv).
 HEADLINE = {t: registry.get(t).headline for t in TASKS if registry.is_result(t)}
@@ -98,8 +89,8 @@ def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool
 
 
 def resolve(evaluation: dict | None) -> dict:
-    ev = {k: DEFAULTS[k] for k in ("batch_size", "dtype", "sample_seed")}
-    ev["tasks"] = dict(DEFAULTS["tasks"])
+    """Evaluation settings with every unset key from `defaults.EVALUATION`."""
+    ev = defaults.evaluation()
     for key in ("batch_size", "dtype", "sample_seed", "tasks"):
         if evaluation and evaluation.get(key) is not None:
             ev[key] = evaluation[key]
@@ -118,7 +109,7 @@ def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list
     return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))
 
 
-def prepare_for_eval(model, dtype: str = "float32") -> bool:
+def prepare_for_eval(model, dtype: str) -> bool:
     """Put a model in the shared evaluation precision; True if a LoRA/DoRA adapter was merged.
 
     The model's weights are cast to `dtype` and 4-bit layers compute in it (4-bit packed

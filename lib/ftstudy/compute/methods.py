@@ -9,7 +9,7 @@ import copy
 
 # Per-method defaults. LoRA dropout is 0 (as in PEFT's method comparison): on CPU the dropout
 # masks alone cost ~16% of a step. `adapter` holds PEFT config kwargs; `training` overrides
-# ftstudy.compute.train.DEFAULTS; `load` says how the base model is loaded. Every method starts from
+# ftstudy.compute.defaults.TRAINING; `load` says how the base model is loaded. Every method starts from
 # the same fp32 weights (the published ones; see `load_model`), so that its reference (`base`,
 # or `base_4bit` for QLoRA) is exactly its starting point: a 0-step run equals it (see controls).
 METHODS: dict[str, dict] = {
@@ -79,10 +79,10 @@ def load_model(spec: dict, model: dict):
     precision training computes in, as autocast (`ftstudy.compute.train`); evaluation never runs under
     it (`ftstudy.compute.evaluate`). Recorded as `spec["compute_dtype"]`.
     """
-    from ftstudy.compute import models, precision
+    from ftstudy.compute import defaults, models, precision
 
     load = spec["load"]
-    spec["compute_dtype"] = precision.resolve_dtype(load.get("dtype", model.get("dtype", "auto")))
+    spec["compute_dtype"] = precision.resolve_dtype(load.get("dtype", model.get("dtype", defaults.MODEL["dtype"])))
     return models.load(model["source"], dtype="float32", quantize_4bit=bool(load.get("quantize_4bit")))
 
 

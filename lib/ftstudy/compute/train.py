@@ -1,7 +1,8 @@
 """Training: one transformers `Trainer` run for every method, and the cost it measured.
 
-The loop is transformers'; what is ours is the glue: defaults, a stop on non-finite loss,
-and the cost record (wall time, tokens/s, peak memory, parameters, artifact size).
+The loop is transformers'; what is ours is the glue: defaults (`ftstudy.compute.defaults`), a
+stop on non-finite loss, and the cost record (wall time, tokens/s, peak memory, parameters,
+artifact size).
 """
 from __future__ import annotations
 
@@ -11,19 +12,12 @@ import shutil
 import time
 from pathlib import Path
 
-DEFAULTS = dict(
-    max_steps=16, batch_size=4, gradient_accumulation_steps=1, max_length=384,
-    learning_rate=2e-4, lr_scheduler_type="linear", warmup_ratio=0.0, weight_decay=0.0,
-    max_grad_norm=1.0, keep_checkpoints=False,
-    # epochs: when set, the number of passes over the training set fixes the steps (a data-size
-    # study then compares sizes at equal passes, not at equal steps). eval_every: evaluate the
-    # log-likelihood tasks every K steps during training (0: never), see ftstudy.compute.curves.
-    epochs=None, eval_every=0,
-)
+from ftstudy.compute import defaults
 
 
 def resolve(training: dict | None) -> dict:
-    cfg = dict(DEFAULTS)
+    """Training settings with every unset key from `defaults.TRAINING`."""
+    cfg = defaults.training()
     cfg.update(training or {})
     return cfg
 

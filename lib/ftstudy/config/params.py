@@ -1,7 +1,8 @@
 """Params files: the schema of `params/*.yaml`, checked before any compute.
 
 Errors name the file, the key path and what is allowed, with no Python traceback:
-a night of compute must not die on a typo at cell 40. Tasks are `ftstudy.compute.tasks`'s.
+a night of compute must not die on a typo at cell 40. Defaults are `ftstudy.compute.defaults`'s,
+tasks `ftstudy.compute.tasks`'s.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ftstudy.compute import data, evaluate, methods, tasks, train
+from ftstudy.compute import data, defaults, evaluate, methods, tasks
 
 
 class ParamsError(ValueError):
@@ -45,7 +46,7 @@ class ModelEntry(_Strict):
     gguf: GGUFSource | None = None
     revision: str | None = None
     # auto: bf16 where the hardware computes it natively (CUDA, AVX512-BF16/AMX), else fp32.
-    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = defaults.MODEL["dtype"]
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -65,11 +66,11 @@ class TaskEntry(_Strict):
 
 
 class Evaluation(_Strict):
-    batch_size: int = Field(default=8, gt=0)
+    batch_size: int = Field(default=defaults.EVALUATION["batch_size"], gt=0)
     # One precision for every run and its reference (fp32: no update rounded away).
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = defaults.EVALUATION["dtype"]
     # Seeds the random item subset of each task with a limit: the same items for every run.
-    sample_seed: int = 0
+    sample_seed: int = defaults.EVALUATION["sample_seed"]
     tasks: dict[str, TaskEntry]
 
     @field_validator("tasks")
@@ -82,22 +83,23 @@ class Evaluation(_Strict):
 
 
 class Training(_Strict):
-    max_steps: int = Field(default=train.DEFAULTS["max_steps"], gt=0)
-    batch_size: int = Field(default=train.DEFAULTS["batch_size"], gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    max_length: int = Field(default=train.DEFAULTS["max_length"], gt=8)
+    max_steps: int = Field(default=defaults.TRAINING["max_steps"], gt=0)
+    batch_size: int = Field(default=defaults.TRAINING["batch_size"], gt=0)
+    gradient_accumulation_steps: int = Field(default=defaults.TRAINING["gradient_accumulation_steps"], gt=0)
+    max_length: int = Field(default=defaults.TRAINING["max_length"], gt=8)
+    # None: each method's own rate (`methods.METHODS`, else TRAINING's).
     learning_rate: float | None = Field(default=None, gt=0)
-    lr_scheduler_type: str = "linear"
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    keep_checkpoints: bool = False
+    lr_scheduler_type: str = defaults.TRAINING["lr_scheduler_type"]
+    warmup_ratio: float = Field(default=defaults.TRAINING["warmup_ratio"], ge=0, lt=1)
+    weight_decay: float = Field(default=defaults.TRAINING["weight_decay"], ge=0)
+    max_grad_norm: float = Field(default=defaults.TRAINING["max_grad_norm"], gt=0)
+    keep_checkpoints: bool = defaults.TRAINING["keep_checkpoints"]
     # Passes over the training set; when set it fixes the steps (size x epochs / batch), so
     # "more data" is not also "more passes". Give either epochs or max_steps.
-    epochs: float | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=defaults.TRAINING["epochs"], gt=0)
     # Score the log-likelihood tasks every K steps during training (0: never): the learning-
     # forgetting curves (ftstudy.compute.curves). Single training process only.
-    eval_every: int = Field(default=0, ge=0)
+    eval_every: int = Field(default=defaults.TRAINING["eval_every"], ge=0)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
@@ -225,7 +227,7 @@ class Params(_Strict):
     methods: dict[str, MethodEntry | None]
     train_data: dict[str, dict[str, float]]
     train_sizes: list[int]
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [defaults.SEED])
     # Adds a zero-step cell per (model, method): the method applied, never trained. It must
     # score exactly as its reference (prompt tuning: its shift at initialisation).
     controls: bool = False

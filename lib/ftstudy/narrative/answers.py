@@ -18,7 +18,7 @@ import pandas as pd
 from ftstudy.analysis import detectable, measures, stats, verdicts, views
 from ftstudy.compute.evaluate import SOLUTION_TASKS, headline_metric
 from ftstudy.compute.methods import REFERENCES
-from ftstudy.analysis.verdicts import CANNOT_TELL, CONDITION, SEPARATED, SINGLE_SEED
+from ftstudy.analysis.verdicts import CANNOT_TELL, CONDITION, SEPARATED, SINGLE_SEED, Condition
 
 QUESTIONS = {
     "q1": "Which method changes which task, and by how much?",
@@ -85,7 +85,7 @@ class Citations:
                 f"{self.num(table, row, 'ci_high', fmt)}]")
 
 
-def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> tuple | None:
+def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = None) -> Condition | None:
     """The configuration the verdicts rest on: the (model, training data, size) with the most
     seeds and methods compared with their reference; among equals, the one from which the most
     factors' contrasts start (a grid's first values), so that each factor's change is read from it."""
@@ -102,7 +102,7 @@ def main_condition(aggregated: pd.DataFrame, contrasts: pd.DataFrame | None = No
     # a grid's first values start the most factors' contrasts, then the most pairs
     g["factors"] = [len({f for c, f in starts if c == k}) for k in conditions]
     g["pairs"] = [sum(c == k for c, _ in starts) for k in conditions]
-    return g.sort_values(["seeds", "methods", "factors", "pairs"], ascending=False, kind="stable").index[0]
+    return Condition(*g.sort_values(["seeds", "methods", "factors", "pairs"], ascending=False, kind="stable").index[0])
 
 
 def _text(value) -> str:
@@ -165,7 +165,7 @@ def _listing(c: Citations, table: str, g: pd.DataFrame, name: str, what: str, fm
 _same = verdicts._same
 
 
-def q1(c: Citations, main: tuple) -> list[str]:
+def q1(c: Citations, main: Condition) -> list[str]:
     agg, mde = c.tables["aggregated"], c.tables["detectable"]
     model, label, size = main
     vs = agg[(agg["comparison"] == "vs base") & agg["headline"].astype(bool) & (agg["model"] == model)
@@ -254,7 +254,7 @@ def _beside(c: Citations, i, r) -> str:
     return out
 
 
-def _quantised_net(c: Citations, main: tuple) -> str:
+def _quantised_net(c: Citations, main: Condition) -> str:
     """For methods trained on the 4-bit base (their reference): what quantising the base cost
     on the target, and their net change against the unquantised base, which the change vs
     their own reference leaves out (rows "vs unquantised base" of `aggregated`)."""
@@ -264,7 +264,7 @@ def _quantised_net(c: Citations, main: tuple) -> str:
     for key, value in zip(CONDITION, main):
         q = q[_same(q[key], value)]
     cost = agg[(agg["comparison"] == "vs unquantised base") & agg["headline"].astype(bool)
-               & (agg["model"] == main[0]) & agg["train_data"].isna()]
+               & (agg["model"] == main.model) & agg["train_data"].isna()]
     out = []
     for i, r in q.iterrows():
         k = cost[cost["task"] == r["task"]]
@@ -300,7 +300,7 @@ def _lead_q1(c: Citations, vs: pd.DataFrame) -> str:
     return f"On its target {target}, " + "; ".join(parts) + "."
 
 
-def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
+def _best_on_target(c: Citations, vs: pd.DataFrame, main: Condition) -> str:
     """The two methods that learned their target most (change vs their own reference), and
     whether the paired difference of changes (`contrasts`, factor method: the seeds both
     have) separates them; if not, only the larger point estimate is named."""
@@ -310,8 +310,8 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
     if target is None or len(t) < 2:
         return "With fewer than two methods on the target task, no method can be called best."
     first, second = t.iloc[0]["method"], t.iloc[1]["method"]
-    pair = k[(k["factor"] == "method") & (k["task"] == target) & (k["model"] == main[0])
-             & (k["train_data"] == main[1]) & _same(k["train_size"], main[2])
+    pair = k[(k["factor"] == "method") & (k["task"] == target) & (k["model"] == main.model)
+             & (k["train_data"] == main.train_data) & _same(k["train_size"], main.train_size)
              & k["from"].isin([first, second]) & k["to"].isin([first, second])] if not k.empty else k
     if pair.empty:
         return f"{first} has the largest point estimate on {target}; no paired test of it against {second} was recorded."
@@ -325,7 +325,7 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: tuple) -> str:
             f"{c.num('contrasts', i, 'p_adjusted', '.2g')}{_tag(r, c, 'contrasts', i, inline=True)}.")
 
 
-def q2(c: Citations, main: tuple) -> list[str]:
+def q2(c: Citations, main: Condition) -> list[str]:
     agg = c.tables["aggregated"]
     model, label, size = main
     vs = agg[(agg["comparison"] == "vs base") & agg["headline"].astype(bool) & (agg["model"] == model)
@@ -376,7 +376,7 @@ def _sees(c: Citations, i, r) -> str:
             "have been detected for every method (before Holm's correction, which needs larger ones)")
 
 
-def _quantised_losses(c: Citations, main: tuple, target) -> str:
+def _quantised_losses(c: Citations, main: Condition, target) -> str:
     """Tasks other than the target on which a method trained on the 4-bit base ends worse than
     the unquantised base, on the same evidence as any other loss (separated, or on one seed's
     items): the quantisation's cost, which its change vs its own reference does not show."""
@@ -393,11 +393,11 @@ def _quantised_losses(c: Citations, main: tuple, target) -> str:
         f"{_tag(r, c, 'aggregated', i)}" for i, r in worse) + ": the cost of quantising its base, not of its training.")
 
 
-def _matched(c: Citations, main: tuple) -> list[str]:
+def _matched(c: Citations, main: Condition) -> list[str]:
     m = c.tables.get("matched", pd.DataFrame())
     if m.empty or "forgetting" not in m:
         return ["No run kept a learning-forgetting curve, so forgetting at matched learning is not measured."]
-    m = m[(m["model"] == main[0]) & (m["train_data"] == main[1]) & _same(m["train_size"], main[2])]
+    m = m[(m["model"] == main.model) & (m["train_data"] == main.train_data) & _same(m["train_size"], main.train_size)]
     out = [f"Forgetting at matched learning on {task}: {str(g['note'].iloc[0])}." for task, g
            in m[m["forgetting"].isna()].groupby("forgetting_task")]
     m = m[m["forgetting"].notna()]
@@ -407,8 +407,8 @@ def _matched(c: Citations, main: tuple) -> list[str]:
         note = " (the level is set by a method that learned little: only the start of training is compared)" \
             if str(g["note"].iloc[0] or "").strip() not in ("", "nan") else ""
         sep = c.tables.get("matched_between", pd.DataFrame())
-        sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main[0])
-                  & (sep["train_data"] == main[1]) & _same(sep["train_size"], main[2])] if not sep.empty else sep
+        sep = sep[(sep["forgetting_task"] == task) & (sep["seed"] == seed) & (sep["model"] == main.model)
+                  & (sep["train_data"] == main.train_data) & _same(sep["train_size"], main.train_size)] if not sep.empty else sep
         pairs = [f"{r['method']} vs {r['other']} ({c.verdict('matched_between', j)})"
                  for j, r in sep.iterrows() if _separated(r)] if not sep.empty else []
         steps = g["at_step"].astype(float)
@@ -427,13 +427,13 @@ def _matched(c: Citations, main: tuple) -> list[str]:
     return out
 
 
-def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
+def _factor(c: Citations, factor: str, words: str, main: Condition) -> list[str]:
     """Sentences for one changed factor from `contrasts`: per method, the change of its effect
     on each task when the factor moves away from the main condition."""
     k = c.tables["contrasts"]
     if k.empty or factor not in set(k["factor"]):
         return [f"The grid does not vary the {words}, so it cannot say how the answer depends on it."]
-    k = k[(k["factor"] == factor) & _same(k["from"], main[CONDITION.index(factor)])]
+    k = k[(k["factor"] == factor) & _same(k["from"], getattr(main, factor))]
     out = []
     agg = c.tables["aggregated"]
     for (to, method), g in k.groupby(["to", "method"], sort=False):
@@ -451,7 +451,7 @@ def _factor(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
     return out or [f"No pair of runs differs from the main condition in {words} alone."]
 
 
-def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
+def _reverses(c: Citations, row, factor: str, main: Condition) -> bool:
     """The order of two methods on a task reverses when the factor moves: each condition's
     own paired test of the two (`contrasts`, factor method) separates them, in opposite
     directions, the change of their gap is separated too, and both methods learned their
@@ -471,14 +471,14 @@ def _reverses(c: Citations, row, factor: str, main: tuple) -> bool:
     return a is not None and b is not None and a["mean_diff"] * b["mean_diff"] < 0
 
 
-def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str]:
+def _interaction(c: Citations, factor: str, words: str, main: Condition) -> list[str]:
     """Does the factor change the answer? From `contrasts` rows "method x <factor>": the gap
     between two methods (each against its own reference) under the main condition and under
     the other value, and the change of that gap with its interval."""
     k = c.tables["contrasts"]
     if k.empty:
         return []
-    k = k[(k["factor"] == f"method x {factor}") & _same(k["from"], main[CONDITION.index(factor)])]
+    k = k[(k["factor"] == f"method x {factor}") & _same(k["from"], getattr(main, factor))]
     out = []
     for (to, pair), g in k.groupby(["to", "method"], sort=False):
         parts = [f"{r['task']}: {c.num('contrasts', i, 'change_from', _fmt(r['metric']))} → "
@@ -499,9 +499,9 @@ def _interaction(c: Citations, factor: str, words: str, main: tuple) -> list[str
     return out
 
 
-def _condition(main: tuple, factor: str, value) -> tuple:
+def _condition(main: Condition, factor: str, value) -> Condition:
     """The main condition with one factor moved to `value`."""
-    return tuple(value if key == factor else v for key, v in zip(CONDITION, main))
+    return main._replace(**{factor: value})
 
 
 def _did_not_learn(c: Citations, condition: tuple, method: str):
@@ -535,7 +535,7 @@ def _not_learning(c: Citations, r) -> list[tuple[str, str]]:
     return verdicts.untrained_sides(c.tables["aggregated"], r)
 
 
-def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
+def _untrained(c: Citations, r, factor: str, main: Condition, where: str) -> str:
     """Why an interaction row compares no two trained methods: each method that showed no
     detectable gain on its own target in either condition, with its change (and divergence);
     '' when both learned."""
@@ -551,7 +551,7 @@ def _untrained(c: Citations, r, factor: str, main: tuple, where: str) -> str:
     return "; ".join(out)
 
 
-def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str) -> str:
+def _lead_factor(c: Citations, factor: str, words: str, main: Condition, where: str) -> str:
     """Does the factor change the answer: the change of the gap between two methods on the
     main condition's target task (from `contrasts`, "method x <factor>"). No verdict when a
     method showed no gain on its own target in either condition; with fewer seeds than its
@@ -560,7 +560,7 @@ def _lead_factor(c: Citations, factor: str, words: str, main: tuple, where: str)
     agg = c.tables["aggregated"]
     target = agg["target_nll"].dropna().iloc[0] if not agg.empty and agg["target_nll"].notna().any() else None
     k = k[(k["factor"] == f"method x {factor}") & (k["task"] == target)
-          & _same(k["from"], main[CONDITION.index(factor)])] if not k.empty else k
+          & _same(k["from"], getattr(main, factor))] if not k.empty else k
     if k.empty:
         return (f"No pair of methods ran under a second {words}, so whether it changes which method "
                 "learns most is not measured.")
@@ -600,7 +600,7 @@ def _detectable_gap(c: Citations, r) -> str:
             f"{_unit(r['metric'])} would likely not be detected (training randomness {_randomness(m.loc[j])})")
 
 
-def q3(c: Citations, main: tuple) -> list[str]:
+def q3(c: Citations, main: Condition) -> list[str]:
     k = c.tables["contrasts"]
     if k.empty or "model" not in set(k["factor"]):
         models = sorted(c.tables["aggregated"]["model"].dropna().unique())
@@ -618,7 +618,7 @@ def q3(c: Citations, main: tuple) -> list[str]:
     return out + _factor(c, "model", "base model", main) + _interaction(c, "model", "base model", main)
 
 
-def q4(c: Citations, main: tuple) -> list[str]:
+def q4(c: Citations, main: Condition) -> list[str]:
     words = "training examples (one epoch each)"
     if c.tables["contrasts"].empty or "train_size" not in set(c.tables["contrasts"]["factor"]):
         return _factor(c, "train_size", words, main)
