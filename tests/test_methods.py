@@ -118,3 +118,25 @@ def test_every_model_loads_on_the_device_training_uses(tiny_model_dir, monkeypat
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a) or self)
     models.load({"path": str(tiny_model_dir)}, "float32")
     assert moved == [("meta-device-under-test",)]
+
+
+def test_a_new_peft_method_is_one_registry_entry(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """LoHa, registered here: PEFT builds it from the entry and it trains, params accept it and
+    the grid plans its cells; what a run needs besides is its notebook, notebooks/loha.ipynb."""
+    from conftest import ROOT, write_params
+    from ftstudy.compute import recipe
+    from ftstudy.config import params
+    from ftstudy.planning import grid
+
+    monkeypatch.setitem(methods.METHODS, "loha", dict(
+        peft="LOHA", adapter=dict(r=4, alpha=8, target_modules="all-linear"), training={"learning_rate": 1e-3},
+        load={}))
+    spec = methods.resolve("loha", training={"max_steps": 2, "batch_size": 2, "max_length": 96})
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 4, 0, 96, data_dir)
+    cost = train.train(methods.apply(model, spec, seed=0), tok, examples, spec, tmp_path, seed=0)
+    assert 0 < cost["trainable_params"] < 0.5 * cost["total_params"] and len(cost["loss_curve"]) == 2
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("loha",))
+    cells = grid.expand(params.load(path))
+    assert [c["method"] for c in cells] == ["base", "loha"] and cells[1]["training"]["learning_rate"] == 1e-3
+    assert recipe.notebook_for("loha") == ROOT / "notebooks" / "loha.ipynb"

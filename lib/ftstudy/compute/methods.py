@@ -1,7 +1,9 @@
 """Methods: each fine-tuning technique as defaults + the PEFT config that builds it.
 
 Like PEFT's `method_comparison`, a method is its defaults; a params file only states
-deltas. `full` has no adapter (absent adapter config = full fine-tuning).
+deltas. `full` has no adapter (absent adapter config = full fine-tuning). A new method is one
+`METHODS` entry (any PEFT type: PEFT builds its config from the entry) and its notebook,
+`notebooks/<method>.ipynb` (a copy of lora.ipynb with the method's name).
 """
 from __future__ import annotations
 
@@ -87,15 +89,14 @@ def load_model(spec: dict, model: dict):
 
 
 def peft_config(spec: dict):
-    """The PEFT config object for a resolved method, or None for full fine-tuning."""
+    """The PEFT config object for a resolved method (its `peft` type, e.g. "LORA", is PEFT's
+    name), or None for full fine-tuning."""
     import peft
 
     kind = spec["peft"]
     if kind is None:
         return None
-    cls = {"LORA": peft.LoraConfig, "IA3": peft.IA3Config,
-           "PROMPT_TUNING": peft.PromptTuningConfig}[kind]
-    return cls(task_type="CAUSAL_LM", **spec["adapter"])
+    return peft.PEFT_TYPE_TO_CONFIG_MAPPING[kind](task_type="CAUSAL_LM", **spec["adapter"])
 
 
 def apply(model, spec: dict, seed: int = 0):
