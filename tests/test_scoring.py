@@ -87,3 +87,47 @@ def test_evaluation_reports_the_split(tiny_model_dir, data_dir, tmp_path):
         math_nats = row["math_bits_per_byte"] * math.log(2) * (len(answer.encode()) - fmt_bytes)
         assert math.isclose(row["format_nll"] + math_nats, row["nll"], rel_tol=1e-6)
         assert 0.05 < fmt_bytes / len(answer.encode()) < 0.6  # GSM8K: about a fifth is format
+
+
+def _choice_requests(tok, data_dir, items=4):
+    """Multiple-choice-shaped requests from mirror text: per item one context and four endings of
+    different lengths (HellaSwag's shape; one context ends in a space that lm-eval moves onto
+    the endings), single-token answers (MMLU's), and one context of its own."""
+    from lm_eval.api.instance import Instance
+
+    texts = [p + " " + a for p, a in data.heldout_pairs("alpaca_nll", data_dir)[:items + 6]]
+    args = []
+    for i in range(items):
+        context = texts[i][:160] + (" " if i == 1 else "")
+        args += [(context, " " + texts[items + j][:20 + 25 * j]) for j in range(4)]
+    args += [(texts[0][:90] + "\nAnswer:", f" {letter}") for letter in "ABCD"]
+    args.append((texts[-1][:120], " alone"))
+    return [Instance("loglikelihood", {}, a, k, ("hellaswag", k, 1)) for k, a in enumerate(args)]
+
+
+@pytest.mark.parametrize("case", ["plain", "truncated", "prompt tuning", "batch of 2"])
+def test_shared_contexts_score_as_stock_lm_eval(case, tiny_model_dir, data_dir):
+    """Each context run once and its endings scored from its KV cache: per-request
+    log-likelihood within 1e-4 nats of stock lm-eval in fp32 and the same is_greedy; requests
+    lm-eval truncates, a context of its own, and prompt tuning's virtual tokens take the stock path."""
+    from lm_eval.models.huggingface import HFLM
+
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    if case == "prompt tuning":
+        import peft
+
+        model = peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    kwargs = dict(pretrained=model, tokenizer=tok, batch_size=2 if case == "batch of 2" else 8)
+    requests = _choice_requests(tok, data_dir)
+    if case == "truncated":
+        kwargs["max_length"] = 48
+    stock = HFLM(**kwargs).loglikelihood(requests)
+    lm = TokenScoringHFLM(share_contexts=True, **kwargs)
+    ours = lm.loglikelihood(requests)
+    assert max(abs(a[0] - b[0]) for a, b in zip(stock, ours)) < 1e-4
+    assert [a[1] for a in stock] == [b[1] for b in ours] and any(a[1] for a in stock[16:20]) is not None
+    shared = {"plain": 20, "batch of 2": 20, "prompt tuning": 0}
+    if case in shared:
+        assert lm.scored == {"shared_context": shared[case], "stock": len(requests) - shared[case]}
+    else:  # the long contexts exceed the window: only what fits whole is shared
+        assert lm.scored["stock"] > 1 and sum(lm.scored.values()) == len(requests)

@@ -1,4 +1,7 @@
-"""Per-token log-likelihoods for our held-out tasks, from the one forward lm-eval would run.
+"""lm-eval's HF model, subclassed so that evaluation computes nothing twice: per-token
+log-likelihoods of our held-out tasks from the one forward lm-eval would run, and each context
+shared by several requests (a multiple-choice item's endings) run once, its continuations
+scored from its KV cache.
 
 lm-eval's HF model returns a continuation's summed log-likelihood. To tell a GSM8K solution's
 working from its calculator annotations and `#### N` line (`ftstudy.compute.nll`), the sum is needed
@@ -8,9 +11,21 @@ the first continuation token's log-probability from the last context position, `
 virtual tokens of prompt tuning skipped, batches ordered as lm-eval orders them) and returns
 `(loglikelihood, is_greedy, pieces)`, pieces being `[text, log-probability]` per continuation
 token; every other request, and every request when the tokenizer gives no character offsets
-(a slow tokenizer), goes to the stock path. Nothing is scored twice.
+(a slow tokenizer), goes to the stock path.
+
+Shared contexts (`share_contexts`): lm-eval's HF backend runs each multi-token ending of a
+multiple-choice item with its whole context again (lm-eval issue #1351). Here the requests lm-eval
+has encoded (its pair encoding: trailing spaces moved onto the continuation, the continuation
+the tail of the whole encoding) are grouped by their context tokens; a context shared by
+several requests runs once, and its continuations run as one batch from its KV cache, the
+first continuation token's log-probability taken from the context's last position, `is_greedy`
+from the same logits. A request lm-eval would truncate on the left, a context of one request,
+and every request of a model with virtual tokens (prompt tuning) go to the stock path;
+`scored` counts which path each request took.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +33,77 @@ from lm_eval.models.huggingface import HFLM
 
 
 class TokenScoringHFLM(HFLM):
-    """lm-eval's HF model; `token_tasks` (task names) get per-token pieces as a third element."""
+    """lm-eval's HF model; `token_tasks` (task names) get per-token pieces as a third element,
+    and with `share_contexts` a context shared by several requests is run once."""
 
-    def __init__(self, *args, token_tasks=(), **kwargs):
+    def __init__(self, *args, token_tasks=(), share_contexts: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.token_tasks = set(token_tasks)
+        self.share_contexts = share_contexts
+        self.scored = {"shared_context": 0, "stock": 0}
+
+    def _can_share(self) -> bool:
+        config = getattr(self.model, "active_peft_config", None)
+        return (self.share_contexts and self.backend == "causal"
+                and not (config is not None and getattr(config, "is_prompt_learning", False)))
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """lm-eval's scoring of encoded requests, with each shared context run once (see the
+        module's docstring); the rest, in one call, through the stock method."""
+        groups: dict = {}
+        if self._can_share():
+            for k, (_, context_enc, continuation_enc) in enumerate(requests):
+                if len(context_enc) + len(continuation_enc) <= self.max_length + 1:  # lm-eval truncates none
+                    groups.setdefault(tuple(context_enc), []).append(k)
+        shared = {c: ks for c, ks in groups.items() if len(ks) > 1}
+        out: list = [None] * len(requests)
+        for context, ks in shared.items():
+            for k, res in zip(ks, self._score_shared(list(context), [requests[k][2] for k in ks])):
+                out[k] = res
+        rest = [k for k in range(len(requests)) if out[k] is None]
+        if rest:
+            stock = super()._loglikelihood_tokens([requests[k] for k in rest], disable_tqdm=disable_tqdm,
+                                                  override_bs=override_bs)
+            for k, res in zip(rest, stock):
+                out[k] = res
+        self.scored["shared_context"] += len(requests) - len(rest)
+        self.scored["stock"] += len(rest)
+        return out
+
+    def _forward(self, ids, **kwargs):
+        """The model's forward with its KV cache, in the precision `_model_call` uses."""
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                                             enabled=self.mixed_precision_dtype is not None):
+            return self.model(ids, use_cache=True, **kwargs)
+
+    def _score_shared(self, context_enc: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
+        """(log-likelihood, is_greedy) of each continuation after one shared context: the
+        context runs once; the continuations (all but their last token, right-padded) run as
+        one batch from its KV cache, in batches of the evaluation's batch size."""
+        ctx = torch.tensor([context_enc], dtype=torch.long, device=self.device)
+        first = self._forward(ctx)
+        last = F.log_softmax(first.logits[0, -1], dim=-1, dtype=self.softmax_dtype)
+        size = self.batch_size if isinstance(self.batch_size, int) else len(continuations)
+        results = []
+        for start in range(0, len(continuations), size):
+            batch = continuations[start:start + size]
+            width = max(len(c) for c in batch) - 1
+            later = None
+            if width > 0:
+                cache = copy.deepcopy(first.cache)
+                cache.batch_repeat_interleave(len(batch))
+                ids = torch.tensor([c[:-1] + [0] * (width - len(c) + 1) for c in batch], dtype=torch.long,
+                                   device=self.device)
+                mask = torch.tensor([[1] * len(context_enc) + [1] * (len(c) - 1) + [0] * (width - len(c) + 1)
+                                     for c in batch], dtype=torch.long, device=self.device)
+                later = F.log_softmax(self._forward(ids, attention_mask=mask, cache=cache).logits,
+                                      dim=-1, dtype=self.softmax_dtype)
+            for j, cont in enumerate(batch):
+                rows = last[None] if len(cont) == 1 else torch.cat([last[None], later[j, :len(cont) - 1]])
+                target = torch.tensor(cont, dtype=torch.long, device=rows.device)
+                results.append((float(rows.gather(1, target[:, None]).sum()),
+                                bool((rows.argmax(-1) == target).all())))
+        return results
 
     def _splits(self, context: str) -> bool:
         return (self.backend == "causal" and bool(context)
