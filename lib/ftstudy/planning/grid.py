@@ -42,7 +42,7 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     outputs = Path(outputs or params.output_dir).resolve()
     rates = tuning.rates(params) if params.tuning else None
     evaluation = params.resolved_evaluation()
-    # Precedence: train.DEFAULTS < method defaults < params `training` < the design's
+    # Precedence: compute/defaults.py < method defaults < params `training` < the design's
     # `training` < the method's own delta.
     shared_training = params.training.model_dump(exclude_unset=True)
     conditions = params.conditions()
