@@ -142,3 +142,26 @@ def test_an_lm_eval_task_is_one_registry_entry(tiny_model_dir, data_dir, tmp_pat
     questions = [r["question"] for r in data.load_records(name, "test", data_dir)]
     scored = (tmp_path / "lm_eval" / name / "samples.jsonl").read_text().splitlines()
     assert [json.loads(s)["doc"]["question"] for s in scored] == [questions[i] for i in out["items"][name]]
+
+
+def test_shared_contexts_in_the_kit_score_every_item_as_the_stock_path(tiny_model_dir, data_dir, tmp_path,
+                                                                       monkeypatch):
+    """The kit's evaluation runs each multiple-choice context once; per item and choice, its
+    log-likelihoods equal lm-eval's stock path's (1e-4 nats, fp32), and metrics.json-bound
+    results say which path each task's requests took."""
+    from ftstudy.compute.scoring import TokenScoringHFLM
+    from ftstudy.record import samples
+
+    tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
+    ev = {"batch_size": 4, "tasks": {"hellaswag": {"limit": 5},
+                                     "mmlu_high_school_computer_science": {"limit": 3, "num_fewshot": 1},
+                                     "alpaca_nll": {"limit": 3}}}
+    shared = evaluate.evaluate(model, tok, ev, tmp_path / "shared", data_dir)
+    monkeypatch.setattr(TokenScoringHFLM, "_can_share", lambda self: False)
+    stock = evaluate.evaluate(model, tok, ev, tmp_path / "stock", data_dir)
+    for task in ev["tasks"]:
+        a, b = samples.item_logliks(tmp_path / "shared", task), samples.item_logliks(tmp_path / "stock", task)
+        assert len(a) and a.index.equals(b.index) and float((a - b).abs().max()) < 1e-4, task
+    assert shared["scoring"]["hellaswag"] == {"shared_context": 20, "stock": 0}
+    assert shared["scoring"]["alpaca_nll"] == {"shared_context": 0, "stock": 3}  # one answer per prompt
+    assert stock["scoring"]["hellaswag"] == {"shared_context": 0, "stock": 20}

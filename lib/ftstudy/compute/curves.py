@@ -80,7 +80,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
                 self.peak.paused = True
             try:
                 with torch.no_grad():
-                    out, items = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
+                    out, items, _ = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
                                                     manager, chat, progress_dir=run_dir,
                                                     label=f"curve at step {step}:")
             finally:

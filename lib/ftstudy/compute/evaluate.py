@@ -149,7 +149,8 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
 
     The model is first put in the evaluation precision (`prepare_for_eval`), the same for a
     run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
-    doc ids scored, None = all}, "dtype": ..., "wall_s": seconds}.
+    doc ids scored, None = all}, "dtype": ..., "scoring": {task: requests per scoring path},
+    "wall_s": seconds}.
     """
     import time
 
@@ -164,11 +165,11 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model, ev["dtype"])
     try:
-        out, items = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
+        out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()
-    return {"tasks": out, "items": items, "dtype": ev["dtype"], "wall_s": time.perf_counter() - start}
+    return {"tasks": out, "items": items, "dtype": ev["dtype"], "scoring": paths, "wall_s": time.perf_counter() - start}
 
 
 def count_docs(task: str, manager) -> int:
@@ -179,17 +180,18 @@ def count_docs(task: str, manager) -> int:
 def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
               progress_dir: Path | None = None, label: str = "evaluating"):
     """Score each task of a resolved evaluation `ev` on the model as it is; keep lm-eval's
-    results and per-sample logs under `out_dir/lm_eval/<task>/`. Returns (results, items)."""
+    results and per-sample logs under `out_dir/lm_eval/<task>/`. Returns (results, items, how many
+    requests of each task ran a shared context once or took lm-eval's stock path)."""
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable
 
     from ftstudy.compute import progress
     from ftstudy.compute.scoring import TokenScoringHFLM
 
-    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"],
+    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"], share_contexts=True,
                           token_tasks=[PREFIX + t for t in registry.log_likelihood()
                                        if registry.is_solution(t)])
-    out, items = {}, {}
+    out, items, scored, paths = {}, {}, {}, {}
     for k, (task, settings) in enumerate(ev["tasks"].items()):
         name = PREFIX + task
         progress.report(progress_dir or out_dir, f"{label} {task}, task", k + 1, len(ev["tasks"]))
@@ -200,6 +202,9 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
                               task_manager=manager, log_samples=True,
                               apply_chat_template=chat and registry.is_nll(task))
         res["doc_ids"] = ids
+        # which requests ran their shared context once, which took lm-eval's stock path
+        res["scoring"] = paths[task] = {k: v - scored.get(k, 0) for k, v in lm.scored.items()}
+        scored = dict(lm.scored)
         samples = res.pop("samples")
         folder = out_dir / "lm_eval" / task
         folder.mkdir(parents=True, exist_ok=True)
@@ -209,7 +214,7 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
             for s in samples[name]:
                 f.write(json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n")
         out[task] = res["results"][name]
-    return out, items
+    return out, items, paths
 
 
 def metric_rows(task_results: dict) -> list[dict]:

@@ -54,6 +54,7 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
                   model=cell["model_name"], **cost, eval_wall_s=evaluation["wall_s"],
                   eval_dtype=evaluation.get("dtype"), eval_items=evaluation.get("items"),
+                  eval_scoring=evaluation.get("scoring"),
                   training_data=data_counts, metrics=metric_rows(evaluation["tasks"]))
     record["disk_bytes"] = dir_size_bytes(run_dir)
     write_json(run_dir / "metrics.json", record)
