@@ -15,11 +15,12 @@ make bench                                  # every section below, then this fil
 .venv/bin/python bench/eval_vs_cli.py       # 2. kit vs python -m lm_eval
 .venv/bin/python bench/train_overhead.py    # 1. kit cell vs bare transformers + PEFT
 .venv/bin/python bench/memory.py            # 5. peak memory per method, 135M and 1B shape
-.venv/bin/python bench/gpu_check.py         # 6. on a GPU machine only
+bash bench/gpu_run.sh                       # 6. on a GPU machine only (with the carried .gpu/)
 .venv/bin/python bench/cell_profile.py      # 7. where a default cell's time goes
 .venv/bin/ftstudy run params/cpu-sweep.yaml && .venv/bin/python bench/sweep_profile.py   # 9.
 .venv/bin/python bench/estimate_check.py params/cpu-sweep.yaml  # 8. (after 9)
 .venv/bin/python bench/precision_policy.py  # 12. training memory and speed, precision policy before/after
+.venv/bin/python bench/eval_limits.py       # 14. evaluation against the forward's throughput
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
 
@@ -318,7 +319,28 @@ SECTIONS = [("study", "4. The study", study_section),
             ("profile", "7. Where a cell's time goes", profile_section),
             ("estimate", "8. The dry-run estimate against the real run", estimate_section),
             ("sweep", "9. The learning-rate sweep profile", sweep_section),
-            ("precision_policy", "12. The precision policy: training before and after", precision_section)]
+            ("precision_policy", "12. The precision policy: training before and after", precision_section),
+            ("eval_limits", "14. Evaluation against its limit: shared contexts", limits_section)]
+
+
+def limits_section(r) -> list[str]:
+    """The kit's evaluation per task against the model's forward throughput, stock path vs
+    shared contexts, in tokens that must be computed (each context once)."""
+    lim, st = r["limits"], r["settings"]
+    out = [f"SmolLM2-135M-Instruct evaluated in {st['dtype']} (`bench/eval_limits.py`, {st['pairs']} alternating "
+           f"pairs, medians). This CPU's {st['dtype']} matmul: {lim['matmul_gflops']:.0f} GFLOP/s (1024^3); the "
+           f"model's plain forward, batch 8 x 128 tokens: {lim['forward_tokens_per_s']:.0f} tokens/s, the "
+           "ceiling. A task's fraction is the tokens that must be computed (each distinct context once, then "
+           "each continuation but its last token) per second of the whole task (task building, data, "
+           "scoring, logs), over that ceiling. lm-eval's stock path forwards every request's context again "
+           "(single-token answers of one context once).", "",
+           "| task | tokens lm-eval forwards | tokens needed | stock s | shared s | speed-up | stock fraction | "
+           "shared fraction | max per-item gap (nats) |", "|---|---|---|---|---|---|---|---|---|"]
+    for task, x in r["summary"].items():
+        gap = "" if x["max_item_gap_nats"] is None else f"{x['max_item_gap_nats']:.1e}"
+        out.append(f"| {task} | {x['stock']} | {x['needed']} | {x['stock_wall_s']:.1f} | {x['shared_wall_s']:.1f} | "
+                   f"{x['speedup']:.2f} | {x['stock_fraction']:.2f} | {x['shared_fraction']:.2f} | {gap} |")
+    return out
 
 
 def cpu_label(r: dict) -> str:

@@ -140,3 +140,33 @@ def test_a_new_peft_method_is_one_registry_entry(tiny_model_dir, data_dir, tmp_p
     cells = grid.expand(params.load(path))
     assert [c["method"] for c in cells] == ["base", "loha"] and cells[1]["training"]["learning_rate"] == 1e-3
     assert recipe.notebook_for("loha") == ROOT / "notebooks" / "loha.ipynb"
+
+
+def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_precision(tiny_model_dir):
+    """A 4-bit model (and QLoRA on it) is evaluated through plain linear layers holding its NF4
+    weights dequantised once into fp32 by bitsandbytes: the same logits as bitsandbytes' own
+    dequantise-then-matmul path in fp32 (its training-mode forward, which never repacks to bf16),
+    and the 4-bit layers come back afterwards."""
+    import bitsandbytes as bnb
+    import peft
+    import torch
+
+    from ftstudy.compute import models
+
+    tok, model = models.load({"path": str(tiny_model_dir)}, "float32", quantize_4bit=True)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.compute_dtype = torch.float32
+    ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog")])
+    n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    with torch.no_grad():
+        model.train()  # bitsandbytes' reference path: dequantise, then an fp32 matmul
+        reference = model(ids).logits
+        model.eval()
+        with models.dequantised_4bit(model, "float32") as swapped:
+            assert swapped == n4 > 0 and not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+            ours = model(ids).logits
+    assert float((ours - reference).abs().max()) < 1e-4
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == n4

@@ -46,7 +46,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     from lm_eval.tasks import TaskManager
     from transformers import TrainerCallback
 
-    from ftstudy.compute import evaluate
+    from ftstudy.compute import evaluate, models
 
     ev = evaluate.resolve(evaluation)
     if ev["dtype"] != "float32":
@@ -79,7 +79,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             if self.peak is not None:
                 self.peak.paused = True
             try:
-                with torch.no_grad():
+                with torch.no_grad(), models.dequantised_4bit(model, ev["dtype"]):
                     out, items, _ = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
                                                     manager, chat, progress_dir=run_dir,
                                                     label=f"curve at step {step}:")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy.compute import data, defaults, paths, tasks as registry
+from ftstudy.compute import data, defaults, models, paths, tasks as registry
 
 # Names other stages read, derived from the task registry when this module is imported
 # (code in this package asks `ftstudy.compute.tasks`, so a task registered later is seen too).
@@ -165,7 +165,8 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model, ev["dtype"])
     try:
-        out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
+        with models.dequantised_4bit(model, ev["dtype"]):  # a 4-bit model in the precision of every other
+            out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()

@@ -17,7 +17,8 @@ Shared contexts (`share_contexts`): lm-eval's HF backend runs each multi-token e
 multiple-choice item with its whole context again (lm-eval issue #1351). Here the requests lm-eval
 has encoded (its pair encoding: trailing spaces moved onto the continuation, the continuation
 the tail of the whole encoding) are grouped by their context tokens; a context shared by
-several requests runs once, and its continuations run as one batch from its KV cache, the
+several requests runs once (contexts batched, left-padded), and its continuations run as one
+batch from its rows of the KV cache at the positions that follow it, the
 first continuation token's log-probability taken from the context's last position, `is_greedy`
 from the same logits. A request lm-eval would truncate on the left, a context of one request,
 and every request of a model with virtual tokens (prompt tuning) go to the stock path;
@@ -55,10 +56,14 @@ class TokenScoringHFLM(HFLM):
             for k, (_, context_enc, continuation_enc) in enumerate(requests):
                 if len(context_enc) + len(continuation_enc) <= self.max_length + 1:  # lm-eval truncates none
                     groups.setdefault(tuple(context_enc), []).append(k)
-        shared = {c: ks for c, ks in groups.items() if len(ks) > 1}
+        # longest contexts first, as lm-eval orders its batches: little padding in a batch
+        shared = sorted(((list(c), ks) for c, ks in groups.items() if len(ks) > 1), key=lambda g: -len(g[0]))
         out: list = [None] * len(requests)
-        for context, ks in shared.items():
-            for k, res in zip(ks, self._score_shared(list(context), [requests[k][2] for k in ks])):
+        size = self.batch_size if isinstance(self.batch_size, int) else 8
+        for start in range(0, len(shared), size):
+            chunk = shared[start:start + size]
+            scores = self._score_shared([(c, [requests[k][2] for k in ks]) for c, ks in chunk])
+            for k, res in zip([k for _, ks in chunk for k in ks], scores):
                 out[k] = res
         rest = [k for k in range(len(requests)) if out[k] is None]
         if rest:
@@ -76,33 +81,43 @@ class TokenScoringHFLM(HFLM):
                                              enabled=self.mixed_precision_dtype is not None):
             return self.model(ids, use_cache=True, **kwargs)
 
-    def _score_shared(self, context_enc: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
-        """(log-likelihood, is_greedy) of each continuation after one shared context: the
-        context runs once; the continuations (all but their last token, right-padded) run as
-        one batch from its KV cache, in batches of the evaluation's batch size."""
-        ctx = torch.tensor([context_enc], dtype=torch.long, device=self.device)
-        first = self._forward(ctx)
-        last = F.log_softmax(first.logits[0, -1], dim=-1, dtype=self.softmax_dtype)
-        size = self.batch_size if isinstance(self.batch_size, int) else len(continuations)
+    def _score_shared(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
+        """(log-likelihood, is_greedy) of each continuation of each (context, continuations)
+        group, in order: the contexts run once, as one left-padded batch; then the
+        continuations (all but their last token), longest first in batches of the batch size,
+        run from their contexts' rows of the KV cache at the positions that follow them."""
+        longest = max(len(c) for c, _ in groups)
+        ctx_mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c, _ in groups], device=self.device)
+        ids = torch.tensor([[0] * (longest - len(c)) + c for c, _ in groups], device=self.device)
+        first = self._forward(ids, attention_mask=ctx_mask, position_ids=(ctx_mask.cumsum(-1) - 1).clamp(min=0),
+                              logits_to_keep=1)  # a context's last position only: its first continuation token
+        last = F.log_softmax(first.logits[:, -1], dim=-1, dtype=self.softmax_dtype)
+        rows = [(g, cont) for g, (_, conts) in enumerate(groups) for cont in conts]
+        later: dict[int, torch.Tensor] = {}  # row -> log-probabilities after its first token
+        # continuations longest first, in batches of the evaluation's batch size: little padding
+        order = sorted((r for r, (_, cont) in enumerate(rows) if len(cont) > 1), key=lambda r: -len(rows[r][1]))
+        size = self.batch_size if isinstance(self.batch_size, int) else len(order) or 1
+        for start in range(0, len(order), size):
+            batch = order[start:start + size]
+            width = len(rows[batch[0]][1]) - 1
+            owners = [rows[r][0] for r in batch]
+            cache = copy.deepcopy(first.cache) if start + size < len(order) else first.cache
+            cache.batch_select_indices(torch.tensor(owners, device=self.device))
+            ids = torch.tensor([rows[r][1][:-1] + [0] * (width - len(rows[r][1]) + 1) for r in batch],
+                               device=self.device)
+            mask = torch.cat([ctx_mask[owners], torch.tensor(
+                [[1] * (len(rows[r][1]) - 1) + [0] * (width - len(rows[r][1]) + 1) for r in batch],
+                device=self.device)], dim=1)
+            positions = torch.tensor([[len(groups[g][0]) + j for j in range(width)] for g in owners], device=self.device)
+            logprobs = F.log_softmax(self._forward(ids, attention_mask=mask, position_ids=positions, cache=cache).logits,
+                                     dim=-1, dtype=self.softmax_dtype)
+            later.update(zip(batch, logprobs))
         results = []
-        for start in range(0, len(continuations), size):
-            batch = continuations[start:start + size]
-            width = max(len(c) for c in batch) - 1
-            later = None
-            if width > 0:
-                cache = copy.deepcopy(first.cache)
-                cache.batch_repeat_interleave(len(batch))
-                ids = torch.tensor([c[:-1] + [0] * (width - len(c) + 1) for c in batch], dtype=torch.long,
-                                   device=self.device)
-                mask = torch.tensor([[1] * len(context_enc) + [1] * (len(c) - 1) + [0] * (width - len(c) + 1)
-                                     for c in batch], dtype=torch.long, device=self.device)
-                later = F.log_softmax(self._forward(ids, attention_mask=mask, cache=cache).logits,
-                                      dim=-1, dtype=self.softmax_dtype)
-            for j, cont in enumerate(batch):
-                rows = last[None] if len(cont) == 1 else torch.cat([last[None], later[j, :len(cont) - 1]])
-                target = torch.tensor(cont, dtype=torch.long, device=rows.device)
-                results.append((float(rows.gather(1, target[:, None]).sum()),
-                                bool((rows.argmax(-1) == target).all())))
+        for r, (g, cont) in enumerate(rows):
+            logprobs = last[g][None] if len(cont) == 1 else torch.cat([last[g][None], later[r][:len(cont) - 1]])
+            target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
+            results.append((float(logprobs.gather(1, target[:, None]).sum()),
+                            bool((logprobs.argmax(-1) == target).all())))
         return results
 
     def _splits(self, context: str) -> bool:

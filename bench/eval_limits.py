@@ -1,0 +1,118 @@
+"""Evaluation against its limit: the CPU's matmul rate, the model's forward throughput, and the
+kit's evaluation throughput per task in tokens that must be computed (each context once), with
+lm-eval's stock scoring path and with shared contexts run once (`TokenScoringHFLM`), on the
+same items, alternating, in `--pairs` pairs; per-item log-likelihood gap between the two paths.
+
+    FTSTUDY_DATA_DIR=../shared/data python bench/eval_limits.py [--pairs 2] [--dtype float32]
+
+SmolLM2-135M-Instruct, the evaluation precision given (float32 by default; bfloat16 only where
+this CPU computes it natively); medians over pairs. Writes bench/results/eval_limits-<cpu>.json.
+"""
+import argparse
+import json
+import time
+
+import common
+
+TASKS = {"hellaswag": {"limit": 24}, "mmlu_high_school_computer_science": {"limit": 6, "num_fewshot": 5},
+         "gsm8k_nll": {"limit": 24}, "alpaca_nll": {"limit": 24}}
+
+
+def matmul_gflops(dtype, n: int = 1024, repeats: int = 20) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def forward_tokens_per_s(model, dtype, batch: int = 8, length: int = 128, repeats: int = 5) -> float:
+    """The model's plain forward (no cache, no loss) on a full batch: the ceiling evaluation can reach."""
+    import torch
+
+    ids = torch.randint(0, model.config.vocab_size, (batch, length))
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        model(ids)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(ids)
+    return batch * length * repeats / (time.perf_counter() - start)
+
+
+def needed_tokens(folder, task: str, lm) -> dict:
+    """From a run's per-sample logs: tokens lm-eval's stock path forwards (each request's context
+    and continuation but the last token; single-token continuations of one context once, as its
+    logits cache does), and tokens that must be computed (each distinct context once, then each
+    continuation but its last token)."""
+    from ftstudy.record import samples
+
+    stock, contexts, conts, single = 0, set(), 0, set()
+    for line in samples.sample_lines(folder, task):
+        for ctx, cont in (a[:2] for a in json.loads(line)["arguments"]):
+            c, k = lm._encode_pair(ctx, cont)  # lm-eval's own pair encoding
+            if len(k) == 1:
+                single.add((tuple(c), len(c)))
+            else:
+                stock += len(c) + len(k) - 1
+            contexts.add(tuple(c))
+            conts += len(k) - 1
+    stock += sum(n for _, n in single)
+    return {"stock": stock, "needed": sum(len(c) for c in contexts) + conts}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    a = ap.parse_args()
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from ftstudy.compute import evaluate, models, precision
+    from ftstudy.compute.scoring import TokenScoringHFLM
+    from ftstudy.record import samples
+
+    if a.dtype == "bfloat16" and not precision.native_bf16():
+        raise SystemExit("bf16 is not native on this CPU: measure float32")
+    data_dir = common.data_dir()
+    tok, model = models.load(common.SMOLLM2, "float32")
+    dtype = getattr(torch, a.dtype)
+    limits = {"matmul_gflops": matmul_gflops(dtype), "forward_tokens_per_s": forward_tokens_per_s(model, dtype)}
+    print(limits, flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ftstudy-eval-limits-"))
+    can_share = TokenScoringHFLM._can_share
+    rows, gaps, tokens = [], {}, {}
+    for pair in range(a.pairs):
+        for path in (("shared", "stock") if pair % 2 == 0 else ("stock", "shared")):
+            TokenScoringHFLM._can_share = can_share if path == "shared" else (lambda self: False)
+            for task, settings in TASKS.items():
+                ev = {"batch_size": 8, "dtype": a.dtype, "tasks": {task: settings}}
+                out = evaluate.evaluate(model, tok, ev, tmp / path / task, data_dir)
+                rows.append(dict(pair=pair, path=path, task=task, wall_s=out["wall_s"], **out["scoring"][task]))
+                print(rows[-1], flush=True)
+    TokenScoringHFLM._can_share = can_share
+    summary = {}
+    lm = TokenScoringHFLM(pretrained=model, tokenizer=tok)
+    for task in TASKS:
+        tokens[task] = needed_tokens(tmp / "shared" / task, task, lm)
+        x = samples.item_logliks(tmp / "shared" / task, task)
+        y = samples.item_logliks(tmp / "stock" / task, task)
+        gaps[task] = float((x - y).abs().max()) if len(x) else None
+        wall = {p: common.median([r["wall_s"] for r in rows if r["task"] == task and r["path"] == p])
+                for p in ("stock", "shared")}
+        summary[task] = dict(**tokens[task], stock_wall_s=wall["stock"], shared_wall_s=wall["shared"],
+                             speedup=wall["stock"] / wall["shared"], max_item_gap_nats=gaps[task],
+                             stock_fraction=tokens[task]["needed"] / wall["stock"] / limits["forward_tokens_per_s"],
+                             shared_fraction=tokens[task]["needed"] / wall["shared"] / limits["forward_tokens_per_s"])
+        print(task, summary[task], flush=True)
+    common.save("eval_limits", dict(settings=dict(pairs=a.pairs, dtype=a.dtype, tasks=TASKS), limits=limits,
+                                    rows=rows, summary=summary, machine=common.machine()))
+
+
+if __name__ == "__main__":
+    main()
