@@ -9,6 +9,7 @@ SmolLM2-135M-Instruct, the evaluation precision given (float32 by default; bfloa
 this CPU computes it natively); medians over pairs. Writes bench/results/eval_limits-<cpu>.json.
 """
 import argparse
+import contextlib
 import json
 import time
 
@@ -110,8 +111,42 @@ def main():
                              stock_fraction=tokens[task]["needed"] / wall["stock"] / limits["forward_tokens_per_s"],
                              shared_fraction=tokens[task]["needed"] / wall["shared"] / limits["forward_tokens_per_s"])
         print(task, summary[task], flush=True)
+    four_bit = four_bit_reference(tmp, data_dir, a.dtype, summary)
     common.save("eval_limits", dict(settings=dict(pairs=a.pairs, dtype=a.dtype, tasks=TASKS), limits=limits,
-                                    rows=rows, summary=summary, machine=common.machine()))
+                                    rows=rows, summary=summary, four_bit=four_bit, machine=common.machine()))
+
+
+def four_bit_reference(tmp, data_dir, dtype: str, summary: dict) -> dict:
+    """The 4-bit base (NF4) on the same tasks: scored through its weights dequantised once into
+    `dtype` (the kit's reference forward) and through bitsandbytes' own eval-mode forward (on
+    a CPU with AVX512-BF16 it repacks the weights for a bf16 kernel); per-item gap between the
+    two, and the wall time of each against the unquantised base's (shared path, same items)."""
+    from ftstudy.compute import evaluate, models
+    from ftstudy.record import samples
+
+    out = {}
+    for path in ("dequantised", "bitsandbytes"):
+        tok, model = models.load(common.SMOLLM2, "float32", quantize_4bit=True)
+        original = models.dequantised_4bit
+        if path == "bitsandbytes":
+            models.dequantised_4bit = lambda m, d: contextlib.nullcontext(0)
+        try:
+            wall = 0.0
+            for task, settings in TASKS.items():
+                ev = {"batch_size": 8, "dtype": dtype, "tasks": {task: settings}}
+                wall += evaluate.evaluate(model, tok, ev, tmp / f"4bit-{path}" / task, data_dir)["wall_s"]
+        finally:
+            models.dequantised_4bit = original
+        out[f"{path}_wall_s"] = wall
+        print(path, wall, flush=True)
+    out["base_wall_s"] = sum(x["shared_wall_s"] for x in summary.values())
+    out["max_item_gap_nats"] = {}
+    for task in TASKS:
+        x = samples.item_logliks(tmp / "4bit-dequantised" / task, task)
+        y = samples.item_logliks(tmp / "4bit-bitsandbytes" / task, task)
+        out["max_item_gap_nats"][task] = float((x - y).abs().max()) if len(x) else None
+    print(out, flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -311,18 +311,6 @@ def figures(results: dict) -> dict:
     return made
 
 
-SECTIONS = [("study", "4. The study", study_section),
-            ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
-            ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
-            ("notebook_overhead", "3. Notebook overhead per cell", notebook_section),
-            ("memory", "5. Memory per method", memory_section),
-            ("profile", "7. Where a cell's time goes", profile_section),
-            ("estimate", "8. The dry-run estimate against the real run", estimate_section),
-            ("sweep", "9. The learning-rate sweep profile", sweep_section),
-            ("precision_policy", "12. The precision policy: training before and after", precision_section),
-            ("eval_limits", "14. Evaluation against its limit: shared contexts", limits_section)]
-
-
 def limits_section(r) -> list[str]:
     """The kit's evaluation per task against the model's forward throughput, stock path vs
     shared contexts, in tokens that must be computed (each context once)."""
@@ -340,7 +328,34 @@ def limits_section(r) -> list[str]:
         gap = "" if x["max_item_gap_nats"] is None else f"{x['max_item_gap_nats']:.1e}"
         out.append(f"| {task} | {x['stock']} | {x['needed']} | {x['stock_wall_s']:.1f} | {x['shared_wall_s']:.1f} | "
                    f"{x['speedup']:.2f} | {x['stock_fraction']:.2f} | {x['shared_fraction']:.2f} | {gap} |")
+    same = [task for task in r["summary"] if not any(x["shared_context"] for x in r["rows"]
+                                                      if x["task"] == task and x["path"] == "shared")]
+    if same:
+        out += ["", "Tasks without a shared context (" + ", ".join(same) + ") run the same code on both sides: their "
+                "speed-ups (" + ", ".join(f"{r['summary'][t]['speedup']:.2f}" for t in same) + ") are the noise of these "
+                "timings on shared cores."]
+    q = r.get("four_bit")
+    if q:
+        gaps = ", ".join(f"{t} {g:.2g}" for t, g in q["max_item_gap_nats"].items() if g is not None)
+        out += ["", f"The 4-bit base (NF4) on the same items, all four tasks: scored through its weights dequantised "
+                f"once into {st['dtype']} (the kit's reference forward for a 4-bit model) in {q['dequantised_wall_s']:.0f} s of "
+                f"evaluation, {q['dequantised_wall_s'] / q['base_wall_s']:.2f}x the unquantised base's {q['base_wall_s']:.0f} s; "
+                f"through bitsandbytes' own eval-mode forward in {q['bitsandbytes_wall_s']:.0f} s. The largest "
+                f"per-item gap between the two, in nats: {gaps} (on a CPU with native bf16, bitsandbytes computes "
+                "that forward in bf16)."]
     return out
+
+
+SECTIONS = [("study", "4. The study", study_section),
+            ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
+            ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
+            ("notebook_overhead", "3. Notebook overhead per cell", notebook_section),
+            ("memory", "5. Memory per method", memory_section),
+            ("profile", "7. Where a cell's time goes", profile_section),
+            ("estimate", "8. The dry-run estimate against the real run", estimate_section),
+            ("sweep", "9. The learning-rate sweep profile", sweep_section),
+            ("precision_policy", "12. The precision policy: training before and after", precision_section),
+            ("eval_limits", "14. Evaluation against its limit: shared contexts", limits_section)]
 
 
 def cpu_label(r: dict) -> str:
