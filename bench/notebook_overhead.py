@@ -20,7 +20,8 @@ import papermill
 import common
 
 IMPORTS = ("import ftstudy\n"
-           "from ftstudy import data, evaluate, methods, paths, plots, results, train\n"
+           "from ftstudy.compute import data, evaluate, methods, paths, results, train\n"
+           "from ftstudy.book import plots\n"
            "import torch, transformers, peft, lm_eval\n"
            "from transformers import Trainer\n"
            "from lm_eval.models.huggingface import HFLM")

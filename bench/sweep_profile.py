@@ -27,8 +27,7 @@ def main():
     if waiting:
         raise SystemExit(f"{len(waiting)} study runs still wait for their trials: run the grid first")
     states = {c["run_id"]: results.read_json(outputs / "runs" / c["run_id"] / "status.json") for c in cells}
-    tables.collect(outputs, cells, tuning.configured_rates(p))
-    summary = views.tuning_summary(views.load_tuning(outputs))
+    summary = views.tuning_summary(tables.collect(outputs, cells, tuning.configured_rates(p)).tuning)
     rows = []
     for method in p.methods:
         trial_ids = [c["run_id"] for c in cells if c["method"] == method and c.get("trial")]

@@ -177,3 +177,33 @@ def test_no_csv_is_read_back_between_library_modules():
                 if calls:
                     readers.append(f"{module_name(path)}.{node.name}")
     assert set(readers) == {"analysis.tables.read", "analysis.tables.one"}, readers  # Tables.read and its helper
+
+
+def test_every_ftstudy_name_outside_the_library_resolves():
+    """The Makefile, the benchmarks and the notebooks name library modules by dotted path or
+    import them; after a move every such name must still import (a fresh `make setup` checks
+    `ftstudy.compute.models`)."""
+    import importlib
+    import json
+    import re
+
+    texts = {ROOT / "Makefile": (ROOT / "Makefile").read_text()}
+    texts.update({p: p.read_text() for p in (ROOT / "bench").glob("*.py")})
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        texts[nb] = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"]
+                              if c["cell_type"] == "code")
+    missing = []
+    for path, text in texts.items():
+        for dotted in set(re.findall(r"\bftstudy(?:\.[a-z_]+)+", text)):
+            try:
+                importlib.import_module(dotted)
+            except ImportError:
+                parent, _, name = dotted.rpartition(".")
+                if not hasattr(importlib.import_module(parent), name):
+                    missing.append(f"{path.name}: {dotted}")
+        for base, names in re.findall(r"^\s*from (ftstudy(?:\.[a-z_]+)*) import ([\w, ]+)", text, flags=re.M):
+            module = importlib.import_module(base)
+            for name in (n.split()[0] for n in names.split(",") if n.strip()):
+                if not hasattr(module, name) and importlib.util.find_spec(f"{base}.{name}") is None:
+                    missing.append(f"{path.name}: {base}.{name}")
+    assert not missing, missing
