@@ -1,8 +1,10 @@
 """The bare baseline: fine-tune with transformers + PEFT directly, as a user's own script would.
 
 No ftstudy import. Same model folder, data (the same seeded GSM8K subset), steps, batch,
-sequence length, dtype and learning rate as the kit's cell, so `bench/train_overhead.py`
-can compare wall time and tokens/s. Prints one JSON line.
+sequence length and learning rate as the kit's cell, so `bench/train_overhead.py` can compare
+wall time and tokens/s. Not the same precision setup since the kit's precision policy (fp32
+weights under bf16 autocast): this script loads PEFT methods' base weights in bf16, as a user's
+script commonly does. Prints one JSON line.
 
     python bench/bare_train.py --method lora --model-dir DIR --data ../shared/data/gsm8k/train.jsonl
 """

@@ -127,16 +127,16 @@ def four_bit_reference(tmp, data_dir, dtype: str, summary: dict) -> dict:
     out = {}
     for path in ("dequantised", "bitsandbytes"):
         tok, model = models.load(common.SMOLLM2, "float32", quantize_4bit=True)
-        original = models.dequantised_4bit
+        original = evaluate.dequantised_4bit
         if path == "bitsandbytes":
-            models.dequantised_4bit = lambda m, d: contextlib.nullcontext(0)
+            evaluate.dequantised_4bit = lambda m, d: contextlib.nullcontext(0)
         try:
             wall = 0.0
             for task, settings in TASKS.items():
                 ev = {"batch_size": 8, "dtype": dtype, "tasks": {task: settings}}
                 wall += evaluate.evaluate(model, tok, ev, tmp / f"4bit-{path}" / task, data_dir)["wall_s"]
         finally:
-            models.dequantised_4bit = original
+            evaluate.dequantised_4bit = original
         out[f"{path}_wall_s"] = wall
         print(path, wall, flush=True)
     out["base_wall_s"] = sum(x["shared_wall_s"] for x in summary.values())

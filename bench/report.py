@@ -161,12 +161,13 @@ def gpu_section(r) -> list[str]:
                 "--max-length 512` by default, sized for under 8 minutes on one H100/H200."]
     m, st = r["machine"], r["settings"]
     out = [f"Device: {m['gpu']} (host {m['cpu']}, {m['cores']} cores; torch {m['torch']}, Python {m['python']}), "
-           f"run {r['finished']} by `bash bench/gpu_run.sh` (the carried wheels: transformers and peft at our "
-           f"lock's versions, bitsandbytes 0.50.2 with its CUDA 13.0 library). `bench/gpu_check.py --pairs "
+           f"run {r['finished']} by `bash bench/gpu_run.sh`. `bench/gpu_check.py --pairs "
            f"{st['pairs']}`: {', '.join(st['methods'])} on the random-weight 1B Llama shape, {st['steps']} steps, batch "
            f"{st['batch']} x {st['max_length']} synthetic tokens, bf16 autocast; the kit's cell (`memory_cell.py`) "
-           "against the bare transformers + PEFT script. One pair per method: a single measurement each, so a "
-           "ratio within about 10% of 1 is not a difference.", "",
+           "against the bare transformers + PEFT script. One pair per method: a single measurement each, its "
+           "noise unmeasured; and the two sides do not train in one precision setup (the bare script loads bf16 "
+           "weights without autocast, QLoRA through `prepare_model_for_kbit_training`; the kit keeps fp32 weights "
+           "under bf16 autocast), so a ratio compares setups, not the kit's overhead alone.", "",
            "| method | kit tok/s | bare tok/s | ratio | kit peak CUDA | bare peak CUDA |", "|---|---|---|---|---|---|"]
     for method, s in r["summary"].items():
         out.append(f"| {method} | {s['kit_tokens_per_s']:.0f} | {s['bare_tokens_per_s']:.0f} | "
@@ -341,8 +342,9 @@ def limits_section(r) -> list[str]:
                 f"once into {st['dtype']} (the kit's reference forward for a 4-bit model) in {q['dequantised_wall_s']:.0f} s of "
                 f"evaluation, {q['dequantised_wall_s'] / q['base_wall_s']:.2f}x the unquantised base's {q['base_wall_s']:.0f} s; "
                 f"through bitsandbytes' own eval-mode forward in {q['bitsandbytes_wall_s']:.0f} s. The largest "
-                f"per-item gap between the two, in nats: {gaps} (on a CPU with native bf16, bitsandbytes computes "
-                "that forward in bf16)."]
+                f"per-item gap between the two, in nats: {gaps}"
+                + (" (this CPU has native bf16, where bitsandbytes computes that forward in bf16)." if
+                   r["machine"].get("native_bf16") else ".")]
     return out
 
 

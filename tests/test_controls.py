@@ -104,11 +104,14 @@ def test_trained_run_is_evaluated_as_its_fp32_unmerged_weights(method, tiny_mode
 
 
 def _cast(model, dtype):
-    """Every floating weight in `dtype`, 4-bit layers computing in it, unmerged, eval mode:
+    """Every floating weight in `dtype`, 4-bit layers computing in it through bitsandbytes'
+    own dequantise-then-matmul path (not its packed bf16 CPU kernel), unmerged, eval mode:
     written here independently of the kit's own `evaluate.prepare_for_eval`."""
     for module in model.modules():
         if hasattr(module, "compute_dtype"):
             module.compute_dtype = dtype
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     for p in model.parameters():
         if p.is_floating_point():
             p.data = p.data.to(dtype)

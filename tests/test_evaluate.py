@@ -162,6 +162,21 @@ def test_shared_contexts_in_the_kit_score_every_item_as_the_stock_path(tiny_mode
     for task in ev["tasks"]:
         a, b = samples.item_logliks(tmp_path / "shared", task), samples.item_logliks(tmp_path / "stock", task)
         assert len(a) and a.index.equals(b.index) and float((a - b).abs().max()) < 1e-4, task
-    assert shared["scoring"]["hellaswag"] == {"shared_context": 20, "stock": 0}
-    assert shared["scoring"]["alpaca_nll"] == {"shared_context": 0, "stock": 3}  # one answer per prompt
-    assert stock["scoring"]["hellaswag"] == {"shared_context": 0, "stock": 20}
+    assert shared["scoring"]["hellaswag"] == {"shared_context": 20, "per_token": 0, "stock": 0}
+    assert shared["scoring"]["alpaca_nll"] == {"shared_context": 0, "per_token": 0, "stock": 3}  # one answer each
+    assert stock["scoring"]["hellaswag"] == {"shared_context": 0, "per_token": 0, "stock": 20}
+
+
+def test_a_4bit_model_is_evaluated_without_bitsandbytes_forward(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """evaluate() scores a 4-bit model through its dequantised weights: bitsandbytes' own 4-bit
+    forward (bf16 on CPUs with AVX512-BF16) is never called, and the 4-bit layers are back after."""
+    import bitsandbytes as bnb
+
+    tok, model = models.load({"path": str(tiny_model_dir)}, "float32", quantize_4bit=True)
+
+    def refuse(self, x):
+        raise AssertionError("bitsandbytes' 4-bit forward was called in evaluation")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", refuse)
+    out = evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 2}}}, tmp_path, data_dir)
+    assert out["tasks"]["alpaca_nll"] and any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())

@@ -118,6 +118,10 @@ def test_every_model_loads_on_the_device_training_uses(tiny_model_dir, monkeypat
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: moved.append(a) or self)
     models.load({"path": str(tiny_model_dir)}, "float32")
     assert moved == [("meta-device-under-test",)]
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert precision.device() == "cuda:3"  # a torchrun rank loads onto its own GPU
 
 
 def test_a_new_peft_method_is_one_registry_entry(tiny_model_dir, data_dir, tmp_path, monkeypatch):
@@ -151,7 +155,7 @@ def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_pre
     import peft
     import torch
 
-    from ftstudy.compute import models
+    from ftstudy.compute import evaluate, models
 
     tok, model = models.load({"path": str(tiny_model_dir)}, "float32", quantize_4bit=True)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
@@ -165,7 +169,7 @@ def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_pre
         model.train()  # bitsandbytes' reference path: dequantise, then an fp32 matmul
         reference = model(ids).logits
         model.eval()
-        with models.dequantised_4bit(model, "float32") as swapped:
+        with evaluate.dequantised_4bit(model, "float32") as swapped:
             assert swapped == n4 > 0 and not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
             ours = model(ids).logits
     assert float((ours - reference).abs().max()) < 1e-4

@@ -105,6 +105,21 @@ def _choice_requests(tok, data_dir, items=4):
     return [Instance("loglikelihood", {}, a, k, ("hellaswag", k, 1)) for k, a in enumerate(args)]
 
 
+def _greedy_requests(tok, model, context: str, steps: int = 4):
+    """Two requests sharing `context` whose continuations are the model's own greedy tokens
+    (all of them, and all but the last): `is_greedy` must say True for both."""
+    import torch
+    from lm_eval.api.instance import Instance
+
+    ids = tok.encode(context)
+    with torch.no_grad():
+        for _ in range(steps):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    whole = tok.decode(ids[-steps:])
+    return [Instance("loglikelihood", {}, (context, c), k, ("hellaswag", 100 + k, 1))
+            for k, c in enumerate([whole, tok.decode(ids[-steps:-1])])]
+
+
 @pytest.mark.parametrize("case", ["plain", "truncated", "prompt tuning", "batch of 2"])
 def test_shared_contexts_score_as_stock_lm_eval(case, tiny_model_dir, data_dir):
     """Each context run once and its endings scored from its KV cache: per-request
@@ -119,15 +134,19 @@ def test_shared_contexts_score_as_stock_lm_eval(case, tiny_model_dir, data_dir):
         model = peft.get_peft_model(model, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     kwargs = dict(pretrained=model, tokenizer=tok, batch_size=2 if case == "batch of 2" else 8)
     requests = _choice_requests(tok, data_dir)
+    greedy = _greedy_requests(tok, model, requests[0].args[0][:60])
+    requests += greedy
     if case == "truncated":
         kwargs["max_length"] = 48
     stock = HFLM(**kwargs).loglikelihood(requests)
     lm = TokenScoringHFLM(share_contexts=True, **kwargs)
     ours = lm.loglikelihood(requests)
     assert max(abs(a[0] - b[0]) for a, b in zip(stock, ours)) < 1e-4
-    assert [a[1] for a in stock] == [b[1] for b in ours] and any(a[1] for a in stock[16:20]) is not None
-    shared = {"plain": 20, "batch of 2": 20, "prompt tuning": 0}
+    assert [a[1] for a in stock] == [b[1] for b in ours]
+    if case != "prompt tuning":  # the virtual tokens change what the model would say
+        assert [r[1] for r in ours[-2:]] == [True, True] and not all(r[1] for r in ours[:-2])
+    shared = {"plain": 22, "batch of 2": 22, "prompt tuning": 0}
     if case in shared:
-        assert lm.scored == {"shared_context": shared[case], "stock": len(requests) - shared[case]}
+        assert lm.scored == {"shared_context": shared[case], "per_token": 0, "stock": len(requests) - shared[case]}
     else:  # the long contexts exceed the window: only what fits whole is shared
         assert lm.scored["stock"] > 1 and sum(lm.scored.values()) == len(requests)

@@ -187,7 +187,8 @@ def _loss(run: Path) -> dict:
 def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None, environments: dict, log) -> dict:
     """Each record's cell run again into `scratch/runs/<id>`, training in the recorded compute
     dtype (or `dtype`), its notebook kernel started with `environments[run id]` (threads,
-    kernels); returns {run id: status}."""
+    kernels) and scoring as the record did (a record without `eval_scoring` predates shared
+    contexts); returns {run id: status}."""
     import os
 
     from ftstudy.run import local
@@ -200,7 +201,9 @@ def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None,
             cell["model"]["dtype"] = pinned
             if (cell.get("load") or {}).get("dtype"):
                 cell["load"]["dtype"] = pinned
-        env = environments.get(r["run_id"]) or {}
+        env = dict(environments.get(r["run_id"]) or {})
+        if "eval_scoring" not in r:  # scored before shared contexts: rerun on lm-eval's path, as it was
+            env["FTSTUDY_SHARE_CONTEXTS"] = "0"
         previous = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # the notebook kernel inherits it
         try:

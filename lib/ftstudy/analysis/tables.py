@@ -93,7 +93,7 @@ def _pairs(done: list[dict]) -> list[tuple[dict, dict, str]]:
 
 
 def sample_reader(outputs: Path):
-    """`(run id, task) -> stats.load_samples` of that run, each read once."""
+    """`(run id, task) -> samples.load_samples` of that run, each read once."""
     import functools
 
     return functools.lru_cache(maxsize=None)(lambda run_id, task: samples.load_samples(outputs / "runs" / run_id, task))
@@ -312,7 +312,7 @@ def _interactions(groups: dict, rank) -> list[dict]:
     method_groups = {k: v for k, v in groups.items() if k.factor == "method"}
     rows = []
     for k0, k1 in itertools.combinations(method_groups, 2):
-        if k0[2:] != k1[2:]:  # same pair of methods (start, end), task and metric
+        if (k0.start, k0.end, k0.task, k0.metric) != (k1.start, k1.end, k1.task, k1.metric):  # same methods, task, metric
             continue
         differ = [name for (name, v0), (_, v1) in zip(k0.fixed, k1.fixed) if v0 != v1]
         if len(differ) != 1:

@@ -46,7 +46,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     from lm_eval.tasks import TaskManager
     from transformers import TrainerCallback
 
-    from ftstudy.compute import evaluate, models
+    from ftstudy.compute import evaluate
 
     ev = evaluate.resolve(evaluation)
     if ev["dtype"] != "float32":
@@ -63,6 +63,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             self.points: list[dict] = []
             self.wall_s = 0.0
             self.peak = None
+            self.cuda_peak = 0  # training's CUDA peak up to each curve point (bytes); scoring's is not in it
             self.final_step = None
 
         def score(self, step: int) -> None:
@@ -78,14 +79,18 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
                 model.forward = model.__dict__["_original_forward"]
             if self.peak is not None:
                 self.peak.paused = True
+            if torch.cuda.is_available():
+                self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated())
             try:
-                with torch.no_grad(), models.dequantised_4bit(model, ev["dtype"]):
+                with torch.no_grad(), evaluate.dequantised_4bit(model, ev["dtype"]):
                     out, items, _ = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
                                                     manager, chat, progress_dir=run_dir,
                                                     label=f"curve at step {step}:")
             finally:
                 if self.peak is not None:
                     self.peak.paused = False
+                if torch.cuda.is_available():  # the next training steps' peak, without this scoring
+                    torch.cuda.reset_peak_memory_stats()
                 model.train(was_training)
                 if wrapped is not None:
                     model.forward = wrapped
@@ -108,7 +113,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
 
         def on_step_end(self, args, state, control, **kw):
             # The last step's point is the run's final evaluation (same items, same precision):
-            # scoring it here too would double the cost of the last point (see `points`).
+            # scoring it here too would double the cost of the last point (see `record.samples.curve_points`).
             if state.global_step % every == 0 and state.global_step < state.max_steps:
                 self.score(state.global_step)
 

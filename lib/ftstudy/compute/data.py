@@ -117,7 +117,7 @@ def load_records(name: str, split: str, data_dir: str | Path | None = None) -> l
     if path.suffix == ".bz2":
         return _read_hellaswag_txt(path)
     if path.suffix == ".csv":
-        return _read_mmlu_csv(path, subject=name.removeprefix("mmlu_"))
+        return _read_mmlu_csv(path, subject=source(name)["hub"][1])  # the hub config is MMLU's subject
     return _read_jsonl(path)
 
 

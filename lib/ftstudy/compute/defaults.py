@@ -3,7 +3,7 @@
 The notebooks' parameters cells, training (`train.resolve`), evaluation (`evaluate.resolve`)
 and the params schema (`ftstudy.config.params`) read these, so a default changed here changes
 for a notebook stepped through by hand, a grid cell and a params file alike
-(tests/test_params.py patches them and checks that every reader follows). Plain values only:
+(tests/test_defaults.py patches them and checks that every reader follows). Plain values only:
 a parameters cell imports this module before anything loads torch.
 """
 from __future__ import annotations

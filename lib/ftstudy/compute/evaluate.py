@@ -9,13 +9,15 @@ Which tasks exist and what each reads is `ftstudy.compute.tasks`; defaults are
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import zlib
 from pathlib import Path
 
 import yaml
 
-from ftstudy.compute import data, defaults, models, paths, tasks as registry
+from ftstudy.compute import data, defaults, paths, tasks as registry
 
 # Names other stages read, derived from the task registry when this module is imported
 # (code in this package asks `ftstudy.compute.tasks`, so a task registered later is seen too).
@@ -144,6 +146,45 @@ def prepare_for_eval(model, dtype: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def dequantised_4bit(model, dtype: str):
+    """For the duration, every bitsandbytes 4-bit linear layer is replaced by a plain linear
+    layer whose weight is its 4-bit weight dequantised once, by bitsandbytes' own
+    dequantisation, into `dtype`. This is the reference forward of a 4-bit model: the exact
+    quantised weights in the evaluation precision of every other run, at unquantised speed, on
+    every CPU kind (bitsandbytes' own eval-mode CPU forward repacks the weights and computes
+    in bf16 where AVX512-BF16 is native, in `dtype` elsewhere). QLoRA's adapter stays beside
+    its base layer. Yields the number of layers replaced; the 4-bit layers come back after."""
+    swapped = []
+    if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
+        import bitsandbytes as bnb
+        import torch
+
+        target = getattr(torch, dtype)
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if not isinstance(child, bnb.nn.Linear4bit):
+                    continue
+                state = child.weight.quant_state
+                if getattr(state, "packing_format_for_cpu", False):
+                    raise RuntimeError(f"{name}: its 4-bit weight was repacked for bitsandbytes' bf16 CPU "
+                                       "kernel by an eval-mode forward; dequantise before any")
+                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                        device=child.weight.device, dtype=target)
+                with torch.no_grad():
+                    plain.weight.copy_(bnb.functional.dequantize_4bit(child.weight.data, state).to(target))
+                    if child.bias is not None:
+                        plain.bias.copy_(child.bias.to(target))
+                plain.requires_grad_(False)
+                setattr(parent, name, plain)
+                swapped.append((parent, name, child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=None) -> dict:
     """Run every task on the in-memory model; keep lm-eval's results and per-sample logs.
 
@@ -165,7 +206,7 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model, ev["dtype"])
     try:
-        with models.dequantised_4bit(model, ev["dtype"]):  # a 4-bit model in the precision of every other
+        with dequantised_4bit(model, ev["dtype"]):  # a 4-bit model in the precision of every other
             out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
@@ -189,7 +230,10 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
     from ftstudy.compute import progress
     from ftstudy.compute.scoring import TokenScoringHFLM
 
-    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"], share_contexts=True,
+    # Shared contexts: measured equal to lm-eval's path (1e-4 nats per item) in fp32 only; a
+    # rerun of a record scored before them (`ftstudy verify`) sets FTSTUDY_SHARE_CONTEXTS=0.
+    share = ev["dtype"] == "float32" and os.environ.get("FTSTUDY_SHARE_CONTEXTS", "1") != "0"
+    lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"], share_contexts=share,
                           token_tasks=[PREFIX + t for t in registry.log_likelihood()
                                        if registry.is_solution(t)])
     out, items, scored, paths = {}, {}, {}, {}

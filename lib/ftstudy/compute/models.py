@@ -6,7 +6,6 @@ by the file's sha256 and reused by every run (conversion takes ~20 s, loading ~2
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -135,42 +134,3 @@ def quantised_layer_types(model) -> dict[str, int]:
         if type(m).__module__.startswith("bitsandbytes") or "4bit" in type(m).__name__:
             counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
     return counts
-
-
-@contextlib.contextmanager
-def dequantised_4bit(model, dtype: str):
-    """For the duration, every bitsandbytes 4-bit linear layer is replaced by a plain linear
-    layer whose weight is its 4-bit weight dequantised once, by bitsandbytes' own
-    dequantisation, into `dtype`. This is the reference forward of a 4-bit model: the exact
-    quantised weights in the evaluation precision of every other run, at unquantised speed, on
-    every CPU kind (bitsandbytes' own eval-mode CPU forward repacks the weights and computes
-    in bf16 where AVX512-BF16 is native, in `dtype` elsewhere). QLoRA's adapter stays beside
-    its base layer. Yields the number of layers replaced; the 4-bit layers come back after."""
-    swapped = []
-    if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
-        import bitsandbytes as bnb
-        import torch
-
-        target = getattr(torch, dtype)
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if not isinstance(child, bnb.nn.Linear4bit):
-                    continue
-                state = child.weight.quant_state
-                if getattr(state, "packing_format_for_cpu", False):
-                    raise RuntimeError(f"{name}: its 4-bit weight was repacked for bitsandbytes' bf16 CPU "
-                                       "kernel by an eval-mode forward; dequantise before any")
-                plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                        device=child.weight.device, dtype=target)
-                with torch.no_grad():
-                    plain.weight.copy_(bnb.functional.dequantize_4bit(child.weight.data, state).to(target))
-                    if child.bias is not None:
-                        plain.bias.copy_(child.bias.to(target))
-                plain.requires_grad_(False)
-                setattr(parent, name, plain)
-                swapped.append((parent, name, child))
-    try:
-        yield len(swapped)
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)

@@ -22,9 +22,13 @@ def native_bf16() -> bool:
 def device() -> str:
     """Where models load, train and are evaluated: the GPU when there is one (the Trainer
     would move a trained model there; a reference or a 0-step control must be scored there too)."""
+    import os
+
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per rank under torchrun
 
 
 def resolve_dtype(name: str | None) -> str:

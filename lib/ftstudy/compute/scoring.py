@@ -22,7 +22,7 @@ batch from its rows of the KV cache at the positions that follow it, the
 first continuation token's log-probability taken from the context's last position, `is_greedy`
 from the same logits. A request lm-eval would truncate on the left, a context of one request,
 and every request of a model with virtual tokens (prompt tuning) go to the stock path;
-`scored` counts which path each request took.
+`scored` counts which path each request took (shared context, per token, stock).
 """
 from __future__ import annotations
 
@@ -41,11 +41,17 @@ class TokenScoringHFLM(HFLM):
         super().__init__(*args, **kwargs)
         self.token_tasks = set(token_tasks)
         self.share_contexts = share_contexts
-        self.scored = {"shared_context": 0, "stock": 0}
+        self.scored = {"shared_context": 0, "per_token": 0, "stock": 0}
 
     def _can_share(self) -> bool:
+        """A causal model without virtual tokens whose forward takes explicit positions and
+        `logits_to_keep` (every model transformers ships; not remote code without them)."""
+        import inspect
+
         config = getattr(self.model, "active_peft_config", None)
-        return (self.share_contexts and self.backend == "causal"
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        takes = inspect.signature(base.forward).parameters
+        return (self.share_contexts and self.backend == "causal" and {"position_ids", "logits_to_keep"} <= set(takes)
                 and not (config is not None and getattr(config, "is_prompt_learning", False)))
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
@@ -134,6 +140,7 @@ class TokenScoringHFLM(HFLM):
         if rest:
             for k, res in zip(rest, super().loglikelihood([requests[k] for k in rest], disable_tqdm=disable_tqdm)):
                 out[k] = res
+        self.scored["per_token"] += len(mine)
         pairs = {k: requests[k].args for k in mine}
         encoded = {k: self._encode_pair(*pairs[k]) for k in mine}
         # longest first and then by tokens, as lm-eval orders requests: the same batches, the same sums

@@ -225,7 +225,8 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
                     for h in trainer.state.log_history if "loss" in h],
         peak_rss_mb=peak_rss_mb(),
         peak_anon_mb=anon.peak_mb,
-        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
+        peak_cuda_mb=(max(torch.cuda.max_memory_allocated(), curve_callback.cuda_peak if curve_callback else 0)
+                      / 2**20 if on_gpu else None),  # training alone: curve scoring is measured apart
         trainable_params=trainable,
         total_params=total,
         training=cfg,
