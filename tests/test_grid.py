@@ -106,8 +106,10 @@ def test_results_table_has_every_run_task_and_metric(tiny_study):
     # the math target's verdict rests on the working; the whole solution is beside it
     solution = paired[(paired["comparison"] == "vs base") & (paired["task"] == "gsm8k_nll")]
     assert set(solution.loc[solution["headline"], "metric"]) == {"math_bits_per_byte"}
-    controls = paired[paired["comparison"] == "control"]  # identical to the reference: no interval
-    assert (controls["mean_diff"] == 0).all() and controls["ci_low"].isna().all()
+    # identical to the reference up to float rounding (batched shared contexts: <= ~1e-7 nats; the
+    # book's identity check allows 1e-5 per item)
+    controls = paired[paired["comparison"] == "control"]
+    assert (controls["mean_diff"].abs() < 1e-6).all(), controls[["method", "task", "metric", "mean_diff"]].to_string()
     base = pd.read_csv(outputs / "baselines.csv")
     assert set(base["task"]) == {"hellaswag", "mmlu_high_school_computer_science"}
 
