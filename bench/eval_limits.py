@@ -11,6 +11,7 @@ this CPU computes it natively); medians over pairs. Writes bench/results/eval_li
 import argparse
 import contextlib
 import json
+import os
 import time
 
 import common
@@ -86,17 +87,16 @@ def main():
     limits = {"matmul_gflops": matmul_gflops(dtype), "forward_tokens_per_s": forward_tokens_per_s(model, dtype)}
     print(limits, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="ftstudy-eval-limits-"))
-    can_share = TokenScoringHFLM._can_share
     rows, gaps, tokens = [], {}, {}
     for pair in range(a.pairs):
         for path in (("shared", "stock") if pair % 2 == 0 else ("stock", "shared")):
-            TokenScoringHFLM._can_share = can_share if path == "shared" else (lambda self: False)
+            os.environ["FTSTUDY_SHARE_CONTEXTS"] = "1" if path == "shared" else "0"  # the kit's own switch
             for task, settings in TASKS.items():
                 ev = {"batch_size": 8, "dtype": a.dtype, "tasks": {task: settings}}
                 out = evaluate.evaluate(model, tok, ev, tmp / path / task, data_dir)
                 rows.append(dict(pair=pair, path=path, task=task, wall_s=out["wall_s"], **out["scoring"][task]))
                 print(rows[-1], flush=True)
-    TokenScoringHFLM._can_share = can_share
+    os.environ.pop("FTSTUDY_SHARE_CONTEXTS")
     summary = {}
     lm = TokenScoringHFLM(pretrained=model, tokenizer=tok)
     for task in TASKS:

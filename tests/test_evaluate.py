@@ -149,7 +149,6 @@ def test_shared_contexts_in_the_kit_score_every_item_as_the_stock_path(tiny_mode
     """The kit's evaluation runs each multiple-choice context once; per item and choice, its
     log-likelihoods equal lm-eval's stock path's (1e-4 nats, fp32), and metrics.json-bound
     results say which path each task's requests took."""
-    from ftstudy.compute.scoring import TokenScoringHFLM
     from ftstudy.record import samples
 
     tok, model = models.load({"path": str(tiny_model_dir)}, dtype="float32")
@@ -157,7 +156,7 @@ def test_shared_contexts_in_the_kit_score_every_item_as_the_stock_path(tiny_mode
                                      "mmlu_high_school_computer_science": {"limit": 3, "num_fewshot": 1},
                                      "alpaca_nll": {"limit": 3}}}
     shared = evaluate.evaluate(model, tok, ev, tmp_path / "shared", data_dir)
-    monkeypatch.setattr(TokenScoringHFLM, "_can_share", lambda self: False)
+    monkeypatch.setenv("FTSTUDY_SHARE_CONTEXTS", "0")  # the switch verify's reruns use
     stock = evaluate.evaluate(model, tok, ev, tmp_path / "stock", data_dir)
     for task in ev["tasks"]:
         a, b = samples.item_logliks(tmp_path / "shared", task), samples.item_logliks(tmp_path / "stock", task)
