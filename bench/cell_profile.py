@@ -33,7 +33,7 @@ def eval_phases(model, tok, evaluation: dict, out: Path) -> dict:
     chat = bool(tok.chat_template)
     task_dir = evaluate.write_task_yamls(evaluation["tasks"], out / "tasks", None, chat)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    evaluate.prepare_for_eval(model, evaluation["dtype"])
+    evaluate.prepare_for_eval(model)
     phases = {}
     for task, settings in evaluation["tasks"].items():
         start = time.perf_counter()

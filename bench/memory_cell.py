@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import ftstudy  # noqa: F401  (thread settings)
-from ftstudy.compute import data, methods, train
+from ftstudy.compute import data, memory, methods, train
 
 
 def main():
@@ -25,9 +25,9 @@ def main():
     start = time.perf_counter()
     spec = methods.resolve(a.method, training={"max_steps": a.steps, "batch_size": a.batch,
                                                "max_length": a.max_length})
-    with train.AnonPeak() as whole:  # peak anonymous memory over load + train
+    with memory.AnonPeak() as whole:  # peak anonymous memory over load + train
         tok, model = methods.load_model(spec, {"source": {"path": a.model_dir}, "dtype": a.dtype})
-        after_load, anon_after_load = train.peak_rss_mb(), train.anon_rss_mb()
+        after_load, anon_after_load = memory.peak_rss_mb(), memory.anon_rss_mb()
         weights = train.tensor_bytes(model)
         if a.synthetic:
             from bare_train import synthetic
@@ -40,7 +40,7 @@ def main():
             artifact = train.save(tuned, tok, f"{out}/artifact")
     print(json.dumps(dict(method=a.method, compute_dtype=spec["compute_dtype"], rss_after_load_mb=after_load,
                           anon_after_load_mb=anon_after_load, tensor_mb_after_load=weights / 2**20,
-                          peak_anon_mb=whole.peak_mb, peak_rss_mb=train.peak_rss_mb(),
+                          peak_anon_mb=whole.peak_mb, peak_rss_mb=memory.peak_rss_mb(),
                           peak_cuda_mb=cost["peak_cuda_mb"], trainable_params=cost["trainable_params"],
                           total_params=cost["total_params"], tokens_per_s=cost["tokens_per_s"],
                           train_loss=cost["train_loss"], artifact_bytes=artifact,

@@ -13,11 +13,10 @@ from conftest import ROOT, write_params
 
 LIB = ROOT / "lib" / "ftstudy"
 # The run ids of params/cpu.yaml: pinned, so that moving code never re-runs a finished study.
-CPU_RUN_IDS = [
-    "2ac733be5808", "d72d3cb4a48c", "9522fad5a660", "614f322e6fdc", "f260549f48c3", "530291f3ed85",
-    "3cc68b2e68df", "2da52a7ee01b", "961c981a9247", "36dcb4e9c364", "715f6a72fe73", "2473171a5384",
-    "0a67458189b7", "e12fddf4d479", "deb0765c161c", "8b3e7cf70b3e", "e4d601073d56", "302bf2f1c5a7",
-    "f3b83c4afc27", "f180e9bbee2b"]
+# Changed deliberately on 2026-12-05 (issue 25, the short demo): zero-step controls, the Alpaca
+# training set and GSM8K generation left the default, and evaluation became `dtype: auto`.
+CPU_RUN_IDS = ["ec698b6e52f3", "ce9ef2834f37", "6732f7076e35", "4b5c970dd90a", "f0305ed5a98e", "78f4a80d3a5d",
+               "ff7f8f09f187", "97484b138826"]
 
 
 def module_name(path) -> str:

@@ -50,29 +50,44 @@ def test_method_deltas_override_defaults():
 
 
 @pytest.mark.parametrize("method, dtype, merges", [
-    ("lora", "float32", True), ("dora", "float32", True), ("lora", "bfloat16", False),
-    ("qlora", "float32", False), ("ia3", "float32", False), ("prompt_tuning", "float32", False)])
+    ("lora", "float32", True), ("dora", "float32", True), ("lora", "bfloat16", True),
+    ("qlora", "float32", False), ("ia3", "bfloat16", False), ("prompt_tuning", "float32", False)])
 def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_dir, data_dir, tmp_path):
-    """Frozen weights are cast to the evaluation dtype (4-bit layers compute in it), trained
-    adapter weights stay fp32 under bf16; LoRA/DoRA merge only in fp32 on an unquantised
-    base, and are unmerged afterwards."""
+    """Every weight stays fp32 in either evaluation precision (bf16 is autocast over them, as in
+    training, so an update is rounded alike for every method); LoRA/DoRA merge on an unquantised
+    base and are unmerged afterwards; in a bf16 evaluation every linear layer computes in bf16."""
     from ftstudy.compute import evaluate
     spec = methods.resolve(method)
     tok, model = methods.load_model(spec, {**TINY(tiny_model_dir), "dtype": "bfloat16"})
     tuned = methods.apply(model, spec, seed=0)
-    assert evaluate.prepare_for_eval(tuned, dtype) is merges
-    target = getattr(torch, dtype)
-    assert all(p.dtype == target for p in tuned.parameters() if p.is_floating_point() and not p.requires_grad)
-    assert all(p.dtype == torch.float32 for p in tuned.parameters() if p.requires_grad)
-    import bitsandbytes as bnb
-    assert all(m.compute_dtype == target for m in tuned.modules() if isinstance(m, bnb.nn.Linear4bit))
+    assert evaluate.prepare_for_eval(tuned) is merges
+    assert all(p.dtype == torch.float32 for p in tuned.parameters() if p.is_floating_point())
     if merges:
         assert all(m.merged for m in tuned.modules() if hasattr(m, "merged") and hasattr(m, "lora_A"))
         tuned.unmerge_adapter()
+    seen = set()  # the dtype every linear layer computes in while lm-eval scores
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype)) for m in tuned.modules()
+             if type(m) is torch.nn.Linear]
     out = evaluate.evaluate(tuned, tok, {"batch_size": 4, "dtype": dtype, "tasks": {"hellaswag": {"limit": 4}}},
                             tmp_path, data_dir)
+    for h in hooks:
+        h.remove()
     assert 0 <= out["tasks"]["hellaswag"]["acc,none"] <= 1 and out["dtype"] == dtype
+    assert seen == {getattr(torch, dtype)}
+    assert all(p.dtype == torch.float32 for p in tuned.parameters() if p.is_floating_point())
     assert not any(getattr(m, "merged", False) for m in tuned.modules())  # adapter kept separate
+
+
+def test_auto_evaluation_dtype_is_resolved_per_machine(monkeypatch):
+    """`evaluation.dtype: auto` stays `auto` in a cell (one run id on every machine) and is
+    resolved where the run evaluates: bf16 where native, else fp32."""
+    from ftstudy.compute import evaluate
+    assert evaluate.resolve({"dtype": "auto"})["dtype"] == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expect in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+        assert evaluate.eval_dtype({"dtype": "auto"}) == expect
+    assert evaluate.eval_dtype({"dtype": "float32"}) == "float32"
 
 
 def test_auto_dtype_follows_native_bf16(monkeypatch):

@@ -130,6 +130,8 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
      "eval_every (curves) needs distributed.processes: 1"),
     (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="bfloat16")),
      "evaluation.dtype: learning curves (training.eval_every) score the fp32 weights"),
+    (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="auto")),
+     "evaluation.dtype: learning curves (training.eval_every) score the fp32 weights"),
 ])
 def test_bad_tuning_and_budget_sections(mutate, expect, tmp_path, data_dir, tiny_model_dir):
     import yaml

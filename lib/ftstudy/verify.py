@@ -2,8 +2,8 @@
 
 A committed book rebuilds from its records without compute; verifying checks that those
 records are what the code computes, on the reader's own machine. Each picked run is rerun from
-its `cell.json`, training in the precision it recorded (evaluation is `evaluation.dtype`, fp32
-in committed studies), into a scratch folder, and compared with its record: the per-item
+its `cell.json`, training and evaluating in the precisions it recorded (evaluation fp32 in
+committed studies), into a scratch folder, and compared with its record: the per-item
 log-likelihoods of every task (every choice of a multiple-choice item), the per-item 0/1 scores
 behind the accuracies, the training loss at every step, and the study's verdicts rebuilt with
 the reruns in place of the records. What the two machines share decides the tolerance
@@ -201,6 +201,8 @@ def rerun_cells(records: list[dict], scratch: Path, data_dir, dtype: str | None,
             cell["model"]["dtype"] = pinned
             if (cell.get("load") or {}).get("dtype"):
                 cell["load"]["dtype"] = pinned
+        if r.get("eval_dtype"):  # `auto` resolved where the record was made, not here
+            cell.setdefault("evaluation", {})["dtype"] = r["eval_dtype"]
         env = dict(environments.get(r["run_id"]) or {})
         if "eval_scoring" not in r:  # scored before shared contexts: rerun on lm-eval's path, as it was
             env["FTSTUDY_SHARE_CONTEXTS"] = "0"

@@ -170,12 +170,16 @@ def limitations_page(params: Params, study: Tables) -> str:
               f"- Training: {amount} of batch {t.batch_size}, "
               f"sequences up to {params.training.max_length} tokens (longer examples are dropped, "
               "not cut; the results page counts them).",
-              f"- Every run and its reference are evaluated in {ev.dtype} on the same items, drawn at "
-              f"random (seed {ev.sample_seed}) where a task has a limit.", ""]
+              "- Every run and its reference are evaluated in "
+              + ("`auto` precision (bf16 where the CPU computes it natively, else fp32; the results page "
+                 "says which each run used)" if ev.dtype == "auto" else ev.dtype)
+              + f" on the same items, drawn at random (seed {ev.sample_seed}) where a task has a limit.", ""]
     if ev.dtype != "float32":
-        lines += [f"- Evaluation in {ev.dtype}: full fine-tuning's weights (and its reference's) are "
-                  "rounded to it, so an update smaller than its resolution is lost for that method; "
-                  "adapters stay in fp32.", ""]
+        lines += ["- Evaluation in bf16 (autocast over the fp32 weights, where it applies): every weight, a "
+                  "merged LoRA/DoRA update included, is rounded to bf16 at each matmul, so an update smaller "
+                  "than its resolution is lost, and every item's score moves by bf16's rounding (BENCHMARKS.md "
+                  "section 15 measures it on SmolLM2): a small difference between methods may be rounding, not "
+                  "training. Studies evaluate in float32.", ""]
     if params.tuning is None and len(params.models) > 1:
         lines += ["- Learning rates are not tuned in this grid: each method trains at its configured rate, the "
                   f"same for every model ({', '.join(params.models)}); a rate chosen for one model may not suit "

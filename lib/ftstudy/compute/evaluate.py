@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from ftstudy.compute import data, defaults, paths, tasks as registry
+from ftstudy.compute import data, defaults, paths, precision, tasks as registry
+from ftstudy.compute.memory import AnonPeak
 
 # Names other stages read, derived from the task registry when this module is imported
 # (code in this package asks `ftstudy.compute.tasks`, so a task registered later is seen too).
@@ -91,12 +92,19 @@ def write_task_yamls(tasks: dict, out_dir: str | Path, data_dir=None, chat: bool
 
 
 def resolve(evaluation: dict | None) -> dict:
-    """Evaluation settings with every unset key from `defaults.EVALUATION`."""
+    """Evaluation settings with every unset key from `defaults.EVALUATION` (`dtype` as given:
+    `auto` stays `auto` in a cell, so its run id is the same on every machine)."""
     ev = defaults.evaluation()
     for key in ("batch_size", "dtype", "sample_seed", "tasks"):
         if evaluation and evaluation.get(key) is not None:
             ev[key] = evaluation[key]
     return ev
+
+
+def eval_dtype(evaluation: dict | None) -> str:
+    """The precision evaluation computes in on this machine: `evaluation.dtype`, `auto` resolved
+    (bf16 where native, else fp32; `ftstudy.compute.precision`). Each run records it."""
+    return precision.resolve_dtype(resolve(evaluation)["dtype"])
 
 
 def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list[int] | None:
@@ -111,36 +119,28 @@ def sample_doc_ids(n_docs: int, limit: int | None, task: str, seed: int) -> list
     return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))
 
 
-def prepare_for_eval(model, dtype: str) -> bool:
-    """Put a model in the shared evaluation precision; True if a LoRA/DoRA adapter was merged.
+def prepare_for_eval(model) -> bool:
+    """Put a model's weights in fp32, as every run and its reference are evaluated; True if a
+    LoRA/DoRA adapter was merged.
 
-    The model's weights are cast to `dtype` and 4-bit layers compute in it (4-bit packed
-    weights stay as they are). With fp32, the default, nothing is rounded, and a LoRA/DoRA
-    adapter on an unquantised base is merged, which is exact to rounding (unmerged DoRA
-    recomputes its weight norm every forward, ~3x slower on CPU). With bf16 a PEFT model's
-    trained parameters (adapters, IA3 vectors, virtual tokens) stay fp32 and unmerged, but
-    full fine-tuning *is* its weights: they are rounded to bf16 like its reference's, and an
-    update below bf16's resolution is lost (the limitations page says so).
+    Nothing is rounded: a bf16 evaluation (`evaluation.dtype`) autocasts each matmul to bf16 over
+    these fp32 weights, as training does, and never stores a weight in bf16. A LoRA/DoRA adapter
+    on an unquantised base is merged, exact to fp32 rounding (unmerged DoRA recomputes its weight
+    norm every forward, ~3x slower on CPU), so under bf16 autocast every method's weights are
+    rounded alike, at the matmul: an update below bf16's resolution is lost for all (BENCHMARKS.md
+    measures how much). A 4-bit base is scored through `dequantised_4bit`.
     """
     import peft
     import torch
 
-    target = getattr(torch, dtype)
-    keep = ({id(p) for p in model.parameters() if p.requires_grad}
-            if isinstance(model, peft.PeftModel) and dtype != "float32" else set())
-    quantised = False
-    for module in model.modules():
-        if "4bit" in type(module).__name__:
-            quantised = True
-            if hasattr(module, "compute_dtype"):
-                module.compute_dtype = target
+    quantised = any("4bit" in type(m).__name__ for m in model.modules())
     with torch.no_grad():
         for p in model.parameters():
-            if p.is_floating_point() and p.dtype != target and id(p) not in keep:
-                p.data = p.data.to(target)
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
     is_lora = (isinstance(model, peft.PeftModel)
                and model.peft_config[model.active_adapter].peft_type == peft.PeftType.LORA)
-    if is_lora and not quantised and dtype == "float32":
+    if is_lora and not quantised:
         model.merge_adapter()
         return True
     return False
@@ -188,30 +188,32 @@ def dequantised_4bit(model, dtype: str):
 def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=None) -> dict:
     """Run every task on the in-memory model; keep lm-eval's results and per-sample logs.
 
-    The model is first put in the evaluation precision (`prepare_for_eval`), the same for a
-    run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
+    The model's weights are put in fp32 (`prepare_for_eval`), a 4-bit model's dequantised into
+    fp32 (`dequantised_4bit`), and scored in `evaluation.dtype`: fp32, or bf16 autocast over
+    them; the same for a run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
     doc ids scored, None = all}, "dtype": ..., "scoring": {task: requests per scoring path},
-    "wall_s": seconds}.
+    "wall_s": seconds, "peak_anon_mb": the process's peak anonymous memory while evaluating}.
     """
     import time
 
     from lm_eval.tasks import TaskManager
 
     start = time.perf_counter()
-    ev = resolve(evaluation)
+    ev = dict(resolve(evaluation), dtype=eval_dtype(evaluation))
     run_dir = Path(run_dir)
     chat = bool(getattr(tokenizer, "chat_template", None))
     task_dir = write_task_yamls(ev["tasks"], run_dir / "tasks", data_dir, chat)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     model.eval()
-    merged = prepare_for_eval(model, ev["dtype"])
-    try:
-        with dequantised_4bit(model, ev["dtype"]):  # a 4-bit model in the precision of every other
+    merged = prepare_for_eval(model)
+    try:  # memory apart from training's: a 4-bit model's dequantised weights are evaluation's cost
+        with AnonPeak() as memory, dequantised_4bit(model, "float32"):  # 4-bit weights as every other model's
             out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()
-    return {"tasks": out, "items": items, "dtype": ev["dtype"], "scoring": paths, "wall_s": time.perf_counter() - start}
+    return {"tasks": out, "items": items, "dtype": ev["dtype"], "scoring": paths, "wall_s": time.perf_counter() - start,
+            "peak_anon_mb": memory.peak_mb}
 
 
 def count_docs(task: str, manager) -> int:
@@ -230,10 +232,14 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
     from ftstudy.compute import progress
     from ftstudy.compute.scoring import TokenScoringHFLM
 
-    # Shared contexts: measured equal to lm-eval's path (1e-4 nats per item) in fp32 only; a
-    # rerun of a record scored before them (`ftstudy verify`) sets FTSTUDY_SHARE_CONTEXTS=0.
-    share = ev["dtype"] == "float32" and os.environ.get("FTSTUDY_SHARE_CONTEXTS", "1") != "0"
+    # Shared contexts: equal to lm-eval's path within 1e-4 nats per item in fp32 (bf16: within
+    # its rounding, tests/test_scoring.py); a rerun of a record scored before them
+    # (`ftstudy verify`) sets FTSTUDY_SHARE_CONTEXTS=0.
+    share = os.environ.get("FTSTUDY_SHARE_CONTEXTS", "1") != "0"
+    # bf16: lm-eval's own autocast of the forward over fp32 weights; log-probabilities in fp32
+    # whatever the forward's precision (a bf16 log_softmax rounds each to ~0.03 nats)
     lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"], share_contexts=share,
+                          softmax_dtype="float32", mixed_precision_dtype=None if ev["dtype"] == "float32" else ev["dtype"],
                           token_tasks=[PREFIX + t for t in registry.log_likelihood()
                                        if registry.is_solution(t)])
     out, items, scored, paths = {}, {}, {}, {}
@@ -241,9 +247,10 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
         name = PREFIX + task
         progress.report(progress_dir or out_dir, f"{label} {task}, task", k + 1, len(ev["tasks"]))
         limit = (settings or {}).get("limit")
-        ids = sample_doc_ids(count_docs(task, manager), limit, task, ev["sample_seed"]) if limit else None
+        built = manager.load([name])["tasks"][name]  # built once: its items counted, then scored
+        ids = sample_doc_ids(len(built.eval_docs), limit, task, ev["sample_seed"]) if limit else None
         items[task] = ids
-        res = simple_evaluate(model=lm, tasks=[name], samples={name: ids} if ids else None,
+        res = simple_evaluate(model=lm, tasks=[built], samples={name: ids} if ids else None,
                               task_manager=manager, log_samples=True,
                               apply_chat_template=chat and registry.is_nll(task))
         res["doc_ids"] = ids

@@ -53,6 +53,7 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
                                                             cell.get("compute_dtype")))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
                   model=cell["model_name"], **cost, eval_wall_s=evaluation["wall_s"],
+                  eval_peak_anon_mb=evaluation.get("peak_anon_mb"),
                   eval_dtype=evaluation.get("dtype"), eval_items=evaluation.get("items"),
                   eval_scoring=evaluation.get("scoring"),
                   training_data=data_counts, metrics=metric_rows(evaluation["tasks"]))

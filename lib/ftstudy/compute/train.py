@@ -7,12 +7,12 @@ artifact size).
 from __future__ import annotations
 
 import math
-import resource
 import shutil
 import time
 from pathlib import Path
 
 from ftstudy.compute import defaults
+from ftstudy.compute.memory import AnonPeak, peak_rss_mb
 
 
 def resolve(training: dict | None) -> dict:
@@ -53,51 +53,6 @@ def _log_callback(run_dir: Path):
                 progress.report(run_dir, "training step", state.global_step, state.max_steps, loss=loss)
 
     return StopOnNonFiniteLossAndReport()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (the cell's kernel) so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def anon_rss_mb() -> float:
-    """Anonymous resident memory of this process now, in MiB: what it really holds, without
-    file pages of memory-mapped weights (counted in RSS when touched, reclaimable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-class AnonPeak:
-    """Samples `anon_rss_mb` in a background thread (every `every_s`) while a block runs;
-    `.peak_mb` is the highest value seen (Linux; NaN elsewhere). While `.paused` is set (an
-    in-training evaluation) samples are not taken."""
-
-    def __init__(self, every_s: float = 0.02):
-        self.every_s, self.peak_mb, self.paused = every_s, anon_rss_mb(), False
-
-    def __enter__(self):
-        import threading
-
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(self.every_s):
-            if not self.paused:
-                self.peak_mb = max(self.peak_mb, anon_rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, anon_rss_mb())
 
 
 def tensor_bytes(model) -> int:
