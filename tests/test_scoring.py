@@ -169,3 +169,21 @@ def test_shared_contexts_in_bf16_stay_within_bf16_rounding(tiny_model_dir, data_
     assert rounding > 1e-3  # bf16 is applied on the stock path
     assert max(abs(a - b) for a, b in zip(ours, fp32)) > 1e-3  # and on the shared one
     assert max(abs(a - b) for a, b in zip(ours, stock)) <= 2 * rounding
+
+
+def test_stock_requests_run_in_batches_of_like_length():
+    """With shared contexts on, requests that take lm-eval's stock path (one continuation per
+    context, as the held-out answer tasks) are batched by like length: each batch holds at most
+    the batch size, longest first, and is padded by at most a quarter of its tokens."""
+    lm = TokenScoringHFLM.__new__(TokenScoringHFLM)  # only the batch size is read
+    lm.batch_size_per_gpu = 4
+    lengths = [400, 60, 390, 100, 10, 380, 90, 80, 70]
+    batches = lm._length_batches(lengths)
+    assert sorted(k for b in batches for k in b) == list(range(len(lengths)))
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    for b in batches:
+        assert len(b) <= 4 and lengths[b[0]] == max(lengths[k] for k in b)
+        assert lengths[b[0]] * len(b) <= 1.25 * sum(lengths[k] for k in b)
+    fixed = sorted(lengths, reverse=True)
+    padded = sum(lengths[b[0]] * len(b) for b in batches)
+    assert padded < sum(max(fixed[i:i + 4]) * len(fixed[i:i + 4]) for i in range(0, len(fixed), 4))

@@ -21,7 +21,8 @@ several requests runs once (contexts batched, left-padded), and its continuation
 batch from its rows of the KV cache at the positions that follow it, the
 first continuation token's log-probability taken from the context's last position, `is_greedy`
 from the same logits. A request lm-eval would truncate on the left, a context of one request,
-and every request of a model with virtual tokens (prompt tuning) go to the stock path;
+and every request of a model with virtual tokens (prompt tuning) go to the stock path, in
+batches of like length (the stock class pads each batch of `batch_size` to its longest request);
 `scored` counts which path each request took (shared context, per token, stock).
 """
 from __future__ import annotations
@@ -72,14 +73,34 @@ class TokenScoringHFLM(HFLM):
             for k, res in zip([k for _, ks in chunk for k in ks], scores):
                 out[k] = res
         rest = [k for k in range(len(requests)) if out[k] is None]
-        if rest:
-            stock = super()._loglikelihood_tokens([requests[k] for k in rest], disable_tqdm=disable_tqdm,
+        # with shared contexts on, lm-eval's stock scoring runs in batches of like length (the
+        # stock class pads each batch of `batch_size` requests to its longest)
+        batches = (self._length_batches([len(requests[k][1]) + len(requests[k][2]) for k in rest])
+                   if self.share_contexts else [list(range(len(rest)))])
+        for batch in batches if rest else []:
+            stock = super()._loglikelihood_tokens([requests[rest[j]] for j in batch], disable_tqdm=disable_tqdm,
                                                   override_bs=override_bs)
-            for k, res in zip(rest, stock):
-                out[k] = res
+            for j, res in zip(batch, stock):
+                out[rest[j]] = res
         self.scored["shared_context"] += len(requests) - len(rest)
         self.scored["stock"] += len(rest)
         return out
+
+    def _length_batches(self, lengths: list[int], slack: float = 0.25) -> list[list[int]]:
+        """Indices of `lengths` in batches of at most the batch size, longest first; a batch is
+        closed where padding it to its longest would add more than `slack` of its tokens. On a
+        CPU a smaller batch costs little, padding costs every padded token: 24 held-out Alpaca
+        answers in batches of 8 forward 1.7x their tokens (BENCHMARKS.md section 14)."""
+        size = self.batch_size if isinstance(self.batch_size, int) else 8
+        batches: list[list[int]] = []
+        for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+            batch = batches[-1] if batches else []
+            if batch and len(batch) < size and \
+                    lengths[batch[0]] * (len(batch) + 1) <= (1 + slack) * (sum(lengths[j] for j in batch) + lengths[k]):
+                batch.append(k)
+            else:
+                batches.append([k])
+        return batches
 
     def _forward(self, ids, **kwargs):
         """The model's forward with its KV cache, in the precision `_model_call` uses."""
@@ -143,12 +164,15 @@ class TokenScoringHFLM(HFLM):
         self.scored["per_token"] += len(mine)
         pairs = {k: requests[k].args for k in mine}
         encoded = {k: self._encode_pair(*pairs[k]) for k in mine}
-        # longest first and then by tokens, as lm-eval orders requests: the same batches, the same sums
+        # longest first and then by tokens, as lm-eval orders requests: the same batches, the same
+        # sums; with shared contexts on, batches of like length as on the stock path
         order = sorted(mine, key=lambda k: (-(len(encoded[k][0]) + len(encoded[k][1])),
                                             tuple(encoded[k][0] + encoded[k][1])))
         size = self.batch_size if isinstance(self.batch_size, int) else 1
-        for start in range(0, len(order), size):
-            batch = order[start:start + size]
+        batches = ([[order[j] for j in b] for b in self._length_batches(
+                    [len(encoded[k][0]) + len(encoded[k][1]) for k in order])] if self.share_contexts
+                   else [order[start:start + size] for start in range(0, len(order), size)])
+        for batch in batches:
             for k, res in zip(batch, self._score([pairs[k] for k in batch], [encoded[k] for k in batch])):
                 out[k] = res
         return out
