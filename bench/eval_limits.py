@@ -6,7 +6,8 @@ same items, alternating, in `--pairs` pairs; per-item log-likelihood gap between
     FTSTUDY_DATA_DIR=../shared/data python bench/eval_limits.py [--pairs 2] [--dtype float32]
 
 SmolLM2-135M-Instruct, the evaluation precision given (float32 by default; bfloat16 only where
-this CPU computes it natively); medians over pairs. Writes bench/results/eval_limits-<cpu>.json.
+this CPU computes it natively); medians over pairs. Writes bench/results/eval_limits-<cpu>.json
+(eval_limits_bf16-<cpu>.json for bfloat16).
 """
 import argparse
 import contextlib
@@ -112,13 +113,13 @@ def main():
                              shared_fraction=tokens[task]["needed"] / wall["shared"] / limits["forward_tokens_per_s"])
         print(task, summary[task], flush=True)
     four_bit = four_bit_reference(tmp, data_dir, a.dtype, summary)
-    common.save("eval_limits", dict(settings=dict(pairs=a.pairs, dtype=a.dtype, tasks=TASKS), limits=limits,
+    common.save("eval_limits" if a.dtype == "float32" else "eval_limits_bf16", dict(settings=dict(pairs=a.pairs, dtype=a.dtype, tasks=TASKS), limits=limits,
                                     rows=rows, summary=summary, four_bit=four_bit, machine=common.machine()))
 
 
 def four_bit_reference(tmp, data_dir, dtype: str, summary: dict) -> dict:
-    """The 4-bit base (NF4) on the same tasks: scored through its weights dequantised once into
-    `dtype` (the kit's reference forward) and through bitsandbytes' own eval-mode forward (on
+    """The 4-bit base (NF4) on the same tasks, in `dtype`: scored through its weights dequantised
+    once into fp32 (the kit's reference forward) and through bitsandbytes' own eval-mode forward (on
     a CPU with AVX512-BF16 it repacks the weights for a bf16 kernel); per-item gap between the
     two, and the wall time of each against the unquantised base's (shared path, same items)."""
     from ftstudy.compute import evaluate, models

@@ -21,6 +21,7 @@ bash bench/gpu_run.sh                       # 6. on a GPU machine only (with the
 .venv/bin/python bench/estimate_check.py params/cpu-sweep.yaml  # 8. (after 9)
 .venv/bin/python bench/precision_policy.py  # 12. training memory and speed, precision policy before/after
 .venv/bin/python bench/eval_limits.py       # 14. evaluation against the forward's throughput
+.venv/bin/python bench/eval_limits.py --dtype bfloat16   # 14b. the same in bf16 (native bf16 CPUs)
 .venv/bin/python bench/eval_bf16.py         # 15. what a bf16 evaluation moves, and saves
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
@@ -341,14 +342,17 @@ def limits_section(r) -> list[str]:
     same = [task for task in r["summary"] if not any(x["shared_context"] for x in r["rows"]
                                                       if x["task"] == task and x["path"] == "shared")]
     if same:
-        out += ["", "Tasks without a shared context (" + ", ".join(same) + ") run the same code on both sides: their "
-                "speed-ups (" + ", ".join(f"{r['summary'][t]['speedup']:.2f}" for t in same) + ") are the noise of these "
-                "timings on shared cores."]
+        out += ["", "Tasks without a shared context (" + ", ".join(same) + ") differ between the two sides only in "
+                "batching: the kit runs their requests in batches of like length, lm-eval in batches of 8 padded "
+                "to the longest (speed-ups " + ", ".join(f"{r['summary'][t]['speedup']:.2f}" for t in same) + ")."]
+    if st["dtype"] != "float32":
+        out += ["", "In bf16 the two paths round differently (other batch shapes, other padding): their per-item gaps "
+                "are bf16's rounding, the size of its distance from fp32 (section 15)."]
     q = r.get("four_bit")
     if q:
         gaps = ", ".join(f"{t} {g:.2g}" for t, g in q["max_item_gap_nats"].items() if g is not None)
         out += ["", f"The 4-bit base (NF4) on the same items, all four tasks: scored through its weights dequantised "
-                f"once into {st['dtype']} (the kit's reference forward for a 4-bit model) in {q['dequantised_wall_s']:.0f} s of "
+                f"once into fp32 (the kit's reference forward for a 4-bit model), scored in {st['dtype']}, in {q['dequantised_wall_s']:.0f} s of "
                 f"evaluation, {q['dequantised_wall_s'] / q['base_wall_s']:.2f}x the unquantised base's {q['base_wall_s']:.0f} s; "
                 f"through bitsandbytes' own eval-mode forward in {q['bitsandbytes_wall_s']:.0f} s. The largest "
                 f"per-item gap between the two, in nats: {gaps}"
@@ -393,6 +397,7 @@ SECTIONS = [("study", "4. The study", study_section),
             ("sweep", "9. The learning-rate sweep profile", sweep_section),
             ("precision_policy", "12. The precision policy: training before and after", precision_section),
             ("eval_limits", "14. Evaluation against its limit: shared contexts", limits_section),
+            ("eval_limits_bf16", "14b. The same in bf16 (`evaluation.dtype: bfloat16`, where native)", limits_section),
             ("eval_bf16", "15. bf16 evaluation against fp32", bf16_section)]
 
 
