@@ -225,6 +225,11 @@ def profile_section(r) -> list[str]:
     ev = sum(e["evaluate_s"] + e["build_s"] for e in r["eval_lora"].values())
     ev4 = sum(e["evaluate_s"] + e["build_s"] for e in r["eval_base_4bit"].values())
     g = default_grid()
+    if set(tasks) != set(g["tasks"]) or r.get("eval_dtype", "float32") != g["eval_dtype"]:
+        return out + ["", f"Evaluation takes {ev:.0f} s of this cell ({ev4:.0f} s on the 4-bit base), training "
+                      f"{r['train_s']:.0f} s, imports and loading {r['import_s'] + r['load_s']:.0f} s. This profile "
+                      "was taken on an earlier default (tasks " + ", ".join(tasks) + "), so it does not project "
+                      "today's `params/cpu.yaml`; section 4 measures that grid."]
     start = r["import_s"] + r["load_s"]
     total = g["cells"] * start + g["trained"] * r["train_s"] + g["unquantised"] * ev + g["quantised"] * ev4
     out += ["", f"Evaluation takes {ev:.0f} s of a cell ({ev4:.0f} s on the 4-bit base), training "
@@ -247,7 +252,9 @@ def default_grid() -> dict:
     cells = grid.expand(params.load(common.ROOT / "params" / "cpu.yaml"))
     quantised = sum(bool((c.get("load") or {}).get("quantize_4bit")) for c in cells)
     trained = sum(c["method"] not in ("base", "base_4bit") and not c.get("control") for c in cells)
-    return {"cells": len(cells), "trained": trained, "quantised": quantised, "unquantised": len(cells) - quantised}
+    ev = cells[0]["evaluation"]
+    return {"cells": len(cells), "trained": trained, "quantised": quantised, "unquantised": len(cells) - quantised,
+            "tasks": list(ev["tasks"]), "eval_dtype": ev["dtype"]}
 
 
 def estimate_section(r) -> list[str]:

@@ -324,3 +324,18 @@ def test_holm_and_sign_flip_agree_with_statsmodels_and_scipy():
     scipy_p = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=stats.SIGN_FLIPS,
                                    random_state=np.random.default_rng(0)).pvalue
     assert abs(stats.sign_flip_p(d) - scipy_p) < 0.01
+
+
+def test_a_run_pairs_only_with_a_reference_evaluated_in_its_precision(monkeypatch):
+    """`evaluation.dtype: auto` is bf16 on one CPU kind and fp32 on another: the recorded cell
+    holds the precision used, so a run is never paired with a reference evaluated otherwise."""
+    from ftstudy.compute import methods, precision
+
+    model = {"name": "m", "source": {"path": "/m"}, "dtype": "float32"}
+    keys = []
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16", lambda: native)
+        cell = results.cell("r", methods.resolve("base"), model, {"dtype": "auto", "tasks": {"hellaswag": {}}})
+        keys.append(tables.reference_key(cell))
+        assert cell["evaluation"]["dtype"] == ("bfloat16" if native else "float32")
+    assert keys[0] != keys[1]

@@ -179,3 +179,12 @@ def test_a_4bit_model_is_evaluated_without_bitsandbytes_forward(tiny_model_dir, 
     monkeypatch.setattr(bnb.nn.Linear4bit, "forward", refuse)
     out = evaluate.evaluate(model, tok, {"batch_size": 4, "tasks": {"alpaca_nll": {"limit": 2}}}, tmp_path, data_dir)
     assert out["tasks"]["alpaca_nll"] and any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_bf16_evaluation_scores_every_request_on_lm_evals_path(tiny_model_dir, data_dir, tmp_path):
+    """In bf16 the shared-context path and lm-eval's round differently, and prompt tuning always
+    takes lm-eval's: so in bf16 every run and its reference take lm-eval's path alike."""
+    tok, model = models.load({"path": str(tiny_model_dir)}, "float32")
+    out = evaluate.evaluate(model, tok, {"batch_size": 4, "dtype": "bfloat16", "tasks": {"hellaswag": {"limit": 2}}},
+                            tmp_path, data_dir)
+    assert out["scoring"]["hellaswag"] == {"shared_context": 0, "per_token": 0, "stock": 8}

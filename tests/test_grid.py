@@ -53,7 +53,9 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
         assert any(k.startswith("gsm8k/") for k in env["data_files"])
         if c["method"] in ("lora", "qlora"):
             assert (run / "artifact" / "adapter_model.safetensors").is_file()
-        assert metrics["eval_peak_anon_mb"] > 0  # evaluation's memory, apart from training's
+        # evaluation's memory, apart from training's: what it adds, and a 4-bit model's dequantised weights
+        assert {"eval_peak_anon_mb", "eval_added_anon_mb", "eval_dequantised_mb"} <= set(metrics)
+        assert (metrics["eval_dequantised_mb"] > 0) == (c["method"] in ("base_4bit", "qlora"))
         if c.get("control"):  # the method applied, never trained
             assert metrics["train_wall_s"] == 0 and metrics["loss_curve"] == [] and metrics["cell"]["control"]
         if c["method"] in ("lora", "qlora") and not c.get("control"):
@@ -62,7 +64,9 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
             assert 0 < metrics["trainable_params"] < metrics["total_params"]
             assert len(metrics["loss_curve"]) == 3
     assert not list((outputs / "runs").glob(".tmp-*"))
-    assert (pd.read_csv(outputs / "runs.csv")["eval_peak_anon_mb"] > 0).all()  # in the runs table too
+    runs = pd.read_csv(outputs / "runs.csv").set_index("run_id")  # in the runs table too
+    assert (runs["eval_dequantised_mb"] > 0).to_dict() == {c["run_id"]: c["method"] in ("base_4bit", "qlora")
+                                                          for c in cells}
     # Every run scored the same randomly drawn items, recorded in the run.
     items = [json.loads((outputs / "runs" / c["run_id"] / "metrics.json").read_text())["eval_items"]
              for c in cells]

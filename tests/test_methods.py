@@ -179,13 +179,13 @@ def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_pre
         if isinstance(m, bnb.nn.Linear4bit):
             m.compute_dtype = torch.float32
     ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog")])
-    n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    fp32_bytes = sum(4 * m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
     with torch.no_grad():
         model.train()  # bitsandbytes' reference path: dequantise, then an fp32 matmul
         reference = model(ids).logits
         model.eval()
         with evaluate.dequantised_4bit(model, "float32") as swapped:
-            assert swapped == n4 > 0 and not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+            assert swapped == fp32_bytes > 0 and not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
             ours = model(ids).logits
     assert float((ours - reference).abs().max()) < 1e-4
-    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == n4
+    assert sum(4 * m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)) == fp32_bytes

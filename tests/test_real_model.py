@@ -51,13 +51,16 @@ def test_default_max_length_fits_95_percent_of_each_training_set(data_dir):
 
 
 def test_smollm2_shared_contexts_score_as_lm_eval_stock_path(data_dir, tmp_path, monkeypatch):
-    """On the real model and real items (HellaSwag's four endings, MMLU's 5-shot letters), each
-    context run once scores every choice within 1e-4 nats of lm-eval's stock path in fp32."""
+    """On the real model and real items (HellaSwag's four endings, MMLU's 5-shot letters, the
+    held-out GSM8K and Alpaca answers), the kit's scoring (each context run once, the rest in
+    batches of like length) gives every choice and answer within 1e-4 nats of lm-eval's stock
+    path in fp32 (plus fp32 rounding of a long sum, 2e-7 of the log-likelihood)."""
     from ftstudy.record import samples
 
     tok, model = models.load(SMOL["source"], "float32")
     ev = {"batch_size": 8, "dtype": "float32", "tasks": {
-        "hellaswag": {"limit": 4}, "mmlu_high_school_computer_science": {"limit": 2, "num_fewshot": 5}}}
+        "hellaswag": {"limit": 4}, "mmlu_high_school_computer_science": {"limit": 2, "num_fewshot": 5},
+        "gsm8k_nll": {"limit": 6}, "alpaca_nll": {"limit": 6}}}
     shared = evaluate.evaluate(model, tok, ev, tmp_path / "shared", data_dir)
     monkeypatch.setenv("FTSTUDY_SHARE_CONTEXTS", "0")
     stock = evaluate.evaluate(model, tok, ev, tmp_path / "stock", data_dir)
@@ -65,4 +68,4 @@ def test_smollm2_shared_contexts_score_as_lm_eval_stock_path(data_dir, tmp_path,
     assert stock["scoring"]["hellaswag"]["shared_context"] == 0
     for task in ev["tasks"]:
         a, b = samples.item_logliks(tmp_path / "shared", task), samples.item_logliks(tmp_path / "stock", task)
-        assert len(a) == len(b) > 0 and (a - b).abs().max() < 1e-4, task
+        assert len(a) == len(b) > 0 and ((a - b).abs() <= 1e-4 + 2e-7 * b.abs()).all(), task

@@ -95,3 +95,17 @@ def test_tolerance_tier_follows_what_the_machines_share():
     assert verify.narrower("AVX512", "AVX2")["ATEN_CPU_CAPABILITY"] == "default"
     assert verify.narrower("AVX2", None)["ATEN_CPU_CAPABILITY"] == "default" and verify.narrower("DEFAULT", None) is None
     assert verify.tier(a, {**a, "packages": "torch 2.14"}) == "other arithmetic"
+
+
+def test_a_rerun_evaluates_in_the_precision_its_record_used(monkeypatch, tmp_path):
+    """A cell with `evaluation.dtype: auto` resolves per machine: a rerun is pinned to the
+    precision its record was evaluated in, not to what `auto` means on the verifying CPU."""
+    from ftstudy.run import local
+
+    seen = []
+    monkeypatch.setattr(local, "run_cells", lambda cells, *a, **k: seen.extend(cells) or {})
+    cell = {"run_id": "r1", "method": "base", "model": {"dtype": "auto"}, "evaluation": {"dtype": "auto", "tasks": {}}}
+    record = {"run_id": "r1", "grid_cell": cell, "cell": {"compute_dtype": "float32"}, "eval_dtype": "bfloat16",
+              "eval_scoring": {}}
+    verify.rerun_cells([record], tmp_path, None, None, {}, log=lambda *a: None)
+    assert seen[0]["evaluation"]["dtype"] == "bfloat16" and seen[0]["model"]["dtype"] == "float32"

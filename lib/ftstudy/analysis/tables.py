@@ -18,7 +18,8 @@ from ftstudy.compute.results import RUN_KEYS, read_json
 from ftstudy.record import samples
 
 COST_KEYS = ["wall_s", "train_wall_s", "curve_eval_wall_s", "eval_wall_s", "train_tokens", "tokens_per_s",
-             "peak_rss_mb", "peak_anon_mb", "eval_peak_anon_mb", "peak_cuda_mb", "trainable_params", "total_params",
+             "peak_rss_mb", "peak_anon_mb", "eval_peak_anon_mb", "eval_added_anon_mb",
+             "eval_dequantised_mb", "peak_cuda_mb", "trainable_params", "total_params",
              "artifact_bytes", "disk_bytes", "train_loss"]
 
 

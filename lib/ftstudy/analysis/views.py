@@ -47,8 +47,8 @@ def cost_table(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> pd.Dat
             "peak_mb": "peak memory in training (MiB)", "trainable_params": "trainable params",
             "trainable_%": "trainable %", "artifact_MB": "artifact (MB)",
             "eval_wall_s": "eval time (s)"}
-    if done.get("eval_peak_anon_mb", pd.Series(dtype=float)).notna().any():  # recorded since 2026-12-05
-        cols["eval_peak_anon_mb"] = "peak memory in evaluation (MiB)"  # a 4-bit model's dequantised weights here
+    if done.get("eval_added_anon_mb", pd.Series(dtype=float)).notna().any():  # recorded since 2026-12-05
+        cols["eval_added_anon_mb"] = "evaluation adds (MiB)"  # a 4-bit model's dequantised weights, say
     table = done.groupby(["model", "method"])[list(cols)].mean().rename(columns=cols)
     if tuning is not None and not tuning.empty:
         sweep = tuning.groupby(["model", "method"])["sweep_wall_s"].mean()
@@ -58,7 +58,7 @@ def cost_table(runs: pd.DataFrame, tuning: pd.DataFrame | None = None) -> pd.Dat
         table["tuning sweep, wall (s)"] = sweep.reindex(table.index)
         table = table.round({"one run, wall (s)": 0, "tuning sweep, wall (s)": 0})
     return table.round({"train time (s)": 1, "tokens/s": 0, "peak memory in training (MiB)": 0,
-                        "peak memory in evaluation (MiB)": 0,
+                        "evaluation adds (MiB)": 0,
                         "trainable %": 3, "artifact (MB)": 2, "eval time (s)": 1})
 
 

@@ -124,8 +124,10 @@ def provenance_page(outputs: Path, book_dir: Path, run_ids: set[str], stale: dic
 
 def limitations_page(params: Params, study: Tables) -> str:
     """What this grid can and cannot tell, computed from its own settings and results."""
+    import pandas as pd
+
     from ftstudy.compute import evaluate
-    from ftstudy.analysis import measures, stats
+    from ftstudy.analysis import measures, stats, views
 
     ev = params.evaluation
     lines = ["# Limitations", "",
@@ -170,16 +172,16 @@ def limitations_page(params: Params, study: Tables) -> str:
               f"- Training: {amount} of batch {t.batch_size}, "
               f"sequences up to {params.training.max_length} tokens (longer examples are dropped, "
               "not cut; the results page counts them).",
-              "- Every run and its reference are evaluated in "
-              + ("`auto` precision (bf16 where the CPU computes it natively, else fp32; the results page "
-                 "says which each run used)" if ev.dtype == "auto" else ev.dtype)
-              + f" on the same items, drawn at random (seed {ev.sample_seed}) where a task has a limit.", ""]
-    if ev.dtype != "float32":
-        lines += ["- Evaluation in bf16 (autocast over the fp32 weights, where it applies): every weight, a "
-                  "merged LoRA/DoRA update included, is rounded to bf16 at each matmul, so an update smaller "
-                  "than its resolution is lost, and every item's score moves by bf16's rounding (BENCHMARKS.md "
-                  "section 15 measures it on SmolLM2): a small difference between methods may be rounding, not "
-                  "training. Studies evaluate in float32.", ""]
+              f"- Every run is paired only with a reference evaluated in its precision, on the same items, "
+              f"drawn at random (seed {ev.sample_seed}) where a task has a limit. "
+              + views.measurement_check(study.runs), ""]
+    done = study.runs[study.runs["status"] == "done"] if len(study.runs) else study.runs
+    if "bfloat16" in set(done.get("eval_dtype", pd.Series(dtype=object)).astype(str)):  # as recorded, not as asked
+        lines += ["- Evaluation in bf16 (lm-eval's autocast over the fp32 weights): each matmul rounds its "
+                  "weights and activations to bf16, so an update smaller than bf16's resolution is lost and "
+                  "every item's score moves by bf16's rounding (BENCHMARKS.md section 15 measures it on "
+                  "SmolLM2): a small difference between methods may be rounding, not training. Studies "
+                  "evaluate in float32.", ""]
     if params.tuning is None and len(params.models) > 1:
         lines += ["- Learning rates are not tuned in this grid: each method trains at its configured rate, the "
                   f"same for every model ({', '.join(params.models)}); a rate chosen for one model may not suit "

@@ -123,12 +123,13 @@ def prepare_for_eval(model) -> bool:
     """Put a model's weights in fp32, as every run and its reference are evaluated; True if a
     LoRA/DoRA adapter was merged.
 
-    Nothing is rounded: a bf16 evaluation (`evaluation.dtype`) autocasts each matmul to bf16 over
-    these fp32 weights, as training does, and never stores a weight in bf16. A LoRA/DoRA adapter
-    on an unquantised base is merged, exact to fp32 rounding (unmerged DoRA recomputes its weight
-    norm every forward, ~3x slower on CPU), so under bf16 autocast every method's weights are
-    rounded alike, at the matmul: an update below bf16's resolution is lost for all (BENCHMARKS.md
-    measures how much). A 4-bit base is scored through `dequantised_4bit`.
+    Nothing is rounded here: a bf16 evaluation (`evaluation.dtype`) autocasts each matmul to bf16
+    over these fp32 weights, as training does, and never stores a weight in bf16. A LoRA/DoRA
+    adapter on an unquantised base is merged, exact to fp32 rounding (unmerged DoRA recomputes its
+    weight norm every forward, ~3x slower on CPU); under bf16 autocast a merged update is then
+    rounded with its weight at each matmul, as full fine-tuning's is, while QLoRA's unmerged
+    adapter and IA3's scaling vectors act on bf16 activations (BENCHMARKS.md section 15 measures
+    what bf16 moves). A 4-bit base is scored through `dequantised_4bit`.
     """
     import peft
     import torch
@@ -154,7 +155,7 @@ def dequantised_4bit(model, dtype: str):
     quantised weights in the evaluation precision of every other run, at unquantised speed, on
     every CPU kind (bitsandbytes' own eval-mode CPU forward repacks the weights and computes
     in bf16 where AVX512-BF16 is native, in `dtype` elsewhere). QLoRA's adapter stays beside
-    its base layer. Yields the number of layers replaced; the 4-bit layers come back after."""
+    its base layer. Yields the bytes of the dequantised weights; the 4-bit layers come back after."""
     swapped = []
     if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
         import bitsandbytes as bnb
@@ -179,7 +180,7 @@ def dequantised_4bit(model, dtype: str):
                 setattr(parent, name, plain)
                 swapped.append((parent, name, child))
     try:
-        yield len(swapped)
+        yield sum(getattr(parent, name).weight.nbytes for parent, name, _ in swapped)
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
@@ -192,7 +193,9 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     fp32 (`dequantised_4bit`), and scored in `evaluation.dtype`: fp32, or bf16 autocast over
     them; the same for a run and its reference. Returns {"tasks": {task: lm-eval's results}, "items": {task:
     doc ids scored, None = all}, "dtype": ..., "scoring": {task: requests per scoring path},
-    "wall_s": seconds, "peak_anon_mb": the process's peak anonymous memory while evaluating}.
+    "wall_s": seconds, "peak_anon_mb": the process's peak anonymous memory while evaluating,
+    "added_anon_mb": that peak above its value when evaluation began, "dequantised_mb": the 4-bit
+    weights dequantised for it}.
     """
     import time
 
@@ -207,13 +210,14 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model)
     try:  # memory apart from training's: a 4-bit model's dequantised weights are evaluation's cost
-        with AnonPeak() as memory, dequantised_4bit(model, "float32"):  # 4-bit weights as every other model's
+        with AnonPeak() as memory, dequantised_4bit(model, "float32") as dequantised:  # as every other model's
             out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:
             model.unmerge_adapter()
     return {"tasks": out, "items": items, "dtype": ev["dtype"], "scoring": paths, "wall_s": time.perf_counter() - start,
-            "peak_anon_mb": memory.peak_mb}
+            "peak_anon_mb": memory.peak_mb, "added_anon_mb": memory.peak_mb - memory.start_mb,
+            "dequantised_mb": dequantised / 2 ** 20}
 
 
 def count_docs(task: str, manager) -> int:
@@ -232,12 +236,14 @@ def run_tasks(model, tokenizer, ev: dict, out_dir: Path, manager, chat: bool,
     from ftstudy.compute import progress
     from ftstudy.compute.scoring import TokenScoringHFLM
 
-    # Shared contexts: equal to lm-eval's path within 1e-4 nats per item in fp32 (bf16: within
-    # its rounding, tests/test_scoring.py); a rerun of a record scored before them
-    # (`ftstudy verify`) sets FTSTUDY_SHARE_CONTEXTS=0.
-    share = os.environ.get("FTSTUDY_SHARE_CONTEXTS", "1") != "0"
-    # bf16: lm-eval's own autocast of the forward over fp32 weights; log-probabilities in fp32
-    # whatever the forward's precision (a bf16 log_softmax rounds each to ~0.03 nats)
+    # Shared contexts only in fp32, where they equal lm-eval's path within 1e-4 nats per item: in
+    # bf16 the two paths round differently (up to ~0.9 nats on a HellaSwag choice, BENCHMARKS.md
+    # section 14b), and prompt tuning always takes lm-eval's path, so in bf16 every run and its
+    # reference take it. A rerun of a record scored before them (`ftstudy verify`) sets
+    # FTSTUDY_SHARE_CONTEXTS=0.
+    share = ev["dtype"] == "float32" and os.environ.get("FTSTUDY_SHARE_CONTEXTS", "1") != "0"
+    # bf16: lm-eval's own autocast of the forward over fp32 weights; the log_softmax in fp32 (the
+    # logits come from bf16 matmuls, but a bf16 log_softmax would round each to ~0.03 nats more)
     lm = TokenScoringHFLM(pretrained=model, tokenizer=tokenizer, batch_size=ev["batch_size"], share_contexts=share,
                           softmax_dtype="float32", mixed_precision_dtype=None if ev["dtype"] == "float32" else ev["dtype"],
                           token_tasks=[PREFIX + t for t in registry.log_likelihood()

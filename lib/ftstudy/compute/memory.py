@@ -26,11 +26,12 @@ def anon_rss_mb() -> float:
 
 class AnonPeak:
     """Samples `anon_rss_mb` in a background thread (every `every_s`) while a block runs;
-    `.peak_mb` is the highest value seen (Linux; NaN elsewhere). While `.paused` is set (an
+    `.peak_mb` is the highest value seen, `.start_mb` the value at the start (Linux; NaN elsewhere). While `.paused` is set (an
     in-training evaluation) samples are not taken."""
 
     def __init__(self, every_s: float = 0.02):
-        self.every_s, self.peak_mb, self.paused = every_s, anon_rss_mb(), False
+        self.every_s, self.paused = every_s, False
+        self.start_mb = self.peak_mb = anon_rss_mb()
 
     def __enter__(self):
         import threading

@@ -26,10 +26,12 @@ def read_json(path: str | Path):
 def cell(run_id: str, spec: dict, model: dict, evaluation: dict, train_data: str | None = None,
          mix: dict | None = None, train_size: int = 0, seed: int | None = None) -> dict:
     """The resolved parameters of a run, as recorded in its metrics.json: with the dtype the
-    model was loaded in on this machine, whether it is a zero-step control, and which task
-    its training data targets (a mix's largest component, whatever its label)."""
-    from ftstudy.compute import data
+    model was loaded in on this machine and the one it was evaluated in (`auto` resolved, so a
+    run pairs only with a reference evaluated alike), whether it is a zero-step control, and
+    which task its training data targets (a mix's largest component, whatever its label)."""
+    from ftstudy.compute import data, evaluate
 
+    evaluation = dict(evaluation, dtype=evaluate.eval_dtype(evaluation))
     reference = spec["method"] in REFERENCES
     return dict(run_id=run_id, method=spec["method"], model_name=model["name"], model=model,
                 adapter=spec["adapter"], training=None if reference else spec["training"],
@@ -53,7 +55,8 @@ def write_metrics(run_dir: str | Path, cell: dict, cost: dict, evaluation: dict,
                                                             cell.get("compute_dtype")))
     record = dict(cell=cell, **{k: cell.get(k) for k in RUN_KEYS if k != "model"},
                   model=cell["model_name"], **cost, eval_wall_s=evaluation["wall_s"],
-                  eval_peak_anon_mb=evaluation.get("peak_anon_mb"),
+                  eval_peak_anon_mb=evaluation.get("peak_anon_mb"), eval_added_anon_mb=evaluation.get("added_anon_mb"),
+                  eval_dequantised_mb=evaluation.get("dequantised_mb"),
                   eval_dtype=evaluation.get("dtype"), eval_items=evaluation.get("items"),
                   eval_scoring=evaluation.get("scoring"),
                   training_data=data_counts, metrics=metric_rows(evaluation["tasks"]))

@@ -89,8 +89,9 @@ class TokenScoringHFLM(HFLM):
     def _length_batches(self, lengths: list[int], slack: float = 0.25) -> list[list[int]]:
         """Indices of `lengths` in batches of at most the batch size, longest first; a batch is
         closed where padding it to its longest would add more than `slack` of its tokens. On a
-        CPU a smaller batch costs little, padding costs every padded token: 24 held-out Alpaca
-        answers in batches of 8 forward 1.7x their tokens (BENCHMARKS.md section 14)."""
+        CPU a smaller batch costs little, padding costs every padded token (lm-eval pads each
+        batch of `batch_size` to its longest: for held-out answers of very different lengths,
+        most of a batch's tokens; BENCHMARKS.md section 14 times both)."""
         size = self.batch_size if isinstance(self.batch_size, int) else 8
         batches: list[list[int]] = []
         for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
