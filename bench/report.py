@@ -21,7 +21,6 @@ bash bench/gpu_run.sh                       # 6. on a GPU machine only (with the
 .venv/bin/python bench/estimate_check.py params/cpu-sweep.yaml  # 8. (after 9)
 .venv/bin/python bench/precision_policy.py  # 12. training memory and speed, precision policy before/after
 .venv/bin/python bench/eval_limits.py       # 14. evaluation against the forward's throughput
-.venv/bin/python bench/eval_limits.py --dtype bfloat16   # 14b. the same in bf16 (native bf16 CPUs)
 .venv/bin/python bench/eval_bf16.py         # 15. what a bf16 evaluation moves, and saves
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
@@ -354,7 +353,9 @@ def limits_section(r) -> list[str]:
                 "to the longest (speed-ups " + ", ".join(f"{r['summary'][t]['speedup']:.2f}" for t in same) + ")."]
     if st["dtype"] != "float32":
         out += ["", "In bf16 the two paths round differently (other batch shapes, other padding): their per-item gaps "
-                "are bf16's rounding, the size of its distance from fp32 (section 15)."]
+                "are bf16's rounding, the size of its distance from fp32 (section 15). Since this measurement the "
+                "kit shares contexts in fp32 only, so that in bf16 every run and its reference (prompt tuning's "
+                "included) take one path: a bf16 evaluation runs at the stock column's speed."]
     q = r.get("four_bit")
     if q:
         gaps = ", ".join(f"{t} {g:.2g}" for t, g in q["max_item_gap_nats"].items() if g is not None)
