@@ -1,5 +1,5 @@
 """bf16 evaluation against fp32: how far `evaluation.dtype: bfloat16` (bf16 autocast over fp32
-weights, log-probabilities in fp32) moves each item's score, and each item's change against the
+weights, log_softmax in fp32) moves each item's score, and each item's change against the
 reference, which is what a study compares.
 
     FTSTUDY_DATA_DIR=../shared/data python bench/eval_bf16.py [--steps 8]

@@ -102,10 +102,19 @@ def study_section(r) -> list[str]:
                    f"{', '.join(r['recomputed_methods'])}: {len(r['recomputed_methods'])} of {r['cells_total']} cells, "
                    f"{r['cells_total'] - len(r['recomputed_methods'])} reused: "
                    f"{verdict(set(r['recomputed_methods']) == {'ia3'})} |")
-    out += ["", "Per cell (clean run):", "", "| method | training data | cell wall | train | eval |", "|---|---|---|---|---|"]
+    memory = any(c.get("eval_added_anon_mb") is not None for c in r["cells"])
+    out += ["", "Per cell (clean run" + ("; evaluation's precision, the memory it added to the cell's process, "
+                                         "and the 4-bit weights it dequantised" if memory else "") + "):", "",
+            "| method | training data | cell wall | train | eval |" + (" eval dtype | eval adds | dequantised |"
+                                                                      if memory else ""),
+            "|---|---|---|---|---|" + ("---|---|---|" if memory else "")]
     for c in sorted(r["cells"], key=lambda c: (c["method"], str(c["train_data"] or ""))):
-        out.append(f"| {c['method']} | {c['train_data'] or '-'} | {c['wall_s']:.0f} s | "
-                   f"{(c['train_wall_s'] or 0):.0f} s | {(c['eval_wall_s'] or 0):.0f} s |")
+        row = (f"| {c['method']} | {c['train_data'] or '-'} | {c['wall_s']:.0f} s | "
+               f"{(c['train_wall_s'] or 0):.0f} s | {(c['eval_wall_s'] or 0):.0f} s |")
+        if memory:
+            row += (f" {c.get('eval_dtype')} | {c['eval_added_anon_mb']:.0f} MiB | "
+                    f"{c['eval_dequantised_mb']:.0f} MiB |")
+        out.append(row)
     out.append(f"\nSum of cell walls {r['cell_wall_sum_s']:.0f} s; the rest is setup check, results collection "
                "and the book build.")
     return out
@@ -377,8 +386,9 @@ def bf16_section(r) -> list[str]:
     bf16 = sum(v for k, v in walls.items() if k.endswith("/bfloat16"))
     out = [f"SmolLM2-135M-Instruct (`bench/eval_bf16.py`): the base model (the reference) and full fine-tuning "
            f"and LoRA after {st['steps']} steps on GSM8K-train, each scored on params/cpu.yaml's items in float32 "
-           "and in bfloat16 (`evaluation.dtype`: bf16 autocast over the fp32 weights, log-probabilities in "
-           "fp32). A gap is |bf16 - fp32| of one choice's (or answer's) log-likelihood, in nats; a change is "
+           "and in bfloat16 (`evaluation.dtype`: bf16 autocast over the fp32 weights, log_softmax in "
+           "fp32; measured before the kit shared contexts in fp32 only, so both precisions here ran the "
+           "shared-context path, and bf16 evaluation now takes lm-eval's: section 14b). A gap is |bf16 - fp32| of one choice's (or answer's) log-likelihood, in nats; a change is "
            "run minus reference on the same item, in one precision; the correlation is between the per-item "
            "changes in the two precisions.", "",
            "| task | items | reference gap, median / max | method | gap, median / max | change gap, median / max "
@@ -391,7 +401,7 @@ def bf16_section(r) -> list[str]:
                        f"{y['change_gap_max']:.3f} | {y['mean_change_fp32']:+.3f} | {y['mean_change_bf16']:+.3f} | "
                        f"{y['change_corr']:.2f} |")
     out += ["", f"Evaluation wall time of the three models: {fp32:.0f} s in float32, {bf16:.0f} s in bfloat16 "
-            f"({fp32 / bf16:.2f}x)."]
+            f"({fp32 / bf16:.2f}x, both on the shared-context path)."]
     return out
 
 

@@ -34,7 +34,9 @@ def cell_times(outputs: Path) -> list[dict]:
         rows.append(dict(run_id=s["run_id"], method=s["method"],
                          train_data="(0-step control)" if m.get("control") else m.get("train_data"),
                          status=s["status"], wall_s=s["wall_s"], train_wall_s=m.get("train_wall_s"),
-                         eval_wall_s=m.get("eval_wall_s")))
+                         eval_wall_s=m.get("eval_wall_s"), eval_dtype=m.get("eval_dtype"),
+                         eval_added_anon_mb=m.get("eval_added_anon_mb"),
+                         eval_dequantised_mb=m.get("eval_dequantised_mb")))
     return rows
 
 

@@ -64,7 +64,7 @@ def test_grid_writes_one_complete_run_folder_per_cell(tiny_study):
             assert 0 < metrics["trainable_params"] < metrics["total_params"]
             assert len(metrics["loss_curve"]) == 3
     assert not list((outputs / "runs").glob(".tmp-*"))
-    runs = pd.read_csv(outputs / "runs.csv").set_index("run_id")  # in the runs table too
+    runs = pd.read_csv(outputs / "runs.csv", dtype={"run_id": str}).set_index("run_id")  # in the runs table too
     assert (runs["eval_dequantised_mb"] > 0).to_dict() == {c["run_id"]: c["method"] in ("base_4bit", "qlora")
                                                           for c in cells}
     # Every run scored the same randomly drawn items, recorded in the run.

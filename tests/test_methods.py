@@ -54,7 +54,7 @@ def test_method_deltas_override_defaults():
     ("qlora", "float32", False), ("ia3", "bfloat16", False), ("prompt_tuning", "float32", False)])
 def test_evaluation_precision_and_merge_rule(method, dtype, merges, tiny_model_dir, data_dir, tmp_path):
     """Every weight stays fp32 in either evaluation precision (bf16 is autocast over them, as in
-    training, so an update is rounded alike for every method); LoRA/DoRA merge on an unquantised
+    training, never a stored bf16 weight); LoRA/DoRA merge on an unquantised
     base and are unmerged afterwards; in a bf16 evaluation every linear layer computes in bf16."""
     from ftstudy.compute import evaluate
     spec = methods.resolve(method)
