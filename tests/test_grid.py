@@ -188,6 +188,8 @@ def test_book_builds_with_figures(tiny_study, built_book):
     assert "so it cannot say whether the base model changes the answer" in front  # one model: said plainly
     limits = (html / "generated" / "limitations.html").read_text()
     assert "points" in limits and "gsm8k_nll" in limits and "math_bits_per_byte" in limits
+    # the precision as the runs recorded it decides the page's words, not the params
+    assert "finished runs were evaluated in float32" in limits and "Evaluation in bf16" not in limits
     assert "verdicts on the working alone (annotations and the" in front
     images = list((html / "_images").glob("*.png"))
     assert len(images) >= 3 and all(p.stat().st_size > 1000 for p in images)
