@@ -184,7 +184,7 @@ def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_pre
         model.train()  # bitsandbytes' reference path: dequantise, then an fp32 matmul
         reference = model(ids).logits
         model.eval()
-        with evaluate.dequantised_4bit(model, "float32") as swapped:
+        with evaluate.dequantised_4bit(model) as swapped:
             assert swapped == fp32_bytes > 0 and not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
             ours = model(ids).logits
     assert float((ours - reference).abs().max()) < 1e-4

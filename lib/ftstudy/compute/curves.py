@@ -82,7 +82,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             if torch.cuda.is_available():
                 self.cuda_peak = max(self.cuda_peak, torch.cuda.max_memory_allocated())
             try:
-                with torch.no_grad(), evaluate.dequantised_4bit(model, ev["dtype"]):
+                with torch.no_grad(), evaluate.dequantised_4bit(model):
                     out, items, _ = evaluate.run_tasks(model, tokenizer, ev, step_folder(run_dir, step),
                                                     manager, chat, progress_dir=run_dir,
                                                     label=f"curve at step {step}:")

@@ -148,20 +148,20 @@ def prepare_for_eval(model) -> bool:
 
 
 @contextlib.contextmanager
-def dequantised_4bit(model, dtype: str):
+def dequantised_4bit(model):
     """For the duration, every bitsandbytes 4-bit linear layer is replaced by a plain linear
     layer whose weight is its 4-bit weight dequantised once, by bitsandbytes' own
-    dequantisation, into `dtype`. This is the reference forward of a 4-bit model: the exact
-    quantised weights in the evaluation precision of every other run, at unquantised speed, on
-    every CPU kind (bitsandbytes' own eval-mode CPU forward repacks the weights and computes
-    in bf16 where AVX512-BF16 is native, in `dtype` elsewhere). QLoRA's adapter stays beside
+    dequantisation, into fp32, as every other model's weights are. This is the reference forward
+    of a 4-bit model: the exact quantised weights, scored in the evaluation precision of every
+    other run, at unquantised speed, on every CPU kind (bitsandbytes' own eval-mode CPU forward
+    repacks the weights and computes in bf16 where AVX512-BF16 is native). QLoRA's adapter stays beside
     its base layer. Yields the bytes of the dequantised weights; the 4-bit layers come back after."""
     swapped = []
     if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
         import bitsandbytes as bnb
         import torch
 
-        target = getattr(torch, dtype)
+        target = torch.float32
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 if not isinstance(child, bnb.nn.Linear4bit):
@@ -210,7 +210,7 @@ def evaluate(model, tokenizer, evaluation: dict, run_dir: str | Path, data_dir=N
     model.eval()
     merged = prepare_for_eval(model)
     try:  # memory apart from training's: a 4-bit model's dequantised weights are evaluation's cost
-        with AnonPeak() as memory, dequantised_4bit(model, "float32") as dequantised:  # as every other model's
+        with AnonPeak() as memory, dequantised_4bit(model) as dequantised:
             out, items, paths = run_tasks(model, tokenizer, ev, run_dir, manager, chat)
     finally:
         if merged:

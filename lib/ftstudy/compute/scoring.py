@@ -76,8 +76,8 @@ class TokenScoringHFLM(HFLM):
         # with shared contexts on, lm-eval's stock scoring runs in batches of like length (the
         # stock class pads each batch of `batch_size` requests to its longest)
         batches = (self._length_batches([len(requests[k][1]) + len(requests[k][2]) for k in rest])
-                   if self.share_contexts else [list(range(len(rest)))])
-        for batch in batches if rest else []:
+                   if self.share_contexts else [list(range(len(rest)))] if rest else [])
+        for batch in batches:
             stock = super()._loglikelihood_tokens([requests[rest[j]] for j in batch], disable_tqdm=disable_tqdm,
                                                   override_bs=override_bs)
             for j, res in zip(batch, stock):
