@@ -120,11 +120,75 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
         trials[0]["training"]["learning_rate"]
 
 
+def test_a_sweep_extends_past_an_edge_until_the_score_turns_up_capped(tmp_path, data_dir, tiny_model_dir):
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 tuning={"learning_rates": {"lora": [1e-4, 3e-4, 9e-4]}, "extend": 2}))
+    out = tmp_path / "out"
+    scores = {1e-4: 1.0, 3e-4: 0.9, 9e-4: 0.8, 2.7e-3: 0.7, 8.1e-3: 0.75, 2.43e-2: 0.6}
+
+    def trials():
+        return {c["training"]["learning_rate"]: c for c in grid.plan(p)[0] if c.get("trial")}
+
+    for rate, cell in trials().items():
+        _fake_trial(out, cell, scores[rate])
+    first = trials()  # the largest rate won: one step (x3) beyond it, and the study run waits
+    assert sorted(first) == [1e-4, 3e-4, 9e-4, 2.7e-3] and "1 of 4" in grid.plan(p)[1][0]["waiting"]
+    _fake_trial(out, first[2.7e-3], scores[2.7e-3])
+    second = trials()  # won again: a second extension, the last one allowed
+    assert sorted(second)[-1] == 8.1e-3
+    _fake_trial(out, second[8.1e-3], scores[8.1e-3])
+    cells, waiting = grid.plan(p)  # turned up: bracketed at 2.7e-3, no third extension
+    study = next(c for c in cells if not c.get("trial") and c["method"] == "lora")
+    assert waiting == [] and study["training"]["learning_rate"] == 2.7e-3
+    assert study["tuned_over"] == [1e-4, 3e-4, 9e-4, 2.7e-3, 8.1e-3]
+    assert tuning.beyond([1e-4, 3e-4], 1e-4) == pytest.approx(3.333e-5)  # the small edge goes down
+    assert tuning.beyond([1e-4, 3e-4, 9e-4], 3e-4) is None
+
+
+def test_an_extension_stops_at_the_cap_and_the_summary_says_the_edge(tmp_path, data_dir, tiny_model_dir):
+    from ftstudy.analysis import views
+
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 tuning={"learning_rates": {"lora": [1e-4, 3e-4]}, "extend": 1}))
+    out = tmp_path / "out"
+    for round_ in range(2):
+        for c in grid.plan(p)[0]:
+            if c.get("trial") and not (out / "runs" / c["run_id"]).exists():
+                _fake_trial(out, c, 1.0 / c["training"]["learning_rate"])  # larger is always better
+    cells, waiting = grid.plan(p)
+    study = next(c for c in cells if not c.get("trial") and c["method"] == "lora")
+    assert waiting == [] and study["tuned_over"] == [1e-4, 3e-4, 9e-4] and study["training"]["learning_rate"] == 9e-4
+    summary = views.tuning_summary(tuning.table(tables.run_records(out), tuning.configured_rates(p)))
+    assert summary["edge"].tolist() == ["largest"] and summary["trials"].tolist() == [3]
+
+
+def test_one_sweep_per_model_and_method_sets_every_seed_and_size(tmp_path, data_dir, tiny_model_dir):
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                        seeds=[0, 1], train_sizes=[16, 8],
+                        designs={"main": {"seeds": [0, 1]}, "size": {"train_sizes": [8]}},
+                        tuning={"factors": [1, 2], "per": "method"})
+    p = params.load(path)
+    trials = [c for c in grid.plan(p)[0] if c.get("trial")]
+    assert len(trials) == 2 and {(c["seed"], c["train_size"]) for c in trials} == {(0, 16)}  # the first condition
+    for c, score in zip(trials, [1.0, 0.5]):
+        _fake_trial(tmp_path / "out", c, score)
+    cells, waiting = grid.plan(p)
+    study = [c for c in cells if c["method"] == "lora" and not c.get("trial")]
+    assert waiting == [] and len(study) == 3
+    assert {c["training"]["learning_rate"] for c in study} == {trials[1]["training"]["learning_rate"]}
+    per_condition = params.load(write_params(tmp_path / "q.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                             seeds=[0, 1], designs={"main": {"seeds": [0, 1]}},
+                                             tuning={"factors": [1, 2]}))
+    assert len([c for c in grid.plan(per_condition)[0] if c.get("trial")]) == 4  # the default: a sweep each
+
+
 @pytest.mark.parametrize("mutate, expect", [
     (lambda r: r.update(tuning={"learning_rates": {"lora": [1e-4, 1e-3]}}),
      "every method needs the same number of trials"),
     (lambda r: r.update(tuning={"learning_rates": {"dora": [1e-4]}}), "tuning.learning_rates.dora: not a method"),
     (lambda r: r.update(tuning={"factors": [1, 1]}), "tuning.factors: factors must be distinct"),
+    (lambda r: r.update(tuning={"per": "seed"}), "tuning.per"),
+    (lambda r: r.update(tuning={"extend": -1}), "tuning.extend"),
     (lambda r: r["training"].update(epochs=2), "give either max_steps or epochs"),
     (lambda r: (r["training"].update(eval_every=1), r.update(distributed={"processes": 2})),
      "eval_every (curves) needs distributed.processes: 1"),

@@ -138,6 +138,14 @@ class Tuning(_Strict):
     factors: list[float] = Field(default_factory=lambda: [1 / 3, 1.0, 3.0])
     learning_rates: dict[str, list[float]] = Field(default_factory=dict)
     validation_limit: int | None = Field(default=64, gt=0)
+    # While the best rate sits at an edge of the rates tried, one more trial a step beyond it
+    # (the ratio of the two outermost rates on that side), at most `extend` per sweep: the
+    # optimum is bracketed, or the book says it may lie beyond.
+    extend: int = Field(default=0, ge=0)
+    # "condition": every (model, method, data, size, seed) sweeps its own rates; "method": one
+    # sweep per model and method, in that method's first condition (the main one), whose rate
+    # every other condition of the method on that model trains at.
+    per: Literal["condition", "method"] = "condition"
 
     @field_validator("factors")
     @classmethod

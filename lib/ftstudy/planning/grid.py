@@ -47,6 +47,7 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     shared_training = params.training.model_dump(exclude_unset=True)
     conditions = params.conditions()
     cells, waiting = [], []
+    swept: dict[tuple, tuple] = {}  # tuning per method: (model, method) -> (chosen, why, rates)
     for mname, mentry in params.models.items():
         mine = [c for c in conditions if c["model"] == mname]
         if not mine:
@@ -80,12 +81,13 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
             if rates is None:
                 cells.append(cell)
                 continue
-            trials = [_named(tuning.trial_cell(cell, r, params.tuning.validation_limit))
-                      for r in rates[method]]
-            cells += trials
-            chosen, why = tuning.choose(trials, outputs)
+            key = (mname, method) if params.tuning.per == "method" else id(cond)
+            if key not in swept:
+                trials, swept[key] = _sweep(cell, rates[method], params.tuning, outputs)
+                cells += trials
+            chosen, why, tried = swept[key]
             cell["training"] = {**cell["training"], "learning_rate": chosen}
-            cell["tuned_over"] = rates[method]
+            cell["tuned_over"] = tried
             if chosen is None:
                 waiting.append({**cell, "model_name": model["name"], "waiting": why})
             else:
@@ -98,6 +100,20 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate cells in the grid")
     return cells, waiting
+
+
+def _sweep(cell: dict, rates: list[float], settings, outputs: Path) -> tuple[list[dict], tuple]:
+    """A sweep's trials for `cell` and (chosen rate, why not, rates tried): the rates given,
+    then, while the best finished one sits at an edge, one more beyond it (`tuning.beyond`),
+    at most `settings.extend` times; each extension runs in the grid's next round."""
+    tried = sorted(rates)
+    while True:
+        trials = [_named(tuning.trial_cell(cell, r, settings.validation_limit)) for r in tried]
+        chosen, why = tuning.choose(trials, outputs)
+        further = tuning.beyond(tried, chosen) if chosen is not None else None
+        if further is None or len(tried) - len(rates) >= settings.extend:
+            return trials, (chosen, why, tried)
+        tried = sorted(tried + [further])
 
 
 def shape(cell: dict) -> str:

@@ -56,6 +56,16 @@ def trial_cell(cell: dict, rate: float, limit: int | None) -> dict:
     return {**cell, "training": training, "evaluation": evaluation, "trial": True}
 
 
+def beyond(tried: list[float], chosen: float) -> float | None:
+    """The next rate to try when `chosen` sits at an edge of the sorted rates `tried`: one
+    step further, the step being the ratio of the two outermost rates on that side; None
+    when the choice lies inside the range (bracketed) or only one rate was tried."""
+    if len(tried) < 2 or tried[0] < chosen < tried[-1]:
+        return None
+    step = tried[-1] / tried[-2] if chosen == tried[-1] else tried[0] / tried[1]
+    return float(f"{chosen * step:.4g}")
+
+
 def select(scores: dict[float, float | None]) -> float | None:
     """The chosen rate: the lowest score (trials without one, e.g. a diverged run, lose);
     within `TIE` of the lowest, the smaller rate. None if no trial has a score."""
