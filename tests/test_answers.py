@@ -163,7 +163,7 @@ def test_answers_say_what_each_verdict_means_and_fold_what_did_not_move():
     assert "lora +0.140 [+0.120, +0.170] (not significant after Holm's correction)" in text
     assert "full -0.020 [-0.080, +0.040] (inside the noise)" in text
     assert "no item changed for full, lora" in text and "+0.00 (no interval)" not in text
-    assert "full, training examples (one epoch each) 16 → 48" in text and "-0.130 [-0.200, -0.070] (single seed; better)" in text
+    assert "full, training examples 16 → 48" in text and "-0.130 [-0.200, -0.070] (single seed; better)" in text
     assert "change places" in text
     ans, cit = answers.build(_with_reversal(separated_at_48=False))
     assert "change places" not in answers.markdown(ans, cit)
@@ -388,3 +388,22 @@ def test_the_math_target_rests_on_the_working_and_gives_the_formats_share():
     assert "full 60%, lora 25%" in line and "prompt_tuning 50%" not in line
     old = answers.markdown(*answers.build(_tables()))
     assert "scored before the solutions were split" in old and "scored before" not in text
+
+
+def test_the_data_size_answer_says_which_sizes_compare_at_equal_steps_and_which_at_equal_epochs():
+    """Q4's lead names each size's recorded steps beside the main condition's: 8 examples in
+    4 steps (repeated: equal steps) and 48 in 12 (equal epochs), every number cited."""
+    t = _with_reversal(separated_at_48=True)
+    rows = [dict(run_id=f"{m}{n}", model="m", method=m, train_data="gsm8k", train_size=n, seed=0, status="done",
+                 control=False, steps=s) for m in ("full", "lora") for n, s in ((16, 4), (8, 4), (48, 12))]
+    t["runs"] = pd.DataFrame(rows + [dict(run_id="b", model="m", method="base", train_data=None, train_size=0,
+                                          seed=None, status="done", control=False, steps=None)])
+    ans, cit = answers.build(t)
+    lead = cit.render(ans["q4"][0])
+    assert ("Sizes compared, batch and learning rate fixed: 8 examples in 4 steps: equal steps, each example seen "
+            "more often, so only the data changes; 16 examples in 4 steps (the main condition); 48 examples in 12 "
+            "steps: equal epochs, so the steps change with the data.") in lead
+    assert_every_number_is_cited(answers.markdown(ans, cit), cit, cit.tables)
+    t["runs"].loc[t["runs"]["run_id"] == "lora48", "steps"] = 6  # two step counts at one size: said, not typed
+    ans, cit = answers.build(t)
+    assert "The runs of one size differ in their steps" in cit.render(ans["q4"][0])

@@ -96,3 +96,38 @@ def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir
     assert " 2 seeds" not in out and " 3 seeds" in out  # plans start at three seeds
     assert cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
                      "--change", "hellaswag"]) == 2  # a change without its size
+
+
+def test_the_plan_is_set_beside_what_each_question_achieved():
+    """`against_plan`: per question the main condition's detectable change (q1 its target task,
+    q2 the others; never another condition's) or a factor's change of the gap (q4), beside the
+    planner's `mde` with the pilot's variances at the items and seeds each comparison had."""
+    from ftstudy.book import pages
+
+    main = ("m", "gsm8k", 24)
+    vs = dict(comparison="vs base", model="m", train_data="gsm8k", train_size=24, training_randomness="measured")
+    detectable = pd.DataFrame([
+        {**vs, "task": "gsm8k_nll", "metric": "bits_per_byte", "n": 32, "seeds": 3, "mde": 0.05, "mde_max": 0.06},
+        {**vs, "task": "hellaswag", "metric": "p_correct_norm", "n": 48, "seeds": 3, "mde": 0.02, "mde_max": 0.2},
+        {**vs, "task": "hellaswag", "metric": "acc_norm", "n": 48, "seeds": 3, "mde": 0.3, "mde_max": 0.3},
+        {**vs, "train_size": 12, "task": "gsm8k_nll", "metric": "bits_per_byte", "n": 32, "seeds": 2,
+         "mde": 0.9, "mde_max": 0.9},
+        dict(comparison="method x train_size", model="m", train_data="gsm8k", task="gsm8k_nll",
+             metric="bits_per_byte", to=48, n=32, seeds=2, mde=0.08, mde_max=0.08, training_randomness="measured")])
+    aggregated = pd.DataFrame([dict(comparison="vs base", model="m", train_data="gsm8k", train_size=24, task=t,
+                                    metric=mt, target_nll="gsm8k_nll")
+                               for t, mt in (("gsm8k_nll", "bits_per_byte"), ("hellaswag", "p_correct_norm"))])
+    pilot = pd.DataFrame([dict(question="q1", task="gsm8k_nll", seed_var=2e-4, item_var=8e-3, resid_var=4e-4),
+                          dict(question="q2", task="hellaswag", seed_var=0.0, item_var=3e-4, resid_var=6e-5),
+                          dict(question="q4", task="gsm8k_nll", seed_var=8e-4, item_var=3e-3, resid_var=0.0)])
+    out = power.against_plan(pilot, detectable, aggregated, main)
+    assert out[["question", "task", "metric"]].values.tolist() == [
+        ["q1", "gsm8k_nll", "bits_per_byte"], ["q2", "hellaswag", "p_correct_norm"], ["q4", "gsm8k_nll", "bits_per_byte"]]
+    assert out["achieved"].tolist() == [0.05, 0.02, 0.08]
+    assert out["planned"].tolist() == pytest.approx([power.mde(2e-4, 8e-3, 4e-4, 32, 3),
+                                                     power.mde(0.0, 3e-4, 6e-5, 48, 3),
+                                                     power.mde(8e-4, 3e-3, 0.0, 32, 2)])
+    line = pages.detectable_line(out[out["question"] == "q2"], "results/pilot")
+    assert "hellaswag 0.020" in line and "least sensitive method 0.200" in line and "48 items x 3 seeds" in line
+    assert f"planned {power.mde(0.0, 3e-4, 6e-5, 48, 3):.3f}" in line and "`results/pilot`" in line
+    assert "(with 48 examples)" in pages.detectable_line(out[out["question"] == "q4"], "results/pilot")

@@ -158,8 +158,16 @@ def test_an_extension_stops_at_the_cap_and_the_summary_says_the_edge(tmp_path, d
     cells, waiting = grid.plan(p)
     study = next(c for c in cells if not c.get("trial") and c["method"] == "lora")
     assert waiting == [] and study["tuned_over"] == [1e-4, 3e-4, 9e-4] and study["training"]["learning_rate"] == 9e-4
-    summary = views.tuning_summary(tuning.table(tables.run_records(out), tuning.configured_rates(p)))
+    trials = tuning.table(tables.run_records(out), tuning.configured_rates(p))
+    summary = views.tuning_summary(trials)
     assert summary["edge"].tolist() == ["largest"] and summary["trials"].tolist() == [3]
+    from ftstudy.narrative import answers  # the book's rates sentence says so
+
+    text = answers.rates_source(p, trials)
+    assert "at most 1 time" in text and "the best rate may lie beyond it: lora (largest of 3 rates)" in text
+    trials.loc[trials["learning_rate"] == 9e-4, "validation_bpb"] = 5000.0  # now 3e-4 wins: bracketed
+    trials["selected"] = trials["learning_rate"] == 3e-4
+    assert "Bracketed (the best rate inside the range tried): lora." in answers.rates_source(p, trials)
 
 
 def test_one_sweep_per_model_and_method_sets_every_seed_and_size(tmp_path, data_dir, tiny_model_dir):

@@ -125,6 +125,40 @@ def plan(var: pd.DataFrame, changes: dict[str, float], pools: dict[str, int], ma
     return pd.DataFrame(rows)
 
 
+def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.DataFrame,
+                 main: tuple) -> pd.DataFrame:
+    """Per question and task: the change this study could detect (80% power, two-sided 5%,
+    before Holm, training randomness included) as achieved (`detectable`: the median method
+    against its reference in the `main` (model, data, size) condition, or each factor's change
+    of the gap between two methods) and as the planner predicted it (`mde` with the `pilot`
+    study's variances, from `variances`, at the items and seeds this study's comparison had)."""
+    if detectable.empty or aggregated.empty:
+        return pd.DataFrame()
+    model, label, size = main
+    here = aggregated[(aggregated["comparison"] == "vs base") & (aggregated["model"] == model)
+                      & (aggregated["train_data"] == label) & (aggregated["train_size"] == size)]
+    targets = set(here["target_nll"].dropna())
+    rows = []
+    for q, (table, which) in QUESTIONS.items():
+        if table == "aggregated":
+            d = detectable[(detectable["comparison"] == "vs base") & (detectable["model"] == model)
+                           & (detectable["train_data"] == label) & (detectable["train_size"] == size)]
+            d = d[d["task"].isin(targets) == (which == "target")]
+            d = d[d["metric"].isin(set(here["metric"]))]  # the verdict metric of each task
+        else:
+            d = detectable[(detectable["comparison"] == which) & (detectable["model"].isin([model]) | (which == "method x model"))]
+        for _, r in d.iterrows():
+            v = pilot[(pilot["question"] == q) & (pilot["task"] == r["task"])] if not pilot.empty else pilot
+            seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
+            planned = (mde(v["seed_var"].iloc[0], v["item_var"].iloc[0], v["resid_var"].iloc[0], n, seeds)
+                       if len(v) and pd.notna(v["seed_var"].iloc[0]) else np.nan)
+            rows.append(dict(question=q, task=r["task"], metric=r["metric"], to=r.get("to") if table != "aggregated" else None,
+                             items=n, seeds=seeds, planned=planned, achieved=r["mde"], achieved_max=r["mde_max"],
+                             training_randomness=r["training_randomness"]))
+    return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned", "achieved",
+                                       "achieved_max", "training_randomness"])
+
+
 def pool_sizes(tasks, data_dir=None) -> dict[str, int]:
     """How many items each task has to draw from (its test split; a held-out task's rows)."""
     from ftstudy.compute import data

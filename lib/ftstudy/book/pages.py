@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from ftstudy.analysis.tables import Tables
@@ -300,11 +301,36 @@ def _cost_markdown(runs, main: Condition) -> str:
     return t.to_markdown(index=False, floatfmt=".4g")
 
 
+def detectable_line(planned, pilot: str | None) -> str:
+    """One question's smallest detectable changes, per task: as achieved, and as the planner
+    predicted from the study this one was sized from (`pilot`; `against_plan` built both)."""
+    from ftstudy.analysis import measures
+
+    if planned.empty:
+        return "**Could detect:** no comparison of this question has finished."
+    parts = []
+    for _, r in planned.iterrows():
+        unit = measures.unit(r["metric"])
+        to = pd.to_numeric(r["to"], errors="coerce")
+        where = ("" if pd.isna(r["to"]) or r["to"] is None else
+                 f" (with {int(to)} examples)" if pd.notna(to) else f" (on {r['to']})")
+        planned_text = (f"; planned {r['planned']:.3f}" if pd.notna(r["planned"]) else "; no plan")
+        spread = (f", the least sensitive method {r['achieved_max']:.3f}"
+                  if r["achieved_max"] > r["achieved"] * 1.5 else "")
+        parts.append(f"{r['task']}{where} {r['achieved']:.3f} {unit}{spread} on {int(r['items'])} items x "
+                     f"{int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''}{planned_text}")
+    source = (f"planned: what `ftstudy plan` predicted for these items and seeds from `{pilot}`'s variances"
+              if pilot else "no plan named")
+    return ("**Could detect** (the median method's smallest change found with 80% power, two-sided 5%, "
+            f"before Holm, training randomness included; {source}): " + "; ".join(parts) + ".")
+
+
 def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: dict | None, n_runs: int,
-               other_precision: list[str] = (), rates: str = ""):
-    """The book's first page: what ran (and which runs are stale, or ran in another precision
-    than this machine would: `other_precision`), the four answers (every number linked to the
-    runs it comes from), the headline figure, the learning-forgetting curves and the cost.
+               other_precision: list[str] = (), rates: str = "", planned=None):
+    """The book's first page, leading with the four answers, each with the change it could
+    detect (`planned`: `power.against_plan`, as predicted and as achieved); then what ran (and
+    which runs are stale, or ran in another precision than this machine would:
+    `other_precision`), the headline figure, the learning-forgetting curves and the cost.
     Returns (markdown, answers, citations)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -324,8 +350,12 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
     hw = _hardware(outputs, done)
     wall = _wall_span(outputs)
     lines = [f"# {params.study}: the answers", "",
-             f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; "
-             f"{wall}. Every sentence below is generated from the study's tables: every number links "
+             f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; {wall}. "
+             "How to read the verdicts, and what the runs rest on: below the answers.", ""]
+    if rates:
+        lines += [rates, ""]
+    about = ["## How these answers are made", "",
+             "Every sentence above is generated from the study's tables: every number links "
              "to the runs it was computed from (Provenance), every verdict to its row of the Verdicts page, "
              "where one rule decides them all. Read *separated* as: on several seeds, the paired test rejects "
              "\"no change\" after Holm's correction and the interval excludes zero, with training randomness "
@@ -335,19 +365,17 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
              "the one a verdict would find with 80% power at a two-sided 5% level, training randomness included.",
              ""]
     if stale is None:
-        lines += ["Fingerprints were not checked against today's code (no data mirror to hash).", ""]
+        about += ["Fingerprints were not checked against today's code (no data mirror to hash).", ""]
     else:
         flagged = sorted(r for r, why in stale.items() if why)
-        lines += [f"**{len(flagged)} of {len(stale)} runs are stale**: their code, packages or data "
+        about += [f"**{len(flagged)} of {len(stale)} runs are stale**: their code, packages or data "
                   f"changed since they ran (see Provenance): {', '.join(flagged)}." if flagged else
                   f"All {len(stale)} runs' fingerprints match today's code, packages and data.", ""]
     if other_precision:
         here = precision.resolve_dtype("auto")
-        lines += [f"{len(other_precision)} of {len(stale)} runs ran in another precision than `dtype: auto` "
+        about += [f"{len(other_precision)} of {len(stale)} runs ran in another precision than `dtype: auto` "
                   f"means on this machine ({here}): their numbers stand as recorded, but rerun here they "
                   "would compute in that precision (`ftstudy run` calls them stale).", ""]
-    if rates:
-        lines += [rates, ""]
     link = lambda c: verdict_link(c) or (f"{{ref}}`{c['text']} <{cite_label(c['run_ids'])}>`" if c["run_ids"]
                                           else c["text"])
     figures = {}
@@ -372,11 +400,15 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
                              "against bits per byte lost on another held-out task (y) since step 0, one line per "
                              "method; dotted: the matched learning level.", "```"]
     for q, sentences in ans.items():
-        lines += [f"## {answers.QUESTIONS[q]}", "", cit.render(sentences[0], link), "", *figures.get(q, [])]
+        lines += [f"## {answers.QUESTIONS[q]}", "", cit.render(sentences[0], link), ""]
+        if planned is not None and not planned.empty:
+            lines += [detectable_line(planned[planned["question"] == q], params.planned_from), ""]
+        lines += figures.get(q, [])
         if len(sentences) > 1:  # the comparisons behind the lead, folded
             lines += ["", "````{dropdown} Every comparison behind this answer", "",
                       *(f"- {cit.render(x, link)}" for x in sentences[1:]), "````"]
         lines.append("")
+    lines += about
     if main is not None:
         lines += ["## Cost", "", f"Per method in the main condition ({main.model}, {main.train_data}, {int(main.train_size)} "
                   f"examples): the mean of its runs (one per seed), measured on {hw}.", "",

@@ -44,6 +44,26 @@ def check_inputs(params: Params, outputs: Path, cells: list[dict], readme: Path 
     return done
 
 
+def against_plan(params: Params, study: tables.Tables):
+    """The change each question could detect, as achieved and as the planner predicted it from
+    the study `planned_from` names (its tables rebuilt from its run records); None without one."""
+    from ftstudy.analysis import power
+    from ftstudy.config import params as params_mod
+    from ftstudy.narrative import answers
+    from ftstudy.planning import grid
+    from ftstudy.record import export
+
+    main = answers.main_condition(study.aggregated, study.contrasts) if not study.aggregated.empty else None
+    if params.planned_from is None or main is None:
+        return None
+    folder = params_mod.planned_folder(params)
+    pilot_params = params_mod.load(export.params_file(folder), for_compute=False)
+    print(f"report: the plan's variances from {params.planned_from}", flush=True)
+    pilot = tables.collect(folder, grid.expand(pilot_params, folder))
+    return power.against_plan(power.variances(pilot.aggregated, pilot.contrasts), study.detectable,
+                              study.aggregated, tuple(main))
+
+
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
           results_dir: str | Path | None = None, readme: str | Path | None = None,
           allow_fewer_runs: bool = False) -> Path:
@@ -82,8 +102,12 @@ def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
                 why = rest
             stale[r] = why
     (gen / "verdicts.md").write_text(pages.verdicts_page(study.verdicts))
-    rates = answers.rates_source(params)
-    front, ans, cit = pages.front_page(params, study, outputs, gen, stale, len(cells), other_precision, rates)
+    rates = answers.rates_source(params, study.tuning)
+    planned = against_plan(params, study)
+    if planned is not None:
+        planned.to_csv(outputs / "planned.csv", index=False)
+    front, ans, cit = pages.front_page(params, study, outputs, gen, stale, len(cells), other_precision, rates,
+                                       planned)
     (gen / "front.md").write_text(front)
     (outputs / "answers.md").write_text(answers.markdown(ans, cit) + "\n")
     if readme is not None:

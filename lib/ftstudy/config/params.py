@@ -246,6 +246,10 @@ class Params(_Strict):
     # Without a sweep of its own: the committed results folder of the study whose sweep chose
     # these rates (it holds that sweep's tuning.csv), e.g. results/cpu-sweep; the book says so.
     learning_rates_from: str | None = None
+    # The committed results folder this study was sized from with `ftstudy plan` (a pilot or an
+    # earlier study): the book sets the change the planner predicted this design would detect
+    # (that folder's variances at this study's items and seeds) beside the change it achieved.
+    planned_from: str | None = None
     # Absent: every model x method x training set x size x seed. Present: the union of these
     # designs (see Design), e.g. three seeds for the main comparison and one for the rest.
     designs: dict[str, Design] | None = None
@@ -445,9 +449,18 @@ def load(path: str | Path, for_compute: bool = True) -> Params:
 
 def rates_folder(params: Params) -> Path:
     """The results folder `learning_rates_from` names (relative to the project root)."""
+    return _project_folder(params.learning_rates_from)
+
+
+def planned_folder(params: Params) -> Path:
+    """The results folder `planned_from` names (relative to the project root)."""
+    return _project_folder(params.planned_from)
+
+
+def _project_folder(name: str) -> Path:
     from ftstudy.compute import paths
 
-    folder = Path(params.learning_rates_from)
+    folder = Path(name)
     return folder if folder.is_absolute() else paths.project_root() / folder
 
 
@@ -472,6 +485,9 @@ def check_environment(params: Params, path: Path, for_compute: bool) -> None:
     if params.learning_rates_from is not None and not (rates_folder(params) / "tuning.csv").is_file():
         problems.append(f"learning_rates_from: {params.learning_rates_from} holds no tuning.csv (a sweep's "
                         "committed results, e.g. results/cpu-sweep)")
+    if params.planned_from is not None and not (planned_folder(params) / "runs").is_dir():
+        problems.append(f"planned_from: {params.planned_from} holds no runs/ folder (a study's committed "
+                        "results, e.g. results/cpu-study-2026-11-28)")
     if for_compute:
         problems += _compute_problems(params)
     out = Path(params.output_dir)

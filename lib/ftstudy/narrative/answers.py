@@ -619,11 +619,36 @@ def q3(c: Citations, main: Condition) -> list[str]:
 
 
 def q4(c: Citations, main: Condition) -> list[str]:
-    words = "training examples (one epoch each)"
+    words = "training examples"
     if c.tables["contrasts"].empty or "train_size" not in set(c.tables["contrasts"]["factor"]):
         return _factor(c, "train_size", words, main)
-    return ([_lead_factor(c, "train_size", words, main, "with {} examples")] + _factor(c, "train_size", words, main)
-            + _interaction(c, "train_size", words, main))
+    return ([_lead_factor(c, "train_size", words, main, "with {} examples") + _size_budgets(c, main)]
+            + _factor(c, "train_size", words, main) + _interaction(c, "train_size", words, main))
+
+
+def _size_budgets(c: Citations, main: Condition) -> str:
+    """' Sizes compared: ...': each training size's optimiser steps beside the main condition's,
+    so that a size change reads as one at equal steps (the smaller set repeated: only the data
+    changes) or at equal epochs (more steps too), from the runs' recorded steps."""
+    runs = c.tables.get("runs", pd.DataFrame())
+    if runs.empty or "steps" not in runs:
+        return ""
+    sel = runs[(runs["status"] == "done") & (runs["model"] == main.model) & (runs["train_data"] == main.train_data)
+               & ~runs["method"].isin(REFERENCES) & ~runs["control"].fillna(False).astype(bool)].dropna(subset=["steps"])
+    first = sel.drop_duplicates("train_size").sort_values("train_size")
+    if len(first) < 2 or main.train_size not in set(first["train_size"]):
+        return ""
+    if (sel.groupby("train_size")["steps"].nunique() > 1).any():
+        return " The runs of one size differ in their steps (see runs.csv)."
+    base = first[first["train_size"] == main.train_size].iloc[0]
+    parts = []
+    for i, r in first.iterrows():
+        what = (" (the main condition)" if r["train_size"] == main.train_size else
+                ": equal steps, each example seen more often, so only the data changes" if r["steps"] == base["steps"]
+                else ": equal epochs, so the steps change with the data"
+                if np.isclose(r["steps"] / r["train_size"], base["steps"] / base["train_size"]) else "")
+        parts.append(f"{c.num('runs', i, 'train_size', 'd')} examples in {c.num('runs', i, 'steps', 'd')} steps{what}")
+    return " Sizes compared, batch and learning rate fixed: " + "; ".join(parts) + "."
 
 
 def build(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, list[str]], Citations]:
@@ -654,10 +679,11 @@ def numbers_in(text: str) -> list[str]:
     return [n.replace("−", "-") for n in NUMBER.findall(text)]
 
 
-def rates_source(params) -> str:
-    """Where the study's learning rates came from, in one sentence: its own sweep (`tuning`),
-    another study's sweep named by `learning_rates_from` (each rate checked against what that
-    sweep chose), or the params file alone."""
+def rates_source(params, trials: pd.DataFrame | None = None) -> str:
+    """Where the study's learning rates came from, in one sentence: its own sweep (`tuning`;
+    from its `trials`, which rates are bracketed and which sit at an edge, the best rate then
+    possibly beyond), another study's sweep named by `learning_rates_from` (each rate checked
+    against what that sweep chose), or the params file alone."""
     from ftstudy.analysis import tables
     from ftstudy.config import params as params_mod
     from ftstudy.planning import tuning
@@ -665,8 +691,22 @@ def rates_source(params) -> str:
 
     if params.tuning is not None:
         n = len(next(iter(tuning.rates(params).values())))
-        return (f"Learning rates: chosen by this study's own sweep ({n} trials per method, scored on validation "
-                "rows; the results page's Learning rates section shows every trial).")
+        t = params.tuning
+        where = ("one sweep per model and method, in its first (main) condition, whose rate every other "
+                 "condition of the method trains at" if t.per == "method" else "a sweep per condition")
+        extend = (f", extended past an edge one step at a time (the ratio of the two outermost rates) while the "
+                  f"best rate sat there, at most {t.extend} time{'s' if t.extend != 1 else ''}" if t.extend else "")
+        text = (f"Learning rates: chosen by this study's own sweep ({where}; {n} trials per method{extend}; "
+                "scored on validation rows; the results page's Learning rates section shows every trial).")
+        summary = views.tuning_summary(trials) if trials is not None and not trials.empty else pd.DataFrame()
+        if summary.empty:
+            return text
+        label = lambda r: r["method"] + (f" on {r['model']}" if summary["model"].nunique() > 1 else "")
+        inside = [label(r) for _, r in summary.iterrows() if not r["edge"] and pd.notna(r["chosen_rate"])]
+        edge = [f"{label(r)} ({r['edge']} of {int(r['trials'])} rates)" for _, r in summary.iterrows() if r["edge"]]
+        return (text + (f" Bracketed (the best rate inside the range tried): {', '.join(inside)}." if inside else "")
+                + (f" At an edge of the range tried, so the best rate may lie beyond it: {', '.join(edge)}."
+                   if edge else ""))
     if params.learning_rates_from is None:
         return ("Learning rates: configured by hand in the params file, not tuned by any sweep, so a ranking of "
                 "methods may reflect those rates as much as the methods.")
