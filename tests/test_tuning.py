@@ -2,6 +2,7 @@
 trials before study runs in the grid, epochs, and curves that do not change training."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -168,6 +169,9 @@ def test_an_extension_stops_at_the_cap_and_the_summary_says_the_edge(tmp_path, d
     trials.loc[trials["learning_rate"] == 9e-4, "validation_bpb"] = 5000.0  # now 3e-4 wins: bracketed
     trials["selected"] = trials["learning_rate"] == 3e-4
     assert "Bracketed (the best rate inside the range tried): lora." in answers.rates_source(p, trials)
+    assert "3 trials per method" in answers.tuning_lines(summary)[0]
+    both = pd.concat([summary, summary.assign(method="ia3", trials=5)], ignore_index=True)
+    assert "3-5 trials per method (the sweep extends past an edge)" in answers.tuning_lines(both)[0]
 
 
 def test_one_sweep_per_model_and_method_sets_every_seed_and_size(tmp_path, data_dir, tiny_model_dir):

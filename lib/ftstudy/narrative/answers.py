@@ -767,8 +767,10 @@ def tuning_lines(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> li
     lines = []
     models = summary["model"].nunique()
     for (model, label, size, seed), g in summary.groupby(["model", "train_data", "train_size", "seed"], dropna=False):
+        counts = sorted(set(g["trials"].astype(int)))
         head = (_trained_on(model, models, label, size) + f", seed {_seed(seed)}), "
-                f"{int(g['trials'].iloc[0])} trials per method")
+                + (f"{counts[0]} trials per method" if len(counts) == 1 else
+                   f"{counts[0]}-{counts[-1]} trials per method (the sweep extends past an edge)"))
         chosen = "; ".join(f"{r['method']} {r['chosen_rate']:.3g}" + (f" (configured {r['default_rate']:.3g})"
                            if not np.isclose(r["chosen_rate"], r["default_rate"], rtol=1e-3) else " (its default)")
                            for _, r in g.iterrows())
