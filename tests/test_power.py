@@ -86,7 +86,9 @@ def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir
     from conftest import ROOT
     from ftstudy import cli
 
-    rc = cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
+    pilot = ["plan", str(ROOT / "params" / "cpu-study-2026-11-28.yaml"),  # the study params/cpu-study.yaml was sized from
+             "--results", str(ROOT / "results" / "cpu-study-2026-11-28")]
+    rc = cli.main([*pilot,
                    "--change", "hellaswag=0.05", "--change", "mmlu_high_school_computer_science=0.05",
                    "--max-seeds", "3"])
     out = capsys.readouterr().out
@@ -94,8 +96,7 @@ def test_plan_reads_the_committed_study_and_respects_item_pools(capsys, data_dir
     mmlu = out.split("mmlu_high_school_computer_science (p_correct)", 1)[1].split("\n\n", 1)[0]
     assert "of 100)" in mmlu or "within the 100 items" in mmlu  # MMLU-HS-CS has 100 test items
     assert " 2 seeds" not in out and " 3 seeds" in out  # plans start at three seeds
-    assert cli.main(["plan", str(ROOT / "params" / "cpu-study.yaml"), "--results", str(ROOT / "results" / "cpu-study"),
-                     "--change", "hellaswag"]) == 2  # a change without its size
+    assert cli.main([*pilot, "--change", "hellaswag"]) == 2  # a change without its size
 
 
 def test_the_plan_is_set_beside_what_each_question_achieved():

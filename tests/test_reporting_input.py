@@ -11,8 +11,9 @@ from ftstudy.planning import grid
 from ftstudy.config import params
 from ftstudy.book import report
 
-STUDY = ROOT / "results" / "cpu-study"
-PARAMS = str(ROOT / "params" / "cpu-study.yaml")
+# The previous CPU study (21 runs, kept under its date): a committed study that does not move.
+STUDY = ROOT / "results" / "cpu-study-2026-11-28"
+PARAMS = str(ROOT / "params" / "cpu-study-2026-11-28.yaml")
 BLOCK = "intro\n<!-- answers:cpu-study from 21 runs -->\nthe committed answers\n<!-- /answers:cpu-study -->\nend\n"
 
 
