@@ -114,21 +114,36 @@ def test_the_plan_is_set_beside_what_each_question_achieved():
         {**vs, "train_size": 12, "task": "gsm8k_nll", "metric": "bits_per_byte", "n": 32, "seeds": 2,
          "mde": 0.9, "mde_max": 0.9},
         dict(comparison="method x train_size", model="m", train_data="gsm8k", task="gsm8k_nll",
-             metric="bits_per_byte", to=48, n=32, seeds=2, mde=0.08, mde_max=0.08, training_randomness="measured")])
+             metric="bits_per_byte", **{"from": 24}, to=48, n=32, seeds=2, mde=0.08, mde_max=0.08,
+             training_randomness="measured"),
+        dict(comparison="method x train_size", model="m", train_data="gsm8k", task="gsm8k_nll",  # not from main
+             metric="bits_per_byte", **{"from": 12}, to=48, n=32, seeds=2, mde=0.7, mde_max=0.7,
+             training_randomness="measured"),
+        dict(comparison="method x model", model=np.nan, train_data="gsm8k", train_size=24, task="hellaswag",
+             metric="p_correct_norm", **{"from": "m"}, to="g", n=48, seeds=2, mde=0.09, mde_max=0.09,
+             training_randomness="measured")])
     aggregated = pd.DataFrame([dict(comparison="vs base", model="m", train_data="gsm8k", train_size=24, task=t,
-                                    metric=mt, target_nll="gsm8k_nll")
+                                    metric=mt, target_nll="gsm8k_nll", headline=True)
                                for t, mt in (("gsm8k_nll", "bits_per_byte"), ("hellaswag", "p_correct_norm"))])
-    pilot = pd.DataFrame([dict(question="q1", task="gsm8k_nll", seed_var=2e-4, item_var=8e-3, resid_var=4e-4),
-                          dict(question="q2", task="hellaswag", seed_var=0.0, item_var=3e-4, resid_var=6e-5),
-                          dict(question="q4", task="gsm8k_nll", seed_var=8e-4, item_var=3e-3, resid_var=0.0)])
+    pilot = pd.DataFrame([dict(question="q1", task="gsm8k_nll", metric="bits_per_byte", seed_var=2e-4, item_var=8e-3,
+                               resid_var=4e-4),
+                          dict(question="q2", task="hellaswag", metric="p_correct_norm", seed_var=0.0, item_var=3e-4,
+                               resid_var=6e-5),
+                          dict(question="q3", task="hellaswag", metric="acc_norm", seed_var=0.0, item_var=0.2,
+                               resid_var=0.0),  # another metric: no plan for p_correct_norm
+                          dict(question="q4", task="gsm8k_nll", metric="bits_per_byte", seed_var=8e-4, item_var=3e-3,
+                               resid_var=0.0)])
     out = power.against_plan(pilot, detectable, aggregated, main)
     assert out[["question", "task", "metric"]].values.tolist() == [
-        ["q1", "gsm8k_nll", "bits_per_byte"], ["q2", "hellaswag", "p_correct_norm"], ["q4", "gsm8k_nll", "bits_per_byte"]]
-    assert out["achieved"].tolist() == [0.05, 0.02, 0.08]
-    assert out["planned"].tolist() == pytest.approx([power.mde(2e-4, 8e-3, 4e-4, 32, 3),
-                                                     power.mde(0.0, 3e-4, 6e-5, 48, 3),
-                                                     power.mde(8e-4, 3e-3, 0.0, 32, 2)])
+        ["q1", "gsm8k_nll", "bits_per_byte"], ["q2", "hellaswag", "p_correct_norm"],
+        ["q3", "hellaswag", "p_correct_norm"], ["q4", "gsm8k_nll", "bits_per_byte"]]
+    assert out["achieved"].tolist() == [0.05, 0.02, 0.09, 0.08]
+    assert out["planned"].tolist()[:2] + out["planned"].tolist()[3:] == pytest.approx(
+        [power.mde(2e-4, 8e-3, 4e-4, 32, 3), power.mde(0.0, 3e-4, 6e-5, 48, 3), power.mde(8e-4, 3e-3, 0.0, 32, 2)])
+    assert np.isnan(out["planned"].iloc[2])
     line = pages.detectable_line(out[out["question"] == "q2"], "results/pilot")
     assert "hellaswag 0.020" in line and "least sensitive method 0.200" in line and "48 items x 3 seeds" in line
     assert f"planned {power.mde(0.0, 3e-4, 6e-5, 48, 3):.3f}" in line and "`results/pilot`" in line
     assert "(with 48 examples)" in pages.detectable_line(out[out["question"] == "q4"], "results/pilot")
+    assert "undercovers" in pages.detectable_line(out[out["question"] == "q4"], "results/pilot")  # 2 seeds
+    assert "undercovers" not in line and "; no plan" in pages.detectable_line(out[out["question"] == "q3"], "x")

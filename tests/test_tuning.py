@@ -121,11 +121,11 @@ def test_a_pending_trial_keeps_the_study_run_waiting(tmp_path, data_dir, tiny_mo
         trials[0]["training"]["learning_rate"]
 
 
-def test_a_sweep_extends_past_an_edge_until_the_score_turns_up_capped(tmp_path, data_dir, tiny_model_dir):
+def test_a_sweep_extends_past_an_edge_until_the_score_turns_up(tmp_path, data_dir, tiny_model_dir):
     p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
                                  tuning={"learning_rates": {"lora": [1e-4, 3e-4, 9e-4]}, "extend": 2}))
     out = tmp_path / "out"
-    scores = {1e-4: 1.0, 3e-4: 0.9, 9e-4: 0.8, 2.7e-3: 0.7, 8.1e-3: 0.75, 2.43e-2: 0.6}
+    scores = {1e-4: 1.0, 3e-4: 0.9, 9e-4: 0.8, 2.7e-3: 0.7, 8.1e-3: 0.75}
 
     def trials():
         return {c["training"]["learning_rate"]: c for c in grid.plan(p)[0] if c.get("trial")}
@@ -169,9 +169,63 @@ def test_an_extension_stops_at_the_cap_and_the_summary_says_the_edge(tmp_path, d
     trials.loc[trials["learning_rate"] == 9e-4, "validation_bpb"] = 5000.0  # now 3e-4 wins: bracketed
     trials["selected"] = trials["learning_rate"] == 3e-4
     assert "Bracketed (the best rate inside the range tried): lora." in answers.rates_source(p, trials)
-    assert "3 trials per method" in answers.tuning_lines(summary)[0]
+    assert "3 trials per method" in answers.tuning_lines(summary)[0] and "Trials per method" not in text
+    extra = trials.iloc[:1].assign(learning_rate=3e-5, selected=False)
+    more = pd.concat([trials, pd.concat([trials, extra]).assign(method="ia3")], ignore_index=True)
+    assert "Trials per method: ia3 4, lora 3 (an extension gives" in answers.rates_source(p, more)
     both = pd.concat([summary, summary.assign(method="ia3", trials=5)], ignore_index=True)
     assert "3-5 trials per method (the sweep extends past an edge)" in answers.tuning_lines(both)[0]
+
+
+def test_a_sweep_whose_every_trial_diverged_extends_below_its_smallest_rate(tmp_path, data_dir, tiny_model_dir):
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 tuning={"learning_rates": {"lora": [1e-4, 3e-4]}, "extend": 1}))
+    out = tmp_path / "out"
+    for c in grid.plan(p)[0]:
+        if c.get("trial"):
+            _fake_trial(out, c, status="failed", error="NonFiniteLoss: loss became nan at step 1")
+    trials = [c for c in grid.plan(p)[0] if c.get("trial")]
+    assert sorted(c["training"]["learning_rate"] for c in trials) == pytest.approx([3.333e-5, 1e-4, 3e-4])
+    _fake_trial(out, min(trials, key=lambda c: c["training"]["learning_rate"]), 0.5)
+    cells, waiting = grid.plan(p)
+    study = next(c for c in cells if not c.get("trial") and c["method"] == "lora")
+    assert waiting == [] and study["training"]["learning_rate"] == pytest.approx(3.333e-5)
+
+
+def test_trials_train_with_the_tuning_seed_outside_the_study_seeds(tmp_path, data_dir, tiny_model_dir):
+    """`tuning.seed`: every trial trains with it, so a study run is never the very training the
+    selection favoured; sweeps per condition then differ only where more than the seed does."""
+    p = params.load(write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                                 seeds=[1, 2], designs={"main": {"seeds": [1, 2]}},
+                                 tuning={"factors": [1, 2], "seed": 0}))
+    trials = [c for c in grid.plan(p)[0] if c.get("trial")]
+    assert len(trials) == 2 and {c["seed"] for c in trials} == {0}
+    for c, score in zip(trials, [1.0, 0.5]):
+        _fake_trial(tmp_path / "out", c, score)
+    study = [c for c in grid.plan(p)[0] if c["method"] == "lora" and not c.get("trial")]
+    assert sorted(c["seed"] for c in study) == [1, 2]
+    assert {c["training"]["learning_rate"] for c in study} == {trials[1]["training"]["learning_rate"]}
+
+
+def test_a_method_sweeps_in_the_main_condition_whatever_the_designs_order_once_per_model(
+        tmp_path, data_dir, tiny_model_dir):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    path = write_params(tmp_path / "p.yaml", tiny_model_dir, tmp_path / "out", methods=("lora",),
+                        train_sizes=[16, 8], designs={"size": {"train_sizes": [8], "training": {"epochs": 2}},
+                                                      "main": {"models": ["tiny", "other"]}},
+                        tuning={"factors": [1, 2], "per": "method"})
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    raw["models"]["other"] = {"path": str(other), "dtype": "float32"}
+    raw["training"] = {"epochs": 1, "batch_size": 4, "max_length": 128}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the size design stays first
+    trials = [c for c in grid.plan(params.load(path))[0] if c.get("trial")]
+    assert len(trials) == 4 and {(c["model_name"], c["train_size"], c["training"]["epochs"]) for c in trials} == \
+        {("tiny", 16, 1), ("other", 16, 1)}  # the main condition (16 examples, 1 epoch), on each model
 
 
 def test_one_sweep_per_model_and_method_sets_every_seed_and_size(tmp_path, data_dir, tiny_model_dir):

@@ -129,30 +129,38 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
                  main: tuple) -> pd.DataFrame:
     """Per question and task: the change this study could detect (80% power, two-sided 5%,
     before Holm, training randomness included) as achieved (`detectable`: the median method
-    against its reference in the `main` (model, data, size) condition, or each factor's change
-    of the gap between two methods) and as the planner predicted it (`mde` with the `pilot`
-    study's variances, from `variances`, at the items and seeds this study's comparison had)."""
+    against its reference in the `main` (model, data, size) condition on each task's verdict
+    metric, or a factor's change, away from the main condition, of the gap between two methods)
+    and as the planner predicted it (`mde` with the `pilot` study's variances, from
+    `variances`, for the same question, task and metric, at the items and seeds this study's
+    comparison had)."""
     if detectable.empty or aggregated.empty:
         return pd.DataFrame()
     model, label, size = main
-    here = aggregated[(aggregated["comparison"] == "vs base") & (aggregated["model"] == model)
-                      & (aggregated["train_data"] == label) & (aggregated["train_size"] == size)]
+    here = aggregated[(aggregated["comparison"] == "vs base") & aggregated["headline"].astype(bool)
+                      & (aggregated["model"] == model) & (aggregated["train_data"] == label)
+                      & (aggregated["train_size"] == size)]
     targets = set(here["target_nll"].dropna())
+    verdict_metric = set(zip(here["task"], here["metric"]))
+    start = {"method x model": model, "method x train_size": size}
     rows = []
     for q, (table, which) in QUESTIONS.items():
         if table == "aggregated":
             d = detectable[(detectable["comparison"] == "vs base") & (detectable["model"] == model)
                            & (detectable["train_data"] == label) & (detectable["train_size"] == size)]
             d = d[d["task"].isin(targets) == (which == "target")]
-            d = d[d["metric"].isin(set(here["metric"]))]  # the verdict metric of each task
+            d = d[[(t, m) in verdict_metric for t, m in zip(d["task"], d["metric"])]]
         else:
-            d = detectable[(detectable["comparison"] == which) & (detectable["model"].isin([model]) | (which == "method x model"))]
+            d = detectable[(detectable["comparison"] == which)
+                           & (detectable["from"].astype(str) == str(start[which]))]
         for _, r in d.iterrows():
-            v = pilot[(pilot["question"] == q) & (pilot["task"] == r["task"])] if not pilot.empty else pilot
+            v = pilot[(pilot["question"] == q) & (pilot["task"] == r["task"]) & (pilot["metric"] == r["metric"])] \
+                if not pilot.empty else pilot
             seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
             planned = (mde(v["seed_var"].iloc[0], v["item_var"].iloc[0], v["resid_var"].iloc[0], n, seeds)
                        if len(v) and pd.notna(v["seed_var"].iloc[0]) else np.nan)
-            rows.append(dict(question=q, task=r["task"], metric=r["metric"], to=r.get("to") if table != "aggregated" else None,
+            rows.append(dict(question=q, task=r["task"], metric=r["metric"],
+                             to=r.get("to") if table != "aggregated" else None,
                              items=n, seeds=seeds, planned=planned, achieved=r["mde"], achieved_max=r["mde_max"],
                              training_randomness=r["training_randomness"]))
     return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned", "achieved",

@@ -304,7 +304,7 @@ def _cost_markdown(runs, main: Condition) -> str:
 def detectable_line(planned, pilot: str | None) -> str:
     """One question's smallest detectable changes, per task: as achieved, and as the planner
     predicted from the study this one was sized from (`pilot`; `against_plan` built both)."""
-    from ftstudy.analysis import measures
+    from ftstudy.analysis import measures, power
 
     if planned.empty:
         return "**Could detect:** no comparison of this question has finished."
@@ -321,8 +321,10 @@ def detectable_line(planned, pilot: str | None) -> str:
                      f"{int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''}{planned_text}")
     source = (f"planned: what `ftstudy plan` predicted for these items and seeds from `{pilot}`'s variances"
               if pilot else "no plan named")
+    few = (f" Fewer than {power.MIN_SEEDS} seeds, the planner's minimum: there the crossed interval undercovers, "
+           "so these figures are optimistic." if (planned["seeds"] < power.MIN_SEEDS).any() else "")
     return ("**Could detect** (the median method's smallest change found with 80% power, two-sided 5%, "
-            f"before Holm, training randomness included; {source}): " + "; ".join(parts) + ".")
+            f"before Holm, training randomness included; {source}): " + "; ".join(parts) + "." + few)
 
 
 def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: dict | None, n_runs: int,

@@ -131,8 +131,8 @@ class MethodEntry(_Strict):
 
 
 class Tuning(_Strict):
-    """A learning-rate sweep with the same number of trials for every method: `factors` times
-    each method's own rate, or explicit `learning_rates` per method. Each trial trains like
+    """A learning-rate sweep with the same trials for every method (before extensions):
+    `factors` times each method's own rate, or explicit `learning_rates` per method. Each trial trains like
     the study's run and is scored on validation rows of its target set (`validation_limit`
     items); the lowest validation bits per byte wins, ties to the smaller rate."""
     factors: list[float] = Field(default_factory=lambda: [1 / 3, 1.0, 3.0])
@@ -146,6 +146,10 @@ class Tuning(_Strict):
     # sweep per model and method, in that method's first condition (the main one), whose rate
     # every other condition of the method on that model trains at.
     per: Literal["condition", "method"] = "condition"
+    # The seed every trial trains with (default: its condition's own). One outside the study's
+    # seeds keeps the run the selection favoured out of the comparison: a trial chosen as the
+    # best of several on the same seed is optimistic there (the winner's curse).
+    seed: int | None = None
 
     @field_validator("factors")
     @classmethod

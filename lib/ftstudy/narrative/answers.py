@@ -692,8 +692,12 @@ def rates_source(params, trials: pd.DataFrame | None = None) -> str:
     if params.tuning is not None:
         n = len(next(iter(tuning.rates(params).values())))
         t = params.tuning
-        where = ("one sweep per model and method, in its first (main) condition, whose rate every other "
-                 "condition of the method trains at" if t.per == "method" else "a sweep per condition")
+        where = ("one sweep per model and method, in its main condition, whose rate every other condition of "
+                 "the method on that model trains at" if t.per == "method" else "a sweep per condition")
+        if t.seed is not None:
+            where += f", every trial trained with seed {t.seed}" + (
+                " (not a seed of the study's runs, so none of them is the training the selection favoured)"
+                if t.seed not in params.seeds else "")
         extend = (f", extended past an edge one step at a time (the ratio of the two outermost rates) while the "
                   f"best rate sat there, at most {t.extend} time{'s' if t.extend != 1 else ''}" if t.extend else "")
         text = (f"Learning rates: chosen by this study's own sweep ({where}; {n} trials per method{extend}; "
@@ -702,6 +706,10 @@ def rates_source(params, trials: pd.DataFrame | None = None) -> str:
         if summary.empty:
             return text
         label = lambda r: r["method"] + (f" on {r['model']}" if summary["model"].nunique() > 1 else "")
+        counts = summary["trials"].astype(int)
+        if counts.nunique() > 1:
+            text += (" Trials per method: " + ", ".join(f"{label(r)} {int(r['trials'])}" for _, r in summary.iterrows())
+                     + " (an extension gives a method more trials than the others).")
         inside = [label(r) for _, r in summary.iterrows() if not r["edge"] and pd.notna(r["chosen_rate"])]
         edge = [f"{label(r)} ({r['edge']} of {int(r['trials'])} rates)" for _, r in summary.iterrows() if r["edge"]]
         return (text + (f" Bracketed (the best rate inside the range tried): {', '.join(inside)}." if inside else "")

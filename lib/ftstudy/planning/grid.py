@@ -62,7 +62,7 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
                               train_size=0, seed=None))
         controlled = set()
         for cond in mine:
-            method, label, size, seed = cond["method"], cond["train_data"], cond["train_size"], cond["seed"]
+            method = cond["method"]
             mcfg = params.methods[method]
             if params.controls and method not in controlled:  # the method applied, trained 0 steps, no data
                 controlled.add(method)
@@ -71,19 +71,15 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
                                   adapter=spec["adapter"], load=spec["load"],
                                   training={**spec["training"], "max_steps": 0}, train_data=None,
                                   mix=None, train_size=0, seed=params.seeds[0]))
-            spec = methods.resolve(method, mcfg.adapter, {**shared_training, **cond["training"], **mcfg.training},
-                                   mcfg.load)
-            cell = dict(method=method, model=model, evaluation=evaluation, adapter=spec["adapter"],
-                        load=spec["load"], training=spec["training"], train_data=label,
-                        mix=params.train_data[label], train_size=size, seed=seed)
-            if params.distributed.processes > 1:  # single-process ids unchanged
-                cell["distributed"] = params.distributed.model_dump()
+            cell = _study_cell(params, cond, model, evaluation, shared_training)
             if rates is None:
                 cells.append(cell)
                 continue
-            key = (mname, method) if params.tuning.per == "method" else id(cond)
+            key = _sweep_key(params, cond)
             if key not in swept:
-                trials, swept[key] = _sweep(cell, rates[method], params.tuning, outputs)
+                where = _sweep_condition(params, mine, cond) if params.tuning.per == "method" else cond
+                trials, swept[key] = _sweep(_study_cell(params, where, model, evaluation, shared_training),
+                                            rates[method], params.tuning, outputs)
                 cells += trials
             chosen, why, tried = swept[key]
             cell["training"] = {**cell["training"], "learning_rate": chosen}
@@ -102,15 +98,50 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
     return cells, waiting
 
 
+def _study_cell(params: Params, cond: dict, model: dict, evaluation: dict, shared_training: dict) -> dict:
+    """The cell of one design point, its rate not yet chosen where the study sweeps."""
+    mcfg = params.methods[cond["method"]]
+    spec = methods.resolve(cond["method"], mcfg.adapter, {**shared_training, **cond["training"], **mcfg.training},
+                           mcfg.load)
+    cell = dict(method=cond["method"], model=model, evaluation=evaluation, adapter=spec["adapter"],
+                load=spec["load"], training=spec["training"], train_data=cond["train_data"],
+                mix=params.train_data[cond["train_data"]], train_size=cond["train_size"], seed=cond["seed"])
+    if params.distributed.processes > 1:  # single-process ids unchanged
+        cell["distributed"] = params.distributed.model_dump()
+    return cell
+
+
+def _sweep_key(params: Params, cond: dict) -> tuple:
+    """Which sweep sets a design point's rate: one per model and method (`tuning.per: method`),
+    else one per condition, its seed left out when every trial trains with `tuning.seed`."""
+    if params.tuning.per == "method":
+        return cond["model"], cond["method"]
+    keep = [k for k in ("model", "method", "train_data", "train_size", "seed")
+            if k != "seed" or params.tuning.seed is None]
+    return (*(cond[k] for k in keep), json.dumps(cond["training"], sort_keys=True))
+
+
+def _sweep_condition(params: Params, conditions: list[dict], cond: dict) -> dict:
+    """Where a method's one sweep trains (`tuning.per: method`): its first condition on the
+    study's first training data and size with no design-level training change (the main
+    condition), else its first condition."""
+    own = [c for c in conditions if (c["model"], c["method"]) == (cond["model"], cond["method"])]
+    main = [c for c in own if c["train_data"] == next(iter(params.train_data))
+            and c["train_size"] == params.train_sizes[0] and not c["training"]]
+    return (main or own)[0]
+
+
 def _sweep(cell: dict, rates: list[float], settings, outputs: Path) -> tuple[list[dict], tuple]:
     """A sweep's trials for `cell` and (chosen rate, why not, rates tried): the rates given,
     then, while the best finished one sits at an edge, one more beyond it (`tuning.beyond`),
-    at most `settings.extend` times; each extension runs in the grid's next round."""
+    or below the smallest when every trial diverged, at most `settings.extend` times; each
+    extension runs in the grid's next round."""
     tried = sorted(rates)
     while True:
-        trials = [_named(tuning.trial_cell(cell, r, settings.validation_limit)) for r in tried]
+        trials = [_named(tuning.trial_cell(cell, r, settings.validation_limit, settings.seed)) for r in tried]
         chosen, why = tuning.choose(trials, outputs)
-        further = tuning.beyond(tried, chosen) if chosen is not None else None
+        edge = chosen if chosen is not None else tried[0] if why == tuning.ALL_DIVERGED else None
+        further = tuning.beyond(tried, edge) if edge is not None else None
         if further is None or len(tried) - len(rates) >= settings.extend:
             return trials, (chosen, why, tried)
         tried = sorted(tried + [further])

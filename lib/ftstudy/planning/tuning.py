@@ -1,13 +1,15 @@
-"""Learning-rate sweeps with an equal budget: every method gets the same number of trials.
+"""Learning-rate sweeps with an equal budget: every method gets the same trials (before any
+extension past an edge of its range, `beyond`, which the book counts per method).
 
 The learning rate moves results more than the choice of method does (PEFT's method
 comparison; "LoRA Without Regret", 2025), so a ranking at one untuned rate per method mostly
 ranks those rates. A trial is an ordinary grid cell (resumable, hashed, runnable on Slurm)
 that trains as the study's run would and is scored on validation rows of its target set,
-never on test items. Per (model, method, data, size, seed) the trial with the lowest
-validation bits per byte picks the rate (ties: the smaller rate); the study's run then
-trains at that rate (same seed and data: the same training) and is evaluated on the test
-tasks. Every trial's score is kept in `tuning.csv`.
+never on test items. Per sweep (each condition, or with `per: method` each model and method in
+its main condition) the trial with the lowest validation bits per byte picks the rate (ties:
+the smaller rate); the study's runs then train at that rate (with the trial's seed, the very
+same training, unless `tuning.seed` keeps trials on a seed of their own) and are evaluated on
+the test tasks. Every trial's score is kept in `tuning.csv`.
 """
 from __future__ import annotations
 
@@ -45,15 +47,17 @@ def validation_task(mix: dict) -> str:
     return data.TRAIN_SETS[data.target_set(mix)]["validation_nll"]
 
 
-def trial_cell(cell: dict, rate: float, limit: int | None) -> dict:
-    """A study cell as a trial at `rate`: trained the same way (no curve), scored on the
-    validation task only."""
+def trial_cell(cell: dict, rate: float, limit: int | None, seed: int | None = None) -> dict:
+    """A study cell as a trial at `rate`: trained the same way (no curve; with `seed`, that
+    seed's data order and initialisation instead of the cell's), scored on the validation
+    task only."""
     ev = cell["evaluation"]
     task = {"limit": limit} if limit else {}
     evaluation = {**{k: v for k, v in ev.items() if k != "tasks"},
                   "tasks": {validation_task(cell["mix"]): task}}
     training = {**cell["training"], "learning_rate": rate, "eval_every": 0}
-    return {**cell, "training": training, "evaluation": evaluation, "trial": True}
+    return {**cell, "training": training, "evaluation": evaluation, "trial": True,
+            **({"seed": seed} if seed is not None else {})}
 
 
 def beyond(tried: list[float], chosen: float) -> float | None:
@@ -76,6 +80,7 @@ def select(scores: dict[float, float | None]) -> float | None:
     return min(r for r, s in scored.items() if s <= best + TIE)
 
 
+ALL_DIVERGED = "every learning-rate trial diverged"
 # A trial that failed this way lost (its rate diverged); any other failure (out of memory, a
 # killed job) says nothing about the rate, and its study run waits for a retry.
 DIVERGED = "NonFiniteLoss"
@@ -114,7 +119,7 @@ def choose(trials: list[dict], outputs: Path) -> tuple[float | None, str]:
         return None, (f"{len(failed)} learning-rate trial(s) failed for a reason other than divergence "
                       "(see their status.json; rerun with --retry-failed)")
     chosen = select({r: s for r, (_, s) in found.items()})
-    return chosen, "" if chosen is not None else "every learning-rate trial diverged"
+    return chosen, "" if chosen is not None else ALL_DIVERGED
 
 
 GROUP = ["model", "method", "train_data", "train_size", "seed"]
