@@ -30,7 +30,7 @@ QUESTIONS = {
 # show forgetting at all.
 BLIND_ACCURACY = 0.2
 PLACES = " (the two methods change places: each side's own test separates them)"
-NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?%?(?![\w])")
+NUMBER = re.compile(r"(?<![\w.])[+−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?%?(?![\w])")
 
 
 @dataclass
