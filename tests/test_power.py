@@ -47,7 +47,8 @@ def test_crossed_interval_covers_at_three_seeds():
     three seeds, where an items-only interval (what one seed gives) falls short."""
     rng = np.random.default_rng(0)
     truth, reps = 0.1, 1500
-    for seed_sd, item_sd, resid_sd in ((0.02, 0.05, 0.02), (0.05, 0.01, 0.01), (0.0, 0.05, 0.02)):
+    for seed_sd, item_sd, resid_sd in ((0.02, 0.05, 0.02), (0.05, 0.01, 0.01), (0.0, 0.05, 0.02),
+                                       (0.01, 0.0, 0.05)):  # the last: item variance often estimated below zero
         d = (truth + rng.normal(0, seed_sd, (reps, 3, 1)) + rng.normal(0, item_sd, (reps, 1, 32))
              + rng.normal(0, resid_sd, (reps, 3, 32)))
         rows = [stats.crossed(list(x)) for x in d[:300]]
@@ -60,6 +61,23 @@ def test_crossed_interval_covers_at_three_seeds():
         if seed_sd >= 0.02:  # items alone (one seed's interval) would miss the seeds' spread
             items_only = np.mean([abs(x[0].mean() - truth) <= 1.96 * x[0].std(ddof=1) / np.sqrt(32) for x in d])
             assert items_only < 0.9
+
+
+def test_crossed_interval_without_seed_variance_is_the_items_interval_of_the_seed_means():
+    """Two seeds whose means agree (no seed variance) and items barely above the residual: the
+    estimated variance (MS_seeds + MS_items - MS_residual) was near zero and Satterthwaite's
+    degrees of freedom with it, and the t quantile at df ~ 1e-12 made an interval of about
+    +-10^5 (the committed study had two). A negative seed component counts as zero, so the
+    interval is the t interval over items of the seeds' mean differences."""
+    rng = np.random.default_rng(1)
+    a, e = rng.normal(0, 0.05, 48), rng.normal(0, 0.05, 48)
+    a, e = a - a.mean(), e - e.mean()
+    a *= np.sqrt((1 + 1e-6) * (e ** 2).sum() / (a ** 2).sum())  # item and residual mean squares equal
+    out = stats.crossed([0.01 + a + e, 0.01 + a - e])
+    item_means = 0.01 + a
+    half = sps.t.ppf(0.975, 47) * item_means.std(ddof=1) / np.sqrt(48)
+    assert out["seed_var"] == 0.0 and out["df"] == pytest.approx(47)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((0.01 - half, 0.01 + half))
 
 
 def test_a_single_seed_change_is_shown_and_never_called_separated():
@@ -147,3 +165,11 @@ def test_the_plan_is_set_beside_what_each_question_achieved():
     assert "(with 48 examples)" in pages.detectable_line(out[out["question"] == "q4"], "results/pilot")
     assert "undercovers" in pages.detectable_line(out[out["question"] == "q4"], "results/pilot")  # 2 seeds
     assert "undercovers" not in line and "; no plan" in pages.detectable_line(out[out["question"] == "q3"], "x")
+    # the math target's verdict metric postdates the pilot's runs: planned from the whole
+    # answer's bits/byte the pilot had, and the line says so
+    detectable.loc[0, "metric"], aggregated.loc[0, "metric"] = "math_bits_per_byte", "math_bits_per_byte"
+    math = power.against_plan(pilot, detectable, aggregated, main)
+    q1 = math[math["question"] == "q1"]
+    assert q1["metric"].tolist() == ["math_bits_per_byte"] and q1["planned_metric"].tolist() == ["bits_per_byte"]
+    assert q1["planned"].tolist() == pytest.approx([power.mde(2e-4, 8e-3, 4e-4, 32, 3)])
+    assert "from its bits_per_byte, as that study had no math_bits_per_byte" in pages.detectable_line(q1, "x")

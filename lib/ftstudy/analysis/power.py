@@ -69,10 +69,7 @@ def mde(seed_var: float, item_var: float, resid_var: float, n: int, seeds: int, 
     items and `seeds` seeds, from the expected mean squares (Satterthwaite's degrees of freedom)."""
     ms_s = resid_var + n * seed_var
     ms_i = resid_var + seeds * item_var
-    ms_e = resid_var
-    num = ms_s + ms_i - ms_e
-    den = ms_s ** 2 / max(seeds - 1, 1) + ms_i ** 2 / max(n - 1, 1) + ms_e ** 2 / max((seeds - 1) * (n - 1), 1)
-    df = num ** 2 / den if den > 0 else n - 1
+    num, df = (float(x) for x in stats.satterthwaite(ms_s, ms_i, resid_var, seeds, n))
     return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(POWER, df)) * np.sqrt(num / (seeds * n)))
 
 
@@ -154,17 +151,34 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
             d = detectable[(detectable["comparison"] == which)
                            & (detectable["from"].astype(str) == str(start[which]))]
         for _, r in d.iterrows():
-            v = pilot[(pilot["question"] == q) & (pilot["task"] == r["task"]) & (pilot["metric"] == r["metric"])] \
-                if not pilot.empty else pilot
+            v, planned_metric = _pilot_row(pilot, q, r["task"], r["metric"])
             seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
-            planned = (mde(v["seed_var"].iloc[0], v["item_var"].iloc[0], v["resid_var"].iloc[0], n, seeds)
-                       if len(v) and pd.notna(v["seed_var"].iloc[0]) else np.nan)
+            planned = (mde(v["seed_var"], v["item_var"], v["resid_var"], n, seeds)
+                       if v is not None and pd.notna(v["seed_var"]) else np.nan)
             rows.append(dict(question=q, task=r["task"], metric=r["metric"],
                              to=r.get("to") if table != "aggregated" else None,
-                             items=n, seeds=seeds, planned=planned, achieved=r["mde"], achieved_max=r["mde_max"],
+                             items=n, seeds=seeds, planned=planned, planned_metric=planned_metric,
+                             achieved=r["mde"], achieved_max=r["mde_max"],
                              training_randomness=r["training_randomness"]))
-    return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned", "achieved",
-                                       "achieved_max", "training_randomness"])
+    return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned",
+                                       "planned_metric", "achieved", "achieved_max", "training_randomness"])
+
+
+def _pilot_row(pilot: pd.DataFrame, question: str, task: str, metric: str):
+    """The pilot's variances for a question's task on this metric, or, where the pilot's runs
+    predate it, on the metric it refines (GSM8K's working without its annotation format was
+    scored as the whole answer's bits/byte: the same unit, the closest measure the pilot had;
+    never an accuracy for a continuous score). Returns the row and the metric it was read on."""
+    if pilot.empty:
+        return None, None
+    from ftstudy.analysis import measures
+
+    with_format = {w: m for m, w in measures.WITHOUT_FORMAT.items()}
+    for m in (metric, with_format.get(metric)):
+        v = pilot[(pilot["question"] == question) & (pilot["task"] == task) & (pilot["metric"] == m)]
+        if m is not None and len(v):
+            return v.iloc[0], m
+    return None, None
 
 
 def pool_sizes(tasks, data_dir=None) -> dict[str, int]:

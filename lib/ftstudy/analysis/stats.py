@@ -111,29 +111,40 @@ def _mean_squares(d: np.ndarray) -> tuple[float, float, float]:
     return ms_s, ms_i, ms_e
 
 
+def satterthwaite(ms_s, ms_i, ms_e, s: int, n: int):
+    """The variance of a seeds x items grand mean (times S n) and its degrees of freedom, from
+    the three mean squares. A variance component estimated below zero (its mean square under
+    the residual's) counts as zero, as ANOVA estimators do: Var = (MS_seeds + MS_items -
+    MS_residual) / (S n) when both are positive, MS_items / (S n) without seed variance,
+    MS_seeds / (S n) without item variance, MS_residual / (S n) without either. Satterthwaite's
+    degrees of freedom of that sum are bounded below by the smaller of its parts' (S - 1, n - 1):
+    with a subtracted mean square they can otherwise fall towards zero where the sum is small,
+    and a t quantile at df 0.001 made intervals of +-300,000 from a standard error of 0.01."""
+    ms_s, ms_i, ms_e = (np.asarray(x, dtype=float) for x in (ms_s, ms_i, ms_e))
+    c_s, c_i = (ms_s > ms_e).astype(float), (ms_i > ms_e).astype(float)
+    c_e = 1.0 - c_s - c_i  # -1 with both components, +1 with neither
+    dfs, dfi, dfe = max(s - 1, 1), max(n - 1, 1), max((s - 1) * (n - 1), 1)
+    num = c_s * ms_s + c_i * ms_i + c_e * ms_e
+    den = c_s * ms_s ** 2 / dfs + c_i * ms_i ** 2 / dfi + c_e ** 2 * ms_e ** 2 / dfe
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(den > 0, num ** 2 / den, dfi)
+    return num, np.maximum(df, min(dfs, dfi))
+
+
 def crossed_batch(d: np.ndarray):
     """`crossed`'s mean, standard error and Satterthwaite degrees of freedom for a batch of
     seeds x items arrays (shape reps x seeds x items), vectorised for simulation."""
     d = np.asarray(d, dtype=float)
     s, n = d.shape[-2:]
-    ms_s, ms_i, ms_e = _mean_squares(d)
-    num = ms_s + ms_i - ms_e
-    den = ms_s ** 2 / (s - 1) + ms_i ** 2 / (n - 1) + ms_e ** 2 / ((s - 1) * (n - 1))
-    # a negative estimate (rare: residual above both) falls back to the larger mean square alone
-    low = num <= 0
-    num = np.where(low, np.maximum(ms_s, ms_i), num)
-    den = np.where(low, np.where(ms_s >= ms_i, ms_s ** 2 / (s - 1), ms_i ** 2 / (n - 1)), den)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(den > 0, num ** 2 / den, n - 1)
+    num, df = satterthwaite(*_mean_squares(d), s, n)
     return d.mean(axis=(-2, -1)), np.sqrt(num / (s * n)), df
 
 
 def crossed(diffs: list[np.ndarray]) -> dict:
     """Several seeds of one comparison on the same items (rows: seeds, columns: items in one
     order), training randomness and item sampling in one interval: the grand mean, its
-    variance from the two-way mean squares, Var = (MS_seeds + MS_items - MS_residual) / (S n)
-    (seed, item and residual variance each counted once), a t interval and t test with
-    Satterthwaite's degrees of freedom, and the three variance components (what the planner
+    variance from the two-way mean squares (`satterthwaite`: seed, item and residual variance
+    each counted once), a t interval and t test with Satterthwaite's degrees of freedom, and the three variance components (what the planner
     and the detectable change need). Its 95% interval covers 93-97% at three seeds
     (tests/test_power.py)."""
     d = np.vstack(diffs).astype(float)
