@@ -314,7 +314,10 @@ def detectable_line(planned, pilot: str | None) -> str:
         to = pd.to_numeric(r["to"], errors="coerce")
         where = ("" if pd.isna(r["to"]) or r["to"] is None else
                  f" (with {int(to)} examples)" if pd.notna(to) else f" (on {r['to']})")
-        planned_text = (f"; planned {r['planned']:.3f}" if pd.notna(r["planned"]) else "; no plan")
+        proxy = r.get("planned_metric")
+        proxy = (f" from its {proxy}, as that study had no {r['metric']}"
+                 if isinstance(proxy, str) and proxy != r["metric"] else "")
+        planned_text = (f"; planned {r['planned']:.3f}{proxy}" if pd.notna(r["planned"]) else "; no plan")
         spread = (f", the least sensitive method {r['achieved_max']:.3f}"
                   if r["achieved_max"] > r["achieved"] * 1.5 else "")
         parts.append(f"{r['task']}{where} {r['achieved']:.3f} {unit}{spread} on {int(r['items'])} items x "
