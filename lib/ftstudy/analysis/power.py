@@ -8,7 +8,7 @@ the crossed t test with Satterthwaite's degrees of freedom, so power is estimate
 simulating that very test (`power`), starting from the normal approximation (`mde`), at the
 level Holm's correction needs for the study's family of comparisons (Bonferroni's alpha/m, the
 level Holm's first step uses: conservative). A single seed never separates a change, and at two
-seeds the crossed interval undercovers (about 91% in simulation), so plans start at three.
+seeds the crossed interval undercovers (about 90% in simulation), so plans start at three.
 """
 from __future__ import annotations
 
@@ -123,14 +123,15 @@ def plan(var: pd.DataFrame, changes: dict[str, float], pools: dict[str, int], ma
 
 
 def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.DataFrame,
-                 main: tuple) -> pd.DataFrame:
+                 main: tuple, own: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per question and task: the change this study could detect (80% power, two-sided 5%,
     before Holm, training randomness included) as achieved (`detectable`: the median method
     against its reference in the `main` (model, data, size) condition on each task's verdict
     metric, or a factor's change, away from the main condition, of the gap between two methods)
     and as the planner predicted it (`mde` with the `pilot` study's variances, from
     `variances`, for the same question, task and metric, at the items and seeds this study's
-    comparison had)."""
+    comparison had), with the median seed, item and residual variances behind each: the pilot's
+    and this study's own (`own`, `variances` of this study), which say why the two differ."""
     if detectable.empty or aggregated.empty:
         return pd.DataFrame()
     model, label, size = main
@@ -151,24 +152,34 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
             d = detectable[(detectable["comparison"] == which)
                            & (detectable["from"].astype(str) == str(start[which]))]
         for _, r in d.iterrows():
-            v, planned_metric = _pilot_row(pilot, q, r["task"], r["metric"])
+            v, planned_metric = _variances_row(pilot, q, r["task"], r["metric"])
             seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
+            mine, _ = _variances_row(own if own is not None else pd.DataFrame(), q, r["task"], r["metric"])
             planned = (mde(v["seed_var"], v["item_var"], v["resid_var"], n, seeds)
                        if v is not None and pd.notna(v["seed_var"]) else np.nan)
             rows.append(dict(question=q, task=r["task"], metric=r["metric"],
                              to=r.get("to") if table != "aggregated" else None,
                              items=n, seeds=seeds, planned=planned, planned_metric=planned_metric,
+                             pilot_seed_var=v["seed_var"] if v is not None else np.nan,
+                             pilot_item_var=v["item_var"] if v is not None else np.nan,
+                             pilot_resid_var=v["resid_var"] if v is not None else np.nan,
+                             seed_var=mine["seed_var"] if mine is not None else np.nan,
+                             item_var=mine["item_var"] if mine is not None else np.nan,
+                             resid_var=mine["resid_var"] if mine is not None else np.nan,
                              achieved=r["mde"], achieved_max=r["mde_max"],
                              training_randomness=r["training_randomness"]))
     return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned",
-                                       "planned_metric", "achieved", "achieved_max", "training_randomness"])
+                                       "planned_metric", "pilot_seed_var", "pilot_item_var", "pilot_resid_var", "seed_var",
+                                       "item_var", "resid_var",
+                                       "achieved", "achieved_max", "training_randomness"])
 
 
-def _pilot_row(pilot: pd.DataFrame, question: str, task: str, metric: str):
-    """The pilot's variances for a question's task on this metric, or, where the pilot's runs
-    predate it, on the metric it refines (GSM8K's working without its annotation format was
-    scored as the whole answer's bits/byte: the same unit, the closest measure the pilot had;
-    never an accuracy for a continuous score). Returns the row and the metric it was read on."""
+def _variances_row(pilot: pd.DataFrame, question: str, task: str, metric: str):
+    """A study's variances (a `variances` table: the pilot's, or this study's own) for a
+    question's task on this metric, or, where the pilot's runs predate it, on the metric it
+    refines (GSM8K's working without its annotation format was scored as the whole answer's
+    bits/byte: the same unit, the closest measure the pilot had; never an accuracy for a
+    continuous score). Returns the row and the metric it was read on."""
     if pilot.empty:
         return None, None
     from ftstudy.analysis import measures
@@ -210,9 +221,9 @@ def report(p, results, changes: dict[str, float], max_seeds: int = MAX_SEEDS, da
     """The planner's answer as text: per question and task, the items needed at each number of
     seeds (the fewest seeds first), with the simulated power and what it costs to run."""
     from ftstudy.analysis import tables
-    from ftstudy.planning import grid
+    from ftstudy.planning import grid, tuning
 
-    study = tables.collect(results, grid.expand(p, results))
+    study = tables.collect(results, grid.expand(p, results), tuning.configured_rates(p))
     agg, k = study.aggregated, study.contrasts
     if agg.empty or "item_var" not in agg:
         raise ValueError(f"{results}: no finished comparison of {getattr(p, 'study', '')}'s grid to plan from")
