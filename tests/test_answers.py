@@ -100,6 +100,10 @@ def test_answers_cite_every_number_and_say_what_they_cannot_answer():
     assert_every_number_is_cited(text, cit, cit.tables)
     assert "-0.270 [-0.330, -0.210]" in text and "full learned most: against the runner-up lora the verdict on the gap is separated" in text
     assert "(3 examples" not in text and "16" in answers.numbers_in(text)
+    # a method that learned from another reference (QLoRA from its 4-bit base) is named best against that
+    t["aggregated"].loc[t["aggregated"]["method"] == "full", "reference"] = "base_4bit"
+    lead = answers.markdown(*answers.build(t))
+    assert "full learned most against its own reference (base_4bit): against the runner-up lora" in lead
     assert "one base model (m)" in text and "stays open" in text  # Q3 cannot be answered
     assert "16 → 48" in text  # Q4 from the contrasts table
     # a number typed into a sentence is caught, even one equal to a cited value
@@ -407,3 +411,22 @@ def test_the_data_size_answer_says_which_sizes_compare_at_equal_steps_and_which_
     t["runs"].loc[t["runs"]["run_id"] == "lora48", "steps"] = 6  # two step counts at one size: said, not typed
     ans, cit = answers.build(t)
     assert "The runs of one size differ in their steps" in cit.render(ans["q4"][0])
+
+
+def test_the_base_model_answer_says_where_a_rate_sits_at_its_sweeps_edge():
+    """Full fine-tuning's rate on the second model is the smallest its sweep tried (after its
+    extensions): the third question's lead says so, citing the rate, for that model only; a
+    bracketed rate (LoRA) and the main model's rates are not mentioned."""
+    trial = dict(train_data="gsm8k", train_size=24, seed=0, status="done")
+    tuning = pd.DataFrame([{**trial, "model": "g", "method": "full", "learning_rate": r, "selected": r == 1.667e-05}
+                           for r in (1.667e-05, 5e-05, 1.5e-4)]
+                          + [{**trial, "model": "g", "method": "lora", "learning_rate": r, "selected": r == 1.8e-3}
+                             for r in (6e-4, 1.8e-3, 5.4e-3)]
+                          + [{**trial, "model": "m", "method": "lora", "learning_rate": r, "selected": r == 5.4e-3}
+                             for r in (6e-4, 1.8e-3, 5.4e-3)])
+    c = answers.Citations({"tuning": tuning})
+    text = c.render(answers._rate_edges(c, "g"))
+    assert text == (" full's rate on g, 1.67e-05, is the smallest its sweep tried (extensions included), so its best "
+                    "rate there may lie below it.")
+    assert_no_typed_number(answers._rate_edges(c, "g"))
+    assert c.render(answers._rate_edges(c, "m")).startswith(" lora's rate on m, 0.0054, is the largest")

@@ -317,8 +317,11 @@ def _best_on_target(c: Citations, vs: pd.DataFrame, main: Condition) -> str:
         return f"{first} has the largest point estimate on {target}; no paired test of it against {second} was recorded."
     i = pair.index[0]
     r = pair.loc[i]
-    head = (f"On its target {target}, {first} learned most: against the runner-up {second}" if _separated(r)
-            else f"On its target {target}, {first} has the largest point estimate; against the runner-up {second}")
+    own = t.iloc[0].get("reference")  # a method trained on another base (QLoRA's 4-bit one) learned from there
+    own = f" against its own reference ({own})" if isinstance(own, str) and own != "base" else ""
+    head = (f"On its target {target}, {first} learned most{own}: against the runner-up {second}" if _separated(r)
+            else f"On its target {target}, {first} has the largest point estimate{own}; against the runner-up "
+                 f"{second}")
     return (f"{head} the verdict on the gap is {c.verdict('contrasts', i)}: on the {c.num('contrasts', i, 'seeds', 'd')} seed(s) both ran, {r['from']} changed by "
             f"{c.num('contrasts', i, 'change_from')} and {r['to']} by {c.num('contrasts', i, 'change_to')} bits/byte, "
             f"each against its own reference; difference {c.interval('contrasts', i)}, Holm-adjusted p "
@@ -491,7 +494,7 @@ def _interaction(c: Citations, factor: str, words: str, main: Condition) -> list
         i0 = g.index[0]
         untrained = [f"{m} showed no detectable gain on its own target with {words} "
                      f"{c.num('contrasts', i0, end, '')}" for m, end in _not_learning(c, g.loc[i0])]
-        warn = (f"; {c.verdict('contrasts', i0)}, not a comparison of two trained methods: {'; '.join(untrained)}"
+        warn = (f"; {c.verdict('contrasts', i0)}, not a comparison of two methods shown to learn: {'; '.join(untrained)}"
                 if untrained else "")
         out.append(f"The gap {pair} (difference of their changes) with {words} {c.num('contrasts', i0, 'from', '')} "
                    f"→ {c.num('contrasts', i0, 'to', '')} ({c.num('contrasts', i0, 'seeds', 'd')} seed(s){warn}): "
@@ -577,12 +580,13 @@ def _lead_factor(c: Citations, factor: str, words: str, main: Condition, where: 
                 f"{_tag(r, c, 'contrasts', i, inline=True)})")
         head += _detectable_gap(c, r)
         if failed:
-            head += (f", but {failed}, so the gap compares a trained method with an untrained one; "
-                     f"it needs a learning rate that trains both")
+            head += (f", but {failed}, so the gap compares a method shown to learn with one not shown to "
+                     "(at these seeds, after Holm's correction); it needs a learning rate, or the seeds, that "
+                     "show both learning")
         elif _reverses(c, r, factor, main):
             head += ", and the two methods change places: each side's own test separates them"
         parts.append(head)
-    return "; ".join(parts) + "."
+    return ". ".join(parts) + "."
 
 
 def _detectable_gap(c: Citations, r) -> str:
@@ -615,7 +619,29 @@ def q3(c: Citations, main: Condition) -> list[str]:
         if len(tuned) and (tuned.groupby("method")["learning_rate"].nunique() == 1).all():
             out[0] += (" Each method used one learning rate on every model, so a method that gains less on one "
                        "model may only need another rate there; this grid does not tune rates per model.")
+    for model in sorted(set(k[k["factor"] == "model"]["to"].dropna().astype(str)) - {str(main.model)}):
+        out[0] += _rate_edges(c, model)
     return out + _factor(c, "model", "base model", main) + _interaction(c, "model", "base model", main)
+
+
+def _rate_edges(c: Citations, model: str) -> str:
+    """' X's rate on M, R, is the smallest its sweep tried ...': each method whose rate on this
+    model was chosen at an edge of its sweep (extensions included), so the comparison on that
+    model may not be at the method's best rate (from the `tuning` table)."""
+    trials = c.tables.get("tuning", pd.DataFrame())
+    if trials.empty:
+        return ""
+    out = []
+    for method, g in trials[(trials["model"] == model) & (trials["status"] == "done")].groupby("method"):
+        chosen = g[g["selected"].astype(bool)]
+        if chosen.empty or len(g) < 2:
+            continue
+        i, rate = chosen.index[0], chosen["learning_rate"].iloc[0]
+        side = "smallest" if rate == g["learning_rate"].min() else "largest" if rate == g["learning_rate"].max() else ""
+        if side:
+            out.append(f" {method}'s rate on {model}, {c.num('tuning', i, 'learning_rate', '.3g')}, is the {side} its "
+                       f"sweep tried (extensions included), so its best rate there may lie {'below' if side == 'smallest' else 'above'} it.")
+    return "".join(out)
 
 
 def q4(c: Citations, main: Condition) -> list[str]:
@@ -701,7 +727,9 @@ def rates_source(params, trials: pd.DataFrame | None = None) -> str:
         extend = (f", extended past an edge one step at a time (the ratio of the two outermost rates) while the "
                   f"best rate sat there, at most {t.extend} time{'s' if t.extend != 1 else ''}" if t.extend else "")
         text = (f"Learning rates: chosen by this study's own sweep ({where}; {n} trials per method{extend}; "
-                "scored on validation rows; the results page's Learning rates section shows every trial).")
+                f"scored on {'validation rows' if t.validation_limit is None else f'{t.validation_limit} validation rows'}"
+                f"{' of one seed' if t.seed is not None else ''}, so a bracket is a point estimate, not a test; "
+                "the results page's Learning rates section shows every trial).")
         summary = views.tuning_summary(trials) if trials is not None and not trials.empty else pd.DataFrame()
         if summary.empty:
             return text
