@@ -109,3 +109,15 @@ def test_export_checks_everything_before_it_writes(tmp_path, data_dir):
     done = export.export(outputs, cells, dest, PARAMS, replace=True)
     assert done["runs"] == 21 and not (dest / "runs" / "oldrun").exists()
     assert (dest / "aggregated.csv").read_text() == "committed table\n"  # only runs/ and README are export's
+
+
+def test_a_resumed_grid_counts_its_sittings_not_the_idle_gap_between_them():
+    """Cells run 10:00-10:10 and 10:10-10:20, the grid is resumed two hours later for one more
+    cell of 5 minutes: 25 min of wall time in two sittings, not the 2 h 25 min between the
+    first start and the last end."""
+
+    statuses = [dict(started="2026-12-05T10:00:00", wall_s=600.0), dict(started="2026-12-05T10:10:05", wall_s=595.0),
+                dict(started="2026-12-05T12:20:00", wall_s=300.0)]
+    assert len(export.sittings(statuses)) == 2
+    assert export.wall_span_s(statuses) == 1500.0
+    assert export.wall_span_s(statuses[:2]) == 1200.0  # one sitting: first start to last end

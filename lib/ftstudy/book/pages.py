@@ -201,8 +201,8 @@ def limitations_page(params: Params, study: Tables) -> str:
                   "variance the seeded comparisons of the same task measured.", ""]
     if max(len(v) for v in per_method.values()) > 1:
         lines += ["- Several seeds: one interval over seeds crossed with items (seed, item and residual variance "
-                  "from the two-way mean squares, a t interval with Satterthwaite's degrees of freedom; 93-97% "
-                  "coverage at three seeds in simulation, below that at two). With few seeds the degrees of "
+                  "from the two-way mean squares, a t interval with Satterthwaite's degrees of freedom, the seed term kept however small its "
+                  "estimate; at least 93% coverage at three seeds in simulation, about 90% at two). With few seeds the degrees of "
                   "freedom are few and the intervals wide: that is the price of counting training randomness.", ""]
     mixes = {label: mix for label, mix in params.train_data.items() if len(mix) > 1}
     for label, mix in mixes.items():
@@ -301,6 +301,18 @@ def _cost_markdown(runs, main: Condition) -> str:
     return t.to_markdown(index=False, floatfmt=".4g")
 
 
+def _why_off_plan(r) -> str:
+    """' (median variances here: seed, item, residual; in the plan: ...)' where the achieved
+    change is off the plan by more than half again either way: the variances behind each say why."""
+    if pd.isna(r.get("planned")) or pd.isna(r.get("seed_var")) or pd.isna(r.get("pilot_seed_var")):
+        return ""
+    if max(r["achieved"], r["planned"]) <= 1.5 * min(r["achieved"], r["planned"]):
+        return ""
+    return (f" (median variances here: seed {r['seed_var']:.2g}, item {r['item_var']:.2g}, residual "
+            f"{r['resid_var']:.2g}; in the plan: seed {r['pilot_seed_var']:.2g}, item {r['pilot_item_var']:.2g}, "
+            f"residual {r['pilot_resid_var']:.2g})")
+
+
 def detectable_line(planned, pilot: str | None) -> str:
     """One question's smallest detectable changes, per task: as achieved, and as the planner
     predicted from the study this one was sized from (`pilot`; `against_plan` built both)."""
@@ -321,12 +333,14 @@ def detectable_line(planned, pilot: str | None) -> str:
         spread = (f", the least sensitive method {r['achieved_max']:.3f}"
                   if r["achieved_max"] > r["achieved"] * 1.5 else "")
         parts.append(f"{r['task']}{where} {r['achieved']:.3f} {unit}{spread} on {int(r['items'])} items x "
-                     f"{int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''}{planned_text}")
+                     f"{int(r['seeds'])} seed{'s' if r['seeds'] != 1 else ''}{planned_text}{_why_off_plan(r)}")
     source = (f"planned: what `ftstudy plan` predicted for these items and seeds from `{pilot}`'s variances"
               if pilot else "no plan named")
     few = (f" Fewer than {power.MIN_SEEDS} seeds, the planner's minimum: there the crossed interval undercovers, "
            "so these figures are optimistic." if (planned["seeds"] < power.MIN_SEEDS).any() else "")
-    return ("**Could detect** (the median method's smallest change found with 80% power, two-sided 5%, "
+    what = ("the median method's smallest change against its reference" if planned["to"].isna().all() else
+             "the smallest change of the gap between the two methods")
+    return (f"**Could detect** ({what} found with 80% power, two-sided 5%, "
             f"before Holm, training randomness included; {source}): " + "; ".join(parts) + "." + few)
 
 
@@ -355,7 +369,7 @@ def front_page(params: Params, study: Tables, outputs: Path, gen: Path, stale: d
     hw = _hardware(outputs, done)
     wall = _wall_span(outputs)
     lines = [f"# {params.study}: the answers", "",
-             f"{len(done)} of {n_runs} runs done ({len(runs) - len(done)} failed) on {hw}; {wall}. "
+             f"{_runs_done(runs, study.tuning, n_runs)} on {hw}; {wall}. "
              "How to read the verdicts, and what the runs rest on: below the answers.", ""]
     if rates:
         lines += [rates, ""]
@@ -438,12 +452,27 @@ def _hardware(outputs: Path, done) -> str:
     return "; ".join(sorted(kinds)) or "unrecorded hardware"
 
 
+def _runs_done(runs: pd.DataFrame, trials: pd.DataFrame, n_runs: int) -> str:
+    """'N of M runs done, T of them learning-rate trials (F failed)': the study's runs and the
+    trials its rates rest on, both run folders of the grid (`n_runs` of them)."""
+    done = int((runs["status"] == "done").sum()) if len(runs) else 0
+    failed = len(runs) - done
+    tried = int((trials["status"] == "done").sum()) if len(trials) else 0
+    failed += len(trials) - tried
+    of_them = f", {tried} of them learning-rate trials" if len(trials) else ""
+    return f"{done + tried} of {n_runs} runs done{of_them} ({failed} failed)"
+
+
 def _wall_span(outputs: Path) -> str:
     from ftstudy.record import export
 
     statuses = [results.read_json(f) for f in sorted((outputs / "runs").glob("*/status.json"))]
     span = export.wall_span_s(statuses) if statuses else 0
-    return f"first run start to last run end {span / 60:.0f} min" if span else "wall time not recorded"
+    parts = len(export.sittings(statuses)) if statuses else 0
+    if not span:
+        return "wall time not recorded"
+    return (f"first run start to last run end {span / 60:.0f} min" if parts <= 1 else
+            f"{span / 60:.0f} min from first run start to last run end within each of {parts} sittings, summed")
 
 
 def chance_lines(study: Tables) -> list[str]:

@@ -50,7 +50,7 @@ def against_plan(params: Params, study: tables.Tables):
     from ftstudy.analysis import power
     from ftstudy.config import params as params_mod
     from ftstudy.narrative import answers
-    from ftstudy.planning import grid
+    from ftstudy.planning import grid, tuning
     from ftstudy.record import export
 
     main = answers.main_condition(study.aggregated, study.contrasts) if not study.aggregated.empty else None
@@ -59,9 +59,9 @@ def against_plan(params: Params, study: tables.Tables):
     folder = params_mod.planned_folder(params)
     pilot_params = params_mod.load(export.params_file(folder), for_compute=False)
     print(f"report: the plan's variances from {params.planned_from}", flush=True)
-    pilot = tables.collect(folder, grid.expand(pilot_params, folder))
+    pilot = tables.collect(folder, grid.expand(pilot_params, folder), tuning.configured_rates(pilot_params))
     return power.against_plan(power.variances(pilot.aggregated, pilot.contrasts), study.detectable,
-                              study.aggregated, tuple(main))
+                              study.aggregated, tuple(main), own=power.variances(study.aggregated, study.contrasts))
 
 
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None,

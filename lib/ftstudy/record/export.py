@@ -76,16 +76,32 @@ def export(outputs: str | Path, cells: list[dict], dest: str | Path, params_file
     return {"runs": len(cells), "bytes": total}
 
 
-def wall_span_s(statuses: list[dict]) -> float:
-    """A grid's wall time from its runs' status.json: first cell's start to last cell's end
-    (the sum of cell walls when start times are not recorded)."""
+IDLE_S = 600  # a gap this long with no cell running ends a sitting (a grid stopped and resumed later)
+
+
+def sittings(statuses: list[dict]) -> list[tuple[float, float]]:
+    """A grid's sittings from its runs' status.json: (first start, last end) of each stretch in
+    which cells ran with no gap of `IDLE_S` or more between one's end and the next one's start."""
     from datetime import datetime
 
-    spans = [(datetime.strptime(s["started"], "%Y-%m-%dT%H:%M:%S").timestamp(), s.get("wall_s", 0.0))
-             for s in statuses if s.get("started")]
+    spans = sorted((datetime.strptime(s["started"], "%Y-%m-%dT%H:%M:%S").timestamp(), s.get("wall_s", 0.0))
+                   for s in statuses if s.get("started"))
+    out: list[list[float]] = []
+    for start, wall in spans:
+        if out and start - out[-1][1] < IDLE_S:
+            out[-1][1] = max(out[-1][1], start + wall)
+        else:
+            out.append([start, start + wall])
+    return [(a, b) for a, b in out]
+
+
+def wall_span_s(statuses: list[dict]) -> float:
+    """A grid's wall time: first cell's start to last cell's end in each sitting, summed (a resumed
+    grid's idle days do not count); the sum of cell walls when start times are not recorded."""
+    spans = sittings(statuses)
     if not spans:
         return sum(s.get("wall_s", 0.0) for s in statuses)
-    return max(a + w for a, w in spans) - min(a for a, _ in spans)
+    return sum(b - a for a, b in spans)
 
 
 def _readme(params_file, cells, envs, statuses, total) -> str:
@@ -106,8 +122,10 @@ def _readme(params_file, cells, envs, statuses, total) -> str:
         f"{'GPU ' + str(hardware['gpu']) if hardware.get('gpu') else 'no GPU'}; torch CPU capability "
         f"{cpu.get('torch_cpu_capability', 'unknown')}, native bf16: {cpu.get('native_bf16', 'unknown')}; "
         f"compute dtype {env.get('compute_dtype', 'unknown')}",
-        f"- wall time: {wall / 60:.1f} min from the first cell's start to the last cell's end "
-        f"(sum of cell walls {sum(walls) / 60:.1f} min)",
+        f"- wall time: {wall / 60:.1f} min from the first cell's start to the last cell's end"
+        + (f" within each of {len(sittings(statuses))} sittings, summed (a gap of {IDLE_S // 60} min or more "
+           "with no cell running ends a sitting)" if len(sittings(statuses)) > 1 else "")
+        + f" (sum of cell walls {sum(walls) / 60:.1f} min)",
         "- per run: `cell.json` (parameters), `status.json`, `metrics.json` (cost, scores), `env.json` "
         "(versions, hardware, data hashes, lock), `fingerprint.json`, `curve.json` and its per-sample logs "
         "when the run kept a curve, the executed notebook, and lm-eval's results and per-sample logs "
