@@ -3,6 +3,8 @@ the commands that reproduce it. Sections not yet run are listed as such.
 
     python bench/report.py
 """
+import sys
+
 import common
 
 COMMANDS = """```bash
@@ -419,6 +421,60 @@ SECTIONS = [("study", "4. The study", study_section),
             ("eval_bf16", "15. bf16 evaluation against fp32", bf16_section)]
 
 
+def committed_study_section(folder=common.ROOT / "results" / "cpu-study") -> list[str]:
+    """Where the committed CPU study's time went, read from its own run records (runs.csv,
+    tuning.csv, each run's status.json and env.json): per design and method, the cells, their
+    summed and median walls, and training's and evaluation's medians."""
+    import json
+
+    import pandas as pd
+
+    sys.path.insert(0, str(common.ROOT / "lib"))
+    from ftstudy.narrative import answers
+    from ftstudy.record import export
+
+    runs = pd.read_csv(folder / "runs.csv", dtype={"run_id": str})
+    trials = pd.read_csv(folder / "tuning.csv", dtype={"run_id": str})
+    statuses = [json.loads(f.read_text()) for f in sorted((folder / "runs").glob("*/status.json"))]
+    envs = [json.loads(f.read_text()) for f in sorted((folder / "runs").glob("*/env.json"))]
+    cpus = {(e["hardware"]["cpu"].get("torch_cpu_capability"), e["hardware"]["cpu"].get("native_bf16"),
+             e.get("compute_dtype"), e["hardware"].get("cpus")) for e in envs}
+    evaluation = ", ".join(sorted(runs["eval_dtype"].dropna().unique()))
+    first = tuple(answers.main_condition(pd.read_csv(folder / "aggregated.csv"), pd.read_csv(folder / "contrasts.csv")))
+
+    def design(r) -> str:
+        if r["method"] in ("base", "base_4bit"):
+            return "reference"
+        if (r["model"], r["train_data"], r["train_size"]) == first:
+            return "main condition"
+        if r["model"] != first[0]:
+            return f"base model {r['model']}"
+        if r["train_data"] != first[1]:
+            return f"training data {r['train_data']}"
+        return f"{int(r['train_size'])} examples, {int(r['steps'])} steps"
+
+    runs["design"] = runs.apply(design, axis=1)
+    trials["design"] = "rate trial (" + trials["model"] + ")"
+    cells = pd.concat([runs, trials], ignore_index=True)
+    out = ["**CPU:** " + "; ".join(f"{n} cores, torch CPU capability {cap}, native bf16: {'yes' if bf16 else 'no'}, "
+                                   f"training in {dtype}, evaluation in {evaluation}" for cap, bf16, dtype, n in sorted(cpus))
+           + f". Read from the committed records in `{folder.relative_to(common.ROOT)}` by `bench/report.py`.", "",
+           f"{len(cells)} cells ({len(trials)} learning-rate trials), wall "
+           f"{export.wall_span_s(statuses) / 60:.1f} min (first start to last end within each of "
+           f"{len(export.sittings(statuses))} sittings, summed), "
+           f"sum of cell walls {cells['wall_s'].sum() / 60:.1f} min.", "",
+           "| design | method | cells | sum of walls (min) | median wall (s) | median training (s) | "
+           "median evaluation (s) |", "|---|---|---|---|---|---|---|"]
+    def median(g, column) -> str:
+        return f"{g[column].median():.0f}" if g[column].notna().any() else "-"
+
+    order = {"main condition": 0, "reference": 1}
+    for (d, m), g in sorted(cells.groupby(["design", "method"]), key=lambda kv: (order.get(kv[0][0], 2), kv[0])):
+        out.append(f"| {d} | {m} | {len(g)} | {g['wall_s'].sum() / 60:.1f} | {median(g, 'wall_s')} | "
+                   f"{median(g, 'train_wall_s')} | {median(g, 'eval_wall_s')} |")
+    return out
+
+
 def cpu_label(r: dict) -> str:
     """Which CPU (and capability) produced a result file."""
     m = r["machine"]
@@ -455,6 +511,7 @@ def main():
             lines += ["", f"![{title}]({pictures[name]})"]
         lines.append("")
     lines += ["## 6. GPU check", ""] + gpu_section(common.load("gpu_check")) + [""]
+    lines += ["## 10. The CPU study (`params/cpu-study.yaml`, `results/cpu-study`)", ""] + committed_study_section() + [""]
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]
     (common.ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
