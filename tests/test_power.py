@@ -190,11 +190,17 @@ def test_the_plan_is_set_beside_what_each_question_achieved():
     assert q1["planned"].tolist() == pytest.approx([power.mde(2e-4, 8e-3, 4e-4, 32, 3)])
     assert "from its bits_per_byte, as that study had no math_bits_per_byte" in pages.detectable_line(q1, "x")
     # where the achieved change is off the plan, the variances behind each say why
-    own = pilot.assign(item_var=pilot["item_var"] * 100)
-    out = power.against_plan(pilot, detectable, aggregated, main, own=own)
+    # (this study's own: the main condition's methods for q1/q2, the factor's contrast row for q3/q4)
+    measured = aggregated.assign(seeds=3, seed_var=0.0, item_var=[8e-3, 3e-2], resid_var=[4e-4, 6e-5])
+    contrasts = pd.DataFrame([dict(factor="method x train_size", task="gsm8k_nll", metric="bits_per_byte", seeds=2,
+                                   **{"from": 24}, to=to, seed_var=v, item_var=1e-3, resid_var=1e-4)
+                              for to, v in ((48, 5e-4), (12, 0.0))])
+    out = power.against_plan(pilot, detectable, measured, main, contrasts=contrasts)
+    q4 = out[out["question"] == "q4"]
+    assert q4[["to", "seed_var"]].values.tolist() == [[48, 5e-4]]  # its own contrast row, not a median
     hs = out[(out["question"] == "q2") & (out["task"] == "hellaswag")]
     assert hs[["pilot_item_var", "item_var"]].values.tolist() == [[3e-4, 3e-2]]
-    assert ("(median variances here: seed 0, item 0.03, residual 6e-05; in the plan: seed 0, item 0.0003, "
+    assert ("(variances here: seed 0, item 0.03, residual 6e-05; in the plan: seed 0, item 0.0003, "
             "residual 6e-05)") in pages.detectable_line(hs, "x")
     on_plan = hs.assign(achieved=hs["planned"])
     assert "variances here" not in pages.detectable_line(on_plan, "x")

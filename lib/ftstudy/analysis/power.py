@@ -123,15 +123,17 @@ def plan(var: pd.DataFrame, changes: dict[str, float], pools: dict[str, int], ma
 
 
 def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.DataFrame,
-                 main: tuple, own: pd.DataFrame | None = None) -> pd.DataFrame:
+                 main: tuple, contrasts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per question and task: the change this study could detect (80% power, two-sided 5%,
     before Holm, training randomness included) as achieved (`detectable`: the median method
     against its reference in the `main` (model, data, size) condition on each task's verdict
     metric, or a factor's change, away from the main condition, of the gap between two methods)
     and as the planner predicted it (`mde` with the `pilot` study's variances, from
     `variances`, for the same question, task and metric, at the items and seeds this study's
-    comparison had), with the median seed, item and residual variances behind each: the pilot's
-    and this study's own (`own`, `variances` of this study), which say why the two differ."""
+    comparison had), with the seed, item and residual variances behind each, which say why the
+    two differ: the pilot's (medians over the question's comparisons) and this study's own for
+    the very comparison (medians over the main condition's methods; a factor's change of the
+    gap: its row of `contrasts`)."""
     if detectable.empty or aggregated.empty:
         return pd.DataFrame()
     model, label, size = main
@@ -154,7 +156,8 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
         for _, r in d.iterrows():
             v, planned_metric = _variances_row(pilot, q, r["task"], r["metric"])
             seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
-            mine, _ = _variances_row(own if own is not None else pd.DataFrame(), q, r["task"], r["metric"])
+            mine = _own_variances(here if table == "aggregated" else contrasts, r,
+                                  None if table == "aggregated" else (which, start[which]))
             planned = (mde(v["seed_var"], v["item_var"], v["resid_var"], n, seeds)
                        if v is not None and pd.notna(v["seed_var"]) else np.nan)
             rows.append(dict(question=q, task=r["task"], metric=r["metric"],
@@ -163,15 +166,28 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
                              pilot_seed_var=v["seed_var"] if v is not None else np.nan,
                              pilot_item_var=v["item_var"] if v is not None else np.nan,
                              pilot_resid_var=v["resid_var"] if v is not None else np.nan,
-                             seed_var=mine["seed_var"] if mine is not None else np.nan,
-                             item_var=mine["item_var"] if mine is not None else np.nan,
-                             resid_var=mine["resid_var"] if mine is not None else np.nan,
+                             **mine,
                              achieved=r["mde"], achieved_max=r["mde_max"],
                              training_randomness=r["training_randomness"]))
     return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned",
                                        "planned_metric", "pilot_seed_var", "pilot_item_var", "pilot_resid_var", "seed_var",
                                        "item_var", "resid_var",
                                        "achieved", "achieved_max", "training_randomness"])
+
+
+def _own_variances(table: pd.DataFrame | None, r, factor: tuple | None) -> dict:
+    """The seed, item and residual variances behind one achieved detectable change `r`: the
+    median over `table`'s seeded rows on its task and metric (the main condition's methods
+    against their reference), or, with `factor` (its name, its first value), that factor's
+    contrast row to `r`'s value."""
+    keys = ("seed_var", "item_var", "resid_var")
+    if table is None or table.empty or not set(keys) <= set(table):
+        return dict.fromkeys(keys, np.nan)
+    rows = table[(table["task"] == r["task"]) & (table["metric"] == r["metric"]) & (table["seeds"] >= 2)]
+    if factor is not None:
+        rows = rows[(rows["factor"] == factor[0]) & (rows["from"].astype(str) == str(factor[1]))
+                    & (rows["to"].astype(str) == str(r["to"]))]
+    return {k: float(rows[k].median()) if len(rows) else np.nan for k in keys}
 
 
 def _variances_row(pilot: pd.DataFrame, question: str, task: str, metric: str):

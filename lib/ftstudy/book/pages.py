@@ -302,13 +302,13 @@ def _cost_markdown(runs, main: Condition) -> str:
 
 
 def _why_off_plan(r) -> str:
-    """' (median variances here: seed, item, residual; in the plan: ...)' where the achieved
+    """' (variances here: seed, item, residual; in the plan: ...)' where the achieved
     change is off the plan by more than half again either way: the variances behind each say why."""
     if pd.isna(r.get("planned")) or pd.isna(r.get("seed_var")) or pd.isna(r.get("pilot_seed_var")):
         return ""
     if max(r["achieved"], r["planned"]) <= 1.5 * min(r["achieved"], r["planned"]):
         return ""
-    return (f" (median variances here: seed {r['seed_var']:.2g}, item {r['item_var']:.2g}, residual "
+    return (f" (variances here: seed {r['seed_var']:.2g}, item {r['item_var']:.2g}, residual "
             f"{r['resid_var']:.2g}; in the plan: seed {r['pilot_seed_var']:.2g}, item {r['pilot_item_var']:.2g}, "
             f"residual {r['pilot_resid_var']:.2g})")
 

@@ -61,7 +61,7 @@ def against_plan(params: Params, study: tables.Tables):
     print(f"report: the plan's variances from {params.planned_from}", flush=True)
     pilot = tables.collect(folder, grid.expand(pilot_params, folder), tuning.configured_rates(pilot_params))
     return power.against_plan(power.variances(pilot.aggregated, pilot.contrasts), study.detectable,
-                              study.aggregated, tuple(main), own=power.variances(study.aggregated, study.contrasts))
+                              study.aggregated, tuple(main), contrasts=study.contrasts)
 
 
 def build(params: Params, book: bool = True, book_dir: str | Path | None = None,
