@@ -144,9 +144,9 @@ def crossed(diffs: list[np.ndarray]) -> dict:
     """Several seeds of one comparison on the same items (rows: seeds, columns: items in one
     order), training randomness and item sampling in one interval: the grand mean, its
     variance from the two-way mean squares (`satterthwaite`: seed, item and residual variance
-    each counted once), a t interval and t test with Satterthwaite's degrees of freedom, and the three variance components (what the planner
-    and the detectable change need). Its 95% interval covers at least 93% at three seeds
-    (tests/test_power.py)."""
+    each counted once), a t interval and t test with Satterthwaite's degrees of freedom, and
+    the three variance components (what the planner and the detectable change need). Its 95%
+    interval covers at least 93% at three seeds (tests/test_power.py)."""
     d = np.vstack(diffs).astype(float)
     s, n = d.shape
     mean, se, df = (float(x) for x in crossed_batch(d))
