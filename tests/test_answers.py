@@ -419,7 +419,8 @@ def test_the_base_model_answer_says_where_a_rate_sits_at_its_sweeps_edge():
     """Full fine-tuning's rate on the second model is the smallest its sweep tried (after its
     extensions): the third question's lead says so, citing the rate, for that model only; a
     bracketed rate (LoRA) and the main model's rates are not mentioned."""
-    trial = dict(train_data="gsm8k", train_size=24, seed=0, status="done")
+    trial = dict(train_data="gsm8k", train_size=24, seed=0, status="done", default_rate=np.nan, validation_bpb=1.0,
+                 wall_s=1.0)
     tuning = pd.DataFrame([{**trial, "model": "g", "method": "full", "learning_rate": r, "selected": r == 1.667e-05}
                            for r in (1.667e-05, 5e-05, 1.5e-4)]
                           + [{**trial, "model": "g", "method": "lora", "learning_rate": r, "selected": r == 1.8e-3}

@@ -154,7 +154,7 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
             d = detectable[(detectable["comparison"] == which)
                            & (detectable["from"].astype(str) == str(start[which]))]
         for _, r in d.iterrows():
-            v, planned_metric = _variances_row(pilot, q, r["task"], r["metric"])
+            v, planned_metric = _pilot_row(pilot, q, r["task"], r["metric"])
             seeds, n = int(r["seeds"]) if pd.notna(r["seeds"]) else 1, int(r["n"])
             mine = _own_variances(here if table == "aggregated" else contrasts, r,
                                   None if table == "aggregated" else (which, start[which]))
@@ -163,10 +163,7 @@ def against_plan(pilot: pd.DataFrame, detectable: pd.DataFrame, aggregated: pd.D
             rows.append(dict(question=q, task=r["task"], metric=r["metric"],
                              to=r.get("to") if table != "aggregated" else None,
                              items=n, seeds=seeds, planned=planned, planned_metric=planned_metric,
-                             pilot_seed_var=v["seed_var"] if v is not None else np.nan,
-                             pilot_item_var=v["item_var"] if v is not None else np.nan,
-                             pilot_resid_var=v["resid_var"] if v is not None else np.nan,
-                             **mine,
+                             **{f"pilot_{k}": v[k] if v is not None else np.nan for k in mine}, **mine,
                              achieved=r["mde"], achieved_max=r["mde_max"],
                              training_randomness=r["training_randomness"]))
     return pd.DataFrame(rows, columns=["question", "task", "metric", "to", "items", "seeds", "planned",
@@ -190,9 +187,9 @@ def _own_variances(table: pd.DataFrame | None, r, factor: tuple | None) -> dict:
     return {k: float(rows[k].median()) if len(rows) else np.nan for k in keys}
 
 
-def _variances_row(pilot: pd.DataFrame, question: str, task: str, metric: str):
-    """A study's variances (a `variances` table: the pilot's, or this study's own) for a
-    question's task on this metric, or, where the pilot's runs predate it, on the metric it
+def _pilot_row(pilot: pd.DataFrame, question: str, task: str, metric: str):
+    """The pilot's variances (its `variances` table) for a question's task on this metric, or,
+    where the pilot's runs predate it, on the metric it
     refines (GSM8K's working without its annotation format was scored as the whole answer's
     bits/byte: the same unit, the closest measure the pilot had; never an accuracy for a
     continuous score). Returns the row and the metric it was read on."""

@@ -635,21 +635,19 @@ def q3(c: Citations, main: Condition) -> list[str]:
 
 def _rate_edges(c: Citations, model: str) -> str:
     """' X's rate on M, R, is the smallest its sweep tried ...': each method whose rate on this
-    model was chosen at an edge of its sweep (extensions included), so the comparison on that
-    model may not be at the method's best rate (from the `tuning` table)."""
+    model was chosen at an edge of its sweep (extensions included; `views.tuning_summary`
+    decides, as for the rates sentence), so the comparison on that model may not be at the
+    method's best rate (the rate cited from the `tuning` table)."""
     trials = c.tables.get("tuning", pd.DataFrame())
     if trials.empty:
         return ""
     out = []
-    for method, g in trials[(trials["model"] == model) & (trials["status"] == "done")].groupby("method"):
-        chosen = g[g["selected"].astype(bool)]
-        if chosen.empty or len(g) < 2:
-            continue
-        i, rate = chosen.index[0], chosen["learning_rate"].iloc[0]
-        side = "smallest" if rate == g["learning_rate"].min() else "largest" if rate == g["learning_rate"].max() else ""
-        if side:
-            out.append(f" {method}'s rate on {model}, {c.num('tuning', i, 'learning_rate', '.3g')}, is the {side} its "
-                       f"sweep tried (extensions included), so its best rate there may lie {'below' if side == 'smallest' else 'above'} it.")
+    for _, s in views.tuning_summary(trials[trials["model"] == model]).iterrows():
+        chosen = trials[(trials["model"] == model) & (trials["method"] == s["method"]) & trials["selected"].astype(bool)]
+        if s["edge"] and len(chosen):
+            out.append(f" {s['method']}'s rate on {model}, {c.num('tuning', chosen.index[0], 'learning_rate', '.3g')}, "
+                       f"is the {s['edge']} its sweep tried (extensions included), so its best rate there may lie "
+                       f"{'below' if s['edge'] == 'smallest' else 'above'} it.")
     return "".join(out)
 
 

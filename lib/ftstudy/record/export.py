@@ -110,7 +110,7 @@ def _readme(params_file, cells, envs, statuses, total) -> str:
     cpu = hardware.get("cpu") or {}
     commits = sorted({((e.get("git") or {}).get("commit") or "unknown")[:10]
                       + (" (with uncommitted changes)" if (e.get("git") or {}).get("dirty") else "") for e in envs})
-    wall, walls = wall_span_s(statuses), [s.get("wall_s", 0.0) for s in statuses]
+    wall, walls, parts = wall_span_s(statuses), [s.get("wall_s", 0.0) for s in statuses], len(sittings(statuses))
     return "\n".join([
         f"# Results of `{params_file}`", "",
         f"{len(cells)} runs, exported {time.strftime('%Y-%m-%d %H:%M:%S')} by `ftstudy export`; "
@@ -123,8 +123,8 @@ def _readme(params_file, cells, envs, statuses, total) -> str:
         f"{cpu.get('torch_cpu_capability', 'unknown')}, native bf16: {cpu.get('native_bf16', 'unknown')}; "
         f"compute dtype {env.get('compute_dtype', 'unknown')}",
         f"- wall time: {wall / 60:.1f} min from the first cell's start to the last cell's end"
-        + (f" within each of {len(sittings(statuses))} sittings, summed (a gap of {IDLE_S // 60} min or more "
-           "with no cell running ends a sitting)" if len(sittings(statuses)) > 1 else "")
+        + (f" within each of {parts} sittings, summed (a gap of {IDLE_S // 60} min or more "
+           "with no cell running ends a sitting)" if parts > 1 else "")
         + f" (sum of cell walls {sum(walls) / 60:.1f} min)",
         "- per run: `cell.json` (parameters), `status.json`, `metrics.json` (cost, scores), `env.json` "
         "(versions, hardware, data hashes, lock), `fingerprint.json`, `curve.json` and its per-sample logs "
