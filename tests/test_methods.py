@@ -84,6 +84,8 @@ def test_auto_evaluation_dtype_is_resolved_per_machine(monkeypatch):
     from ftstudy.compute import evaluate
     assert evaluate.resolve({"dtype": "auto"})["dtype"] == "auto"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from ftstudy.compute import precision
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     for native, expect in ((False, "float32"), (True, "bfloat16")):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
         assert evaluate.eval_dtype({"dtype": "auto"}) == expect
@@ -94,12 +96,27 @@ def test_auto_dtype_follows_native_bf16(monkeypatch):
     """`auto` is bf16 only where the hardware computes it natively, fp32 elsewhere."""
     from ftstudy.compute import precision
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert precision.resolve_dtype("auto") == "float32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert precision.resolve_dtype("auto") == "bfloat16"
     assert precision.resolve_dtype("float32") == "float32"  # a params file can still force one
     assert precision.cpu_capability()["native_bf16"] is True
+
+
+def test_bf16_is_not_native_on_avx512_without_bf16_flags(monkeypatch):
+    """oneDNN reports bf16 as supported on AVX512 CPUs without AVX512-BF16 or AMX (Intel Ice
+    Lake), where it emulates bf16 3.7x slower than fp32: `auto` must train those in fp32. An
+    AVX2-only CPU is fp32 too; a CPU whose flags cannot be read follows oneDNN's test."""
+    from ftstudy.compute import precision
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for flags, expect in (({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "float32"), ({"avx2", "fma"}, "float32"),
+                          ({"avx512f", "avx512_bf16"}, "bfloat16"), ({"avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),
+                          (set(), "bfloat16")):
+        monkeypatch.setattr(precision, "cpu_flags", lambda f=flags: f)
+        assert precision.resolve_dtype("auto") == expect, flags
 
 
 def test_prompt_tuning_cached_generation_matches_full_forward(tiny_model_dir):
