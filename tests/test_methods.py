@@ -206,3 +206,90 @@ def test_a_4bit_model_is_scored_on_its_dequantised_weights_in_the_evaluation_pre
             ours = model(ids).logits
     assert float((ours - reference).abs().max()) < 1e-4
     assert sum(4 * m.in_features * m.out_features for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)) == fp32_bytes
+
+
+
+@pytest.mark.parametrize("key", ["padding_free", "compile"])
+def test_an_optional_training_key_is_absent_unless_on(key):
+    """`training.padding_free` and `training.compile` enter a cell only when on, so cells
+    without them keep their run ids (committed runs have no such key); false says the same as
+    absent."""
+    from ftstudy.compute import defaults
+    base = methods.resolve("lora")["training"]
+    assert key not in base and set(base) == set(defaults.TRAINING)
+    assert methods.resolve("lora", training={key: False})["training"] == base
+    assert methods.resolve("lora", training={key: True})["training"] == {**base, key: True}
+
+
+def _train_tiny(method, training, tiny_model_dir, data_dir, folder, n=8):
+    spec = methods.resolve(method, training={"max_steps": 4, "batch_size": 2, "max_length": 96,
+                                             "learning_rate": 1e-3, **training})
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, n, 0, 96, data_dir)
+    tuned = methods.apply(model, spec, seed=0)
+    cost = train.train(tuned, tok, examples, spec, folder, seed=0)
+    weights = {name: p.detach().clone() for name, p in tuned.named_parameters() if p.requires_grad}
+    return cost, weights, tuned
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "dora", "ia3"])
+def test_padding_free_training_learns_what_padded_training_learns(method, tiny_model_dir, data_dir, tmp_path):
+    """Packed steps hold the same examples in the same order as padded ones and predict the
+    same answer tokens: each step's loss and the trained weights agree within float32 rounding
+    (examples that saw each other move the loss by 0.1-1 nats), the tokens counted are the
+    same, and each step's time and memory are recorded."""
+    padded, w_padded, _ = _train_tiny(method, {}, tiny_model_dir, data_dir, tmp_path / "padded")
+    packed, w_packed, _ = _train_tiny(method, {"padding_free": True}, tiny_model_dir, data_dir, tmp_path / "packed")
+    losses = [(a["loss"], b["loss"]) for a, b in zip(padded["loss_curve"], packed["loss_curve"])]
+    assert len(losses) == 4 and all(abs(a - b) < 1e-5 for a, b in losses), losses
+    assert max(float((w_padded[n] - w_packed[n]).abs().max()) for n in w_padded) < 1e-5
+    assert packed["train_tokens"] == padded["train_tokens"] > 0
+    assert [s["step"] for s in packed["steps"]] == [1, 2, 3, 4]
+    assert all(s["wall_s"] > 0 and s["anon_mb"] > 0 for s in packed["steps"])
+
+
+def test_a_packed_row_scores_each_example_as_if_alone(tiny_model_dir, data_dir):
+    """The kit's packed batch on a model whose config asks for a KV cache (as loaded models
+    do): every token's logits equal those of its example run alone, so no example attends to
+    another (with a cache, transformers drops the block mask and they would)."""
+    spec = methods.resolve("full")
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    model.train()
+    assert model.config.use_cache
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 3, 0, 96, data_dir)
+    batch = train.collator(tok, {"padding_free": True})(examples)
+    with torch.no_grad():
+        packed = model(**batch).logits[0]
+        alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples])
+    assert packed.shape == alone.shape and float((packed - alone).abs().max()) < 1e-4
+
+
+def test_prompt_tuning_trains_padded_and_its_cell_says_so(tiny_model_dir, data_dir, tmp_path):
+    """Prompt tuning's virtual tokens prefix each example, so one packed row cannot hold a step:
+    its resolved training drops `padding_free` (the cell records the padded path it took), and
+    a spec that asks for packing anyway is refused."""
+    assert "padding_free" not in methods.resolve("prompt_tuning", training={"padding_free": True})["training"]
+    spec = methods.resolve("prompt_tuning", training={"max_steps": 1, "batch_size": 2, "max_length": 96})
+    spec["training"]["padding_free"] = True
+    tok, model = methods.load_model(spec, TINY(tiny_model_dir))
+    examples, _ = data.training_set(tok, {"gsm8k_train": 1.0}, 2, 0, 96, data_dir)
+    with pytest.raises(ValueError, match="virtual tokens must prefix each example"):
+        train.train(methods.apply(model, spec, seed=0), tok, examples, spec, tmp_path, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prompt_tuning"])
+def test_compiled_training_learns_what_eager_training_learns(method, tiny_model_dir, data_dir, tmp_path,
+                                                             monkeypatch):
+    """torch.compile changes summation order, not the training: each step's loss and the
+    trained weights agree with the eager path's within float32 rounding amplified by a few
+    steps; the model is eager again afterwards (evaluation compiles nothing), and each step's
+    time is recorded."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager, w_eager, _ = _train_tiny(method, {}, tiny_model_dir, data_dir, tmp_path / "eager")
+    fast, w_fast, tuned = _train_tiny(method, {"compile": True}, tiny_model_dir, data_dir, tmp_path / "compiled")
+    assert tuned._compiled_call_impl is None
+    assert [s["step"] for s in fast["steps"]] == [1, 2, 3, 4] and all(s["wall_s"] > 0 for s in fast["steps"])
+    losses = [(a["loss"], b["loss"]) for a, b in zip(eager["loss_curve"], fast["loss_curve"])]
+    assert len(losses) == 4 and all(abs(a - b) < 1e-4 for a, b in losses), losses
+    assert max(float((w_eager[n] - w_fast[n]).abs().max()) for n in w_eager) < 1e-4

@@ -258,6 +258,8 @@ def test_one_sweep_per_model_and_method_sets_every_seed_and_size(tmp_path, data_
     (lambda r: r["training"].update(epochs=2), "give either max_steps or epochs"),
     (lambda r: (r["training"].update(eval_every=1), r.update(distributed={"processes": 2})),
      "eval_every (curves) needs distributed.processes: 1"),
+    (lambda r: (r["methods"].update(lora={"training": {"compile": True}}), r.update(distributed={"processes": 2})),
+     "training.compile and training.padding_free are measured and tested in one training process"),
     (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="bfloat16")),
      "evaluation.dtype: learning curves (training.eval_every) score the fp32 weights"),
     (lambda r: (r["training"].update(eval_every=1), r["evaluation"].update(dtype="auto")),

@@ -65,6 +65,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             self.peak = None
             self.cuda_peak = 0  # training's CUDA peak up to each curve point (bytes); scoring's is not in it
             self.final_step = None
+            self.step_log = None  # train's step timer: told of the time scoring took
 
         def score(self, step: int) -> None:
             if not ev["tasks"] or any(p["step"] == step for p in self.points):
@@ -77,6 +78,8 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             wrapped = model.__dict__.get("forward")
             if "_original_forward" in model.__dict__:
                 model.forward = model.__dict__["_original_forward"]
+            compiled = getattr(model, "_compiled_call_impl", None)  # training.compile: score eagerly
+            model._compiled_call_impl = None
             if self.peak is not None:
                 self.peak.paused = True
             if torch.cuda.is_available():
@@ -92,6 +95,7 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
                 if torch.cuda.is_available():  # the next training steps' peak, without this scoring
                     torch.cuda.reset_peak_memory_stats()
                 model.train(was_training)
+                model._compiled_call_impl = compiled
                 if wrapped is not None:
                     model.forward = wrapped
                 random.setstate(states[0])
@@ -100,6 +104,8 @@ def callback(model, tokenizer, evaluation: dict, run_dir, data_dir, every: int):
             self.points.append({"step": step, "items": items, "metrics": evaluate.metric_rows(out)})
             self.save()
             self.wall_s += time.perf_counter() - start
+            if self.step_log is not None:
+                self.step_log.paused_s += time.perf_counter() - start
 
         def save(self) -> None:
             tmp = run_dir / "curve.json.tmp"  # atomic: a reader never sees half a file

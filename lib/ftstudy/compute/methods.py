@@ -67,6 +67,8 @@ def resolve(method: str, adapter: dict | None = None, training: dict | None = No
 
     spec["adapter"].update(adapter or {})
     spec["training"] = resolve_training({**spec["training"], **(training or {})})
+    if spec["peft"] == "PROMPT_TUNING":  # virtual tokens prefix each example: it trains padded,
+        spec["training"].pop("padding_free", None)  # and its cell says so by lacking the key
     spec["load"].update(load or {})
     spec["method"] = method
     return spec

@@ -6,6 +6,7 @@ artifact size).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -16,10 +17,32 @@ from ftstudy.compute.memory import AnonPeak, peak_rss_mb
 
 
 def resolve(training: dict | None) -> dict:
-    """Training settings with every unset key from `defaults.TRAINING`."""
+    """Training settings with every unset key from `defaults.TRAINING`; an option of
+    `defaults.OPTIONAL_TRAINING` is kept only when it is on (absent = off, the committed path)."""
     cfg = defaults.training()
     cfg.update(training or {})
+    for key, off in defaults.OPTIONAL_TRAINING.items():
+        if cfg.get(key, off) == off:
+            cfg.pop(key, None)
     return cfg
+
+
+@contextlib.contextmanager
+def compiled(model, on: bool):
+    """While the block runs, `model` computes through torch.compile (dynamic shapes; compiled
+    code cached under `defaults.COMPILE_CACHE` unless TORCHINDUCTOR_CACHE_DIR is set); afterwards
+    it runs eagerly again, so evaluation pays no compilation of its own."""
+    if not on:
+        yield
+        return
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(defaults.COMPILE_CACHE).expanduser()))
+    model.compile(dynamic=True)
+    try:
+        yield
+    finally:
+        model._compiled_call_impl = None  # nn.Module.compile's own slot: back to the eager forward
 
 
 def steps_for(training: dict, n_examples: int) -> int:
@@ -36,6 +59,28 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def collator(tokenizer, cfg: dict):
+    """How a step's examples become one batch: padded to the longest (labels -100 on padding),
+    or with `padding_free` packed into one row."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if not cfg.get("padding_free"):
+        return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+    class PackedCollator(DataCollatorWithFlattening):
+        """A step's examples in one row, each attending only to itself: positions restart at
+        every example, which transformers turns into a block-diagonal causal mask (sdpa, eager)
+        when no attention mask and no KV cache are given, so the batch asks for no cache (a
+        cache would turn that mask off and let examples see each other). Each example's first
+        label is -100, so no token is predicted across a boundary; the loss is over the same
+        answer tokens as the padded batch's."""
+
+        def __call__(self, features, return_tensors=None, separator_id=None):
+            return {**super().__call__(features, return_tensors, separator_id), "use_cache": False}
+
+    return PackedCollator()
+
+
 def _log_callback(run_dir: Path):
     from transformers import TrainerCallback
 
@@ -43,7 +88,25 @@ def _log_callback(run_dir: Path):
 
     class StopOnNonFiniteLossAndReport(TrainerCallback):
         """A NaN/inf loss ends the cell at once (nothing after it is worth computing); every
-        logged step is reported as the cell's progress."""
+        logged step is reported as the cell's progress. Each step's wall time (its data loading
+        included, in-training evaluation not) and the process's anonymous memory after it are
+        kept for the cost record (`steps`): a long run shows whether steps slow down or memory
+        grows."""
+
+        def __init__(self):
+            self.steps, self._last = [], None
+            self.paused_s = 0.0  # in-training evaluation since the last step (curves)
+
+        def on_train_begin(self, args, state, control, **kw):
+            self._last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            from ftstudy.compute.memory import anon_rss_mb
+
+            now = time.perf_counter()
+            self.steps.append(dict(step=state.global_step, wall_s=now - self._last - self.paused_s,
+                                   anon_mb=anon_rss_mb()))
+            self._last, self.paused_s = now, 0.0
 
         def on_log(self, args, state, control, logs=None, **kw):
             loss = (logs or {}).get("loss")
@@ -88,7 +151,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
     the run to TensorBoard, MLflow or W&B (ftstudy.compute.trackers).
     """
     import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from ftstudy.compute.models import count_parameters
 
@@ -140,8 +203,13 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         include_num_input_tokens_seen="non_padding",
         **parallel,
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    callbacks, curve_callback = [_log_callback(run_dir), *tracker_callbacks], None
+    if processes > 1 and (cfg.get("padding_free") or cfg.get("compile")):
+        raise ValueError("training.padding_free and training.compile run in one training process")
+    if cfg.get("padding_free") and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        raise ValueError("training.padding_free packs a step's examples into one sequence; prompt tuning's "
+                         "virtual tokens must prefix each example: turn it off for this method")
+    log_callback = _log_callback(run_dir)
+    callbacks, curve_callback = [log_callback, *tracker_callbacks], None
     if cfg["eval_every"] and curve is not None:
         from ftstudy.compute import curves
 
@@ -150,14 +218,15 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         curve_callback = curves.callback(model, tokenizer, curve["evaluation"], run_dir, curve.get("data_dir"),
                                          cfg["eval_every"])
         callbacks.append(curve_callback)
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator,
+    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator(tokenizer, cfg),
                       callbacks=callbacks)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    with AnonPeak() as anon:
+    with AnonPeak() as anon, compiled(model, cfg.get("compile", False)):
         if curve_callback:
             curve_callback.peak = anon
+            curve_callback.step_log = log_callback
         out = trainer.train()
     wall = time.perf_counter() - start
     curve_s = curve_callback.wall_s if curve_callback else 0.0
@@ -178,6 +247,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         train_loss=out.training_loss,
         loss_curve=[dict(step=h["step"], loss=h["loss"])
                     for h in trainer.state.log_history if "loss" in h],
+        steps=log_callback.steps,
         peak_rss_mb=peak_rss_mb(),
         peak_anon_mb=anon.peak_mb,
         peak_cuda_mb=(max(torch.cuda.max_memory_allocated(), curve_callback.cuda_peak if curve_callback else 0)

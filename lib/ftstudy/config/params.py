@@ -101,6 +101,9 @@ class Training(_Strict):
     # Score the log-likelihood tasks every K steps during training (0: never): the learning-
     # forgetting curves (ftstudy.compute.curves). Single training process only.
     eval_every: int = Field(default=defaults.TRAINING["eval_every"], ge=0)
+    # Packed batches and torch.compile (compute/defaults.py OPTIONAL_TRAINING: absent unless on).
+    padding_free: bool = defaults.OPTIONAL_TRAINING["padding_free"]
+    compile: bool = defaults.OPTIONAL_TRAINING["compile"]
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
@@ -320,6 +323,18 @@ class Params(_Strict):
                     raise ValueError(f"designs.{dname}.{axis}: {unknown} not in the study's {axis} "
                                      f"({list(known)})")
         self.conditions()  # refuses one condition with two training settings
+        return self
+
+    @model_validator(mode="after")
+    def _fast_training_options_fit(self):
+        """padding_free and compile: one training process."""
+        n = self.distributed.processes
+        shared = self.training.model_dump(exclude_unset=True)
+        for cond in self.conditions():
+            on = {**shared, **cond["training"], **self.methods[cond["method"]].training}
+            if n > 1 and (on.get("compile") or on.get("padding_free")):
+                raise ValueError("training.compile and training.padding_free are measured and tested in one "
+                                 "training process: they need distributed.processes: 1")
         return self
 
     @model_validator(mode="after")
