@@ -19,7 +19,6 @@ PATCHED = dict(
     TRAINING=dict(max_steps=7, batch_size=6, gradient_accumulation_steps=2, max_length=99, learning_rate=1e-3,
                   lr_scheduler_type="cosine", warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=0.5,
                   keep_checkpoints=True, epochs=2.0, eval_every=3),
-    OPTIONAL_TRAINING=dict(compile=True),
     QUICK_RUN=dict(train_data={"alpaca": 1.0}, train_data_name="alpaca", train_size=5, training={"max_steps": 2}),
     SEED=9)
 
@@ -60,7 +59,7 @@ def test_evaluation_and_training_resolve_to_the_defaults(patched):
     assert evaluate.resolve(None) == patched["EVALUATION"]
     assert evaluate.resolve({"batch_size": 1})["dtype"] == "bfloat16"
     assert train.resolve(None) == patched["TRAINING"]  # an option at its default is absent
-    assert train.resolve({"compile": False}) == patched["TRAINING"] | {"compile": False}
+    assert train.resolve({"compile": False}) == patched["TRAINING"]  # off is absent
 
 
 def test_the_params_schema_takes_its_defaults_from_the_module(patched, monkeypatch):
@@ -71,7 +70,8 @@ def test_the_params_schema_takes_its_defaults_from_the_module(patched, monkeypat
     spec.loader.exec_module(probe)
     training = probe.Training().model_dump()
     assert training.pop("learning_rate") is None  # unset: each method's own rate
-    assert training == {k: v for k, v in patched["TRAINING"].items() if k != "learning_rate"} | patched["OPTIONAL_TRAINING"]
+    assert training == {k: v for k, v in patched["TRAINING"].items() if k != "learning_rate"} | {
+        k: False for k in defaults.OPTIONAL_TRAINING}  # off unless a params file turns one on
     evaluation = probe.Evaluation(tasks={}).model_dump()
     assert {k: evaluation[k] for k in ("batch_size", "dtype", "sample_seed")} == {
         k: patched["EVALUATION"][k] for k in ("batch_size", "dtype", "sample_seed")}

@@ -42,8 +42,8 @@ TRAINING = dict(
     max_grad_norm=1.0, keep_checkpoints=False, epochs=None, eval_every=0,
 )
 
-# Training options a cell holds only when they are on: absent, a run trains as every committed run
-# did, so their run ids hold. Both change the arithmetic's order, never what a step learns from
+# Training options a cell holds only when they are on (true): absent or false, a run trains as
+# every committed run did, so their run ids hold. Both change the arithmetic's order, never what a step learns from
 # (tests/test_methods.py; BENCHMARKS.md section 16 has what each saves).
 # `padding_free`: a step's examples (the same ones, in the same order) packed into one sequence
 # that attends only within each example, instead of padded to the longest: no compute on
@@ -53,7 +53,7 @@ TRAINING = dict(
 # shapes: examples of every length share one compiled graph), the compiled code cached on disk
 # (`COMPILE_CACHE`) for the next cell of the same model and method. It costs minutes before the
 # first step and pays back only over enough steps on a CPU where it is faster.
-OPTIONAL_TRAINING = dict(padding_free=False, compile=False)
+OPTIONAL_TRAINING = ("padding_free", "compile")
 # Where compiled code is kept between cells (torch's TORCHINDUCTOR_CACHE_DIR, unless set).
 COMPILE_CACHE = "~/.cache/ftstudy/torchinductor"
 

@@ -1,8 +1,8 @@
 """Precision: which dtype a model computes in on this machine (bf16 only where native).
 
 On an AVX2-only CPU a bf16 matmul is emulated, ~7x slower than fp32 (BENCHMARKS.md), and on an
-AVX512 CPU without AVX512-BF16 (Intel Ice Lake) ~3.7x slower, although oneDNN reports bf16 as
-supported there; a GPU or a CPU with AVX512-BF16/AMX computes bf16 natively. Never fp16 on a CPU.
+AVX512 CPU without AVX512-BF16 (Intel Ice Lake) a bf16 training step took 2.6-2.7x an fp32 one
+(BENCHMARKS.md section 16), although oneDNN reports bf16 as supported there; a GPU or a CPU with AVX512-BF16/AMX computes bf16 natively. Never fp16 on a CPU.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ DTYPES = {"auto", "bfloat16", "float32", "float16"}
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: CUDA with bf16, or a CPU that oneDNN
     computes bf16 on and whose flags name AVX512-BF16 or AMX-BF16. oneDNN's own test alone also
-    passes on AVX512 CPUs without them (Ice Lake), where it emulates bf16 3.7x slower than fp32
-    (BENCHMARKS.md section 16); where /proc/cpuinfo is unreadable, oneDNN's test decides."""
+    passes on AVX512 CPUs without them (Ice Lake), where a bf16 training step took 2.6-2.7x an
+    fp32 one (BENCHMARKS.md section 16); where /proc/cpuinfo is unreadable, oneDNN's test decides."""
     import torch
 
     if torch.cuda.is_available():

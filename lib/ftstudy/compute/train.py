@@ -21,8 +21,8 @@ def resolve(training: dict | None) -> dict:
     `defaults.OPTIONAL_TRAINING` is kept only when it is on (absent = off, the committed path)."""
     cfg = defaults.training()
     cfg.update(training or {})
-    for key, off in defaults.OPTIONAL_TRAINING.items():
-        if cfg.get(key, off) == off:
+    for key in defaults.OPTIONAL_TRAINING:
+        if not cfg.get(key):
             cfg.pop(key, None)
     return cfg
 
@@ -31,7 +31,8 @@ def resolve(training: dict | None) -> dict:
 def compiled(model, on: bool):
     """While the block runs, `model` computes through torch.compile (dynamic shapes; compiled
     code cached under `defaults.COMPILE_CACHE` unless TORCHINDUCTOR_CACHE_DIR is set); afterwards
-    it runs eagerly again, so evaluation pays no compilation of its own."""
+    it runs eagerly again, so evaluation pays no compilation of its own. Compilation happens in
+    the first step: its time is in that step's wall (`step_costs`) and in the training wall."""
     if not on:
         yield
         return
@@ -42,7 +43,7 @@ def compiled(model, on: bool):
     try:
         yield
     finally:
-        model._compiled_call_impl = None  # nn.Module.compile's own slot: back to the eager forward
+        model.__dict__.pop("_compiled_call_impl", None)  # nn.Module.compile's slot: eager again
 
 
 def steps_for(training: dict, n_examples: int) -> int:
@@ -90,7 +91,7 @@ def _log_callback(run_dir: Path):
         """A NaN/inf loss ends the cell at once (nothing after it is worth computing); every
         logged step is reported as the cell's progress. Each step's wall time (its data loading
         included, in-training evaluation not) and the process's anonymous memory after it are
-        kept for the cost record (`steps`): a long run shows whether steps slow down or memory
+        kept for the cost record (`step_costs`): a long run shows whether steps slow down or memory
         grows."""
 
         def __init__(self):
@@ -200,11 +201,16 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         use_cpu=not on_gpu,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
+        # a packed row has no padding and no attention mask to count it by
+        include_num_input_tokens_seen="all" if cfg.get("padding_free") else "non_padding",
         **parallel,
     )
     if processes > 1 and (cfg.get("padding_free") or cfg.get("compile")):
         raise ValueError("training.padding_free and training.compile run in one training process")
+    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if cfg.get("padding_free") and attention not in ("sdpa", "eager"):
+        raise ValueError(f"training.padding_free relies on transformers' packed-sequence mask (sdpa or eager "
+                         f"attention); this model uses {attention!r}")
     if cfg.get("padding_free") and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
         raise ValueError("training.padding_free packs a step's examples into one sequence; prompt tuning's "
                          "virtual tokens must prefix each example: turn it off for this method")
@@ -247,7 +253,7 @@ def train(model, tokenizer, examples: list[dict], spec: dict, run_dir: str | Pat
         train_loss=out.training_loss,
         loss_curve=[dict(step=h["step"], loss=h["loss"])
                     for h in trainer.state.log_history if "loss" in h],
-        steps=log_callback.steps,
+        step_costs=log_callback.steps,
         peak_rss_mb=peak_rss_mb(),
         peak_anon_mb=anon.peak_mb,
         peak_cuda_mb=(max(torch.cuda.max_memory_allocated(), curve_callback.cuda_peak if curve_callback else 0)

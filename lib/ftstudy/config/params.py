@@ -101,9 +101,9 @@ class Training(_Strict):
     # Score the log-likelihood tasks every K steps during training (0: never): the learning-
     # forgetting curves (ftstudy.compute.curves). Single training process only.
     eval_every: int = Field(default=defaults.TRAINING["eval_every"], ge=0)
-    # Packed batches and torch.compile (compute/defaults.py OPTIONAL_TRAINING: absent unless on).
-    padding_free: bool = defaults.OPTIONAL_TRAINING["padding_free"]
-    compile: bool = defaults.OPTIONAL_TRAINING["compile"]
+    # Packed batches and torch.compile (compute/defaults.py OPTIONAL_TRAINING: off unless true).
+    padding_free: bool = False
+    compile: bool = False
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):

@@ -124,8 +124,9 @@ def measure(params, data_dir=None, log=print) -> dict[str, dict]:
             cal["s_per_token"], cal["tokens_per_example"] = {}, {}
             for method, e in params.methods.items():
                 log(f"calibrating {name}: {TRAIN_STEPS} training steps of {method}")
+                # eager: a compile's minutes spread over two steps would say nothing of a step
                 spec = methods.resolve(method, e.adapter, {**shared, **e.training, "max_steps": TRAIN_STEPS,
-                                                           "epochs": None, "eval_every": 0}, e.load)
+                                                           "epochs": None, "eval_every": 0, "compile": False}, e.load)
                 tok_m, model_m = methods.load_model(spec, model)
                 cfg = spec["training"]
                 examples, _ = data.training_set(tok_m, first_mix, cfg["batch_size"] * cfg["gradient_accumulation_steps"]

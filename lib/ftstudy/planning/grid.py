@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from ftstudy.run import executors
-from ftstudy.compute import methods, paths, results, train
+from ftstudy.compute import defaults, methods, paths, results, train
 from ftstudy.planning import tuning
 from ftstudy.run.cell import describe, run_id, staleness, status_of
 from ftstudy.config.params import Params
@@ -67,6 +67,8 @@ def plan(params: Params, outputs: str | Path | None = None) -> tuple[list[dict],
             if params.controls and method not in controlled:  # the method applied, trained 0 steps, no data
                 controlled.add(method)
                 spec = methods.resolve(method, mcfg.adapter, {**shared_training, **mcfg.training}, mcfg.load)
+                for option in defaults.OPTIONAL_TRAINING:  # a control trains no step: its id ignores them
+                    spec["training"].pop(option, None)
                 cells.append(dict(method=method, control=True, model=model, evaluation=evaluation,
                                   adapter=spec["adapter"], load=spec["load"],
                                   training={**spec["training"], "max_steps": 0}, train_data=None,
@@ -149,10 +151,12 @@ def _sweep(cell: dict, rates: list[float], settings, outputs: Path) -> tuple[lis
 
 def shape(cell: dict) -> str:
     """What a cell's wall time depends on: model, method (or reference / control), training
-    steps, batch and length, training size, evaluation settings; not the data label or seed."""
+    steps, batch and length, the fast-path options that are on, training size, evaluation
+    settings; not the data label or seed."""
     kind = "control" if cell.get("control") else cell["method"]
     cfg = cell.get("training") or {}
     training = {k: cfg.get(k) for k in ("batch_size", "max_length", "eval_every")}
+    training.update({k: True for k in defaults.OPTIONAL_TRAINING if cfg.get(k)})
     training["steps"] = train.steps_for(cfg, cell.get("train_size") or 0) if cfg else 0
     return json.dumps([cell["model"], kind, training, cell.get("train_size"), cell["evaluation"]],
                       sort_keys=True, default=str)
