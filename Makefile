@@ -84,6 +84,9 @@ bench: setup
 	$(PY) bench/memory.py
 	$(PY) bench/cell_profile.py
 	$(PY) bench/precision_policy.py
+	$(PY) bench/train_limit.py
+	$(PY) bench/long_cell.py --padding-free
+	$(PY) bench/long_cell.py --padding-free --compile --steps 30
 	$(PY) bench/report.py
 
 lab: setup

@@ -24,6 +24,9 @@ bash bench/gpu_run.sh                       # 6. on a GPU machine only (with the
 .venv/bin/python bench/precision_policy.py  # 12. training memory and speed, precision policy before/after
 .venv/bin/python bench/eval_limits.py       # 14. evaluation against the forward's throughput
 .venv/bin/python bench/eval_bf16.py         # 15. what a bf16 evaluation moves, and saves
+.venv/bin/python bench/train_limit.py       # 16. training: kit vs bare loop vs the matmul ceiling
+.venv/bin/python bench/long_cell.py --padding-free  # 16b. a 200-step cell, per step
+.venv/bin/python bench/long_cell.py --padding-free --compile --steps 30  # 16c. compiled, cold and warm
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
 
@@ -407,6 +410,93 @@ def bf16_section(r) -> list[str]:
     return out
 
 
+def train_limit_section(r) -> list[str]:
+    """Section 16: the kit's training step, padded and padding-free, against a bare loop on the
+    same batches and against this CPU's matmul rate; where a step's time goes; other options."""
+    st, rows = r["settings"], r["rows"]
+    gf = r["matmul_gflops"]
+    kit, kit_pf, bare, bare_pf = "kit", "kit, padding-free", "bare", "bare, padding-free"
+    out = [f"SmolLM2-135M-Instruct (fp32 weights), GSM8K-train, batch {st['batch']}, max_length {st['max_length']}, "
+           f"training in **{st['dtype']}**, {st['threads']} threads. Per method, {st['rounds']} rounds of each runner in "
+           f"turn over the batches the kit's Trainer drew; medians over {st['steps']} timed steps a round (the first "
+           f"{st['warmup']} of each round left out). Matmul ceiling at the model's shapes: fp32 {gf['float32']:.0f} "
+           f"GFLOP/s, bf16 {gf['bfloat16']:.0f} GFLOP/s. The fraction of it is the useful FLOPs (linear layers on real "
+           "tokens, causal attention within each example) a second, a lower bound for prompt tuning (its virtual "
+           "tokens) and DoRA (its weight norms); tokens/s count real tokens. *kit* is today's "
+           "path, *padding-free* the `training.padding_free` option, *bare* a plain loop (forward, backward, "
+           "clipping, fused AdamW) with the same batches and layout.", "",
+           "| method | padding | kit step | kit, padding-free | bare | bare, padding-free | kit / bare | "
+           "kit tok/s | fraction of ceiling | first step |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pair(values, name_a, name_b, fmt):
+        a_, b_ = values.get(name_a), values.get(name_b)
+        return fmt(a_) + (f" -> {fmt(b_)}" if b_ is not None else "")
+
+    for x in rows:
+        sec = x["step_s"]
+        ratio = {kit: sec[kit] / sec[bare]}
+        if kit_pf in sec:
+            ratio[kit_pf] = sec[kit_pf] / sec[bare_pf]
+        out.append(
+            f"| {x['method']} | {1 - x['tokens_per_step'] / x['padded_per_step']:.0%} | {sec[kit]:.2f} s | "
+            f"{f'{sec[kit_pf]:.2f} s' if kit_pf in sec else 'cannot pack'} | {sec[bare]:.2f} s | "
+            f"{f'{sec[bare_pf]:.2f} s' if bare_pf in sec else '–'} | {pair(ratio, kit, kit_pf, lambda v: f'{v:.2f}')} | "
+            f"{pair(x['tokens_per_s'], kit, kit_pf, lambda v: f'{v:.0f}')} | "
+            f"{pair(x['fraction'], kit, kit_pf, lambda v: f'{v:.2f}')} | {x['first_step_s']:.1f} s |")
+    parts = ("forward", "backward", "clip", "optimizer")
+    out += ["", "Where a kit step's time goes (medians of hook-timed parts, seconds; *rest* is the step's median "
+            "minus theirs: data, collation and the Trainer's own work, within the noise, so it can fall below "
+            "zero; a process's first step adds its warm-up, last column above):", "",
+            "| method | path | " + " | ".join(parts) + " | rest |", "|---" * (len(parts) + 3) + "|"]
+    for x in rows:
+        for path, prof in x["profile"].items():
+            rest = x["step_s"][path] - sum(prof[p] for p in parts)
+            out.append(f"| {x['method']} | {path} | " + " | ".join(f"{prof[p]:.3f}" for p in parts) + f" | {rest:.3f} |")
+    options = [x for x in rows if x.get("options_step_s")]
+    if options:
+        names = list(options[0]["options_step_s"])
+        out += ["", "Other options, once each on the bare loop over the same batches (median seconds a step; "
+                "compare with the bare padded column above):", "",
+                "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        out += [f"| {x['method']} | " + " | ".join(f"{x['options_step_s'][n]:.2f} s" for n in names) + " |"
+                for x in options]
+    return out
+
+
+def long_cell_section(r) -> list[str]:
+    """Section 16b: one long cell through `ftstudy run`, per step from its own record."""
+    options = ", ".join(k.replace("_", "-") for k in ("padding_free", "compile") if r.get(k)) or "none"
+    return [f"`{r['method']}`, {r['steps']} steps over {r['examples']} distinct GSM8K-train examples (batch 4, one "
+            f"epoch), training in {r['dtype']}, fast-path options: {options}; from the run's `metrics.json` "
+            "(`steps`: each step's wall and the process's anonymous memory after it).", "",
+            "| | value |", "|---|---|",
+            f"| training wall; `ftstudy run` wall (the base reference's cell and 8-item evaluations included) | "
+            f"{fmt_s(r['train_wall_s'])}; {fmt_s(r['grid_wall_s'])} |",
+            f"| tokens/s (real tokens) | {r['tokens_per_s']:.0f} |",
+            f"| first step (warm-up included) | {r['first_step_s']:.1f} s |",
+            f"| median step; first tenth; last tenth | {r['median_step_s']:.2f} s; {r['first_tenth_median_s']:.2f} s; "
+            f"{r['last_tenth_median_s']:.2f} s |",
+            f"| anonymous memory after step 1; at a tenth; last; most | {r['anon_mb_after_step_1']:.0f}; "
+            f"{r['anon_mb_at_tenth']:.0f}; {r['anon_mb_last']:.0f}; {r['anon_mb_max']:.0f} MiB |", "",
+            "Progress lines `ftstudy run` printed while it trained (first and last three):", "", "```",
+            *r["progress_lines"], "```"]
+
+
+def compile_section(r) -> list[str]:
+    """Section 16c: `training.compile` through the kit, from an empty compile cache and from a filled one."""
+    c, w = r["cold"], r["warm"]
+    options = ", ".join(k.replace("_", "-") for k in ("padding_free", "compile") if c.get(k))
+    return [f"`{c['method']}`, {c['steps']} steps (batch 4), training in {c['dtype']}, options: {options}; the "
+            "cell run twice by `ftstudy run`, first with an empty compile cache (cold), then with the cache that "
+            "run filled (warm). Compilation happens in the first step. Compare the median step with section 16b.",
+            "", "| | cold cache | warm cache |", "|---|---|---|",
+            f"| first step (compilation included) | {c['first_step_s']:.1f} s | {w['first_step_s']:.1f} s |",
+            f"| median later step | {c['median_step_s']:.2f} s | {w['median_step_s']:.2f} s |",
+            f"| training wall | {fmt_s(c['train_wall_s'])} | {fmt_s(w['train_wall_s'])} |",
+            f"| peak anonymous memory | {c['peak_anon_mb']:.0f} MiB | {w['peak_anon_mb']:.0f} MiB |"]
+
+
 SECTIONS = [("study", "4. The study", study_section),
             ("train_overhead", "1. Training overhead: kit vs bare transformers + PEFT", train_section),
             ("eval_vs_cli", "2. Evaluation: kit vs `python -m lm_eval`", eval_section),
@@ -418,7 +508,10 @@ SECTIONS = [("study", "4. The study", study_section),
             ("precision_policy", "12. The precision policy: training before and after", precision_section),
             ("eval_limits", "14. Evaluation against its limit: shared contexts", limits_section),
             ("eval_limits_bf16", "14b. The same in bf16 (`evaluation.dtype: bfloat16`, where native)", limits_section),
-            ("eval_bf16", "15. bf16 evaluation against fp32", bf16_section)]
+            ("eval_bf16", "15. bf16 evaluation against fp32", bf16_section),
+            ("train_limit", "16. Training against its limit", train_limit_section),
+            ("long_cell", "16b. A long cell through the kit", long_cell_section),
+            ("long_cell_compile", "16c. Compiled training through the kit", compile_section)]
 
 
 def committed_study_section(folder=common.ROOT / "results" / "cpu-study") -> list[str]:
