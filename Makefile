@@ -75,7 +75,7 @@ test-fast: setup
 services:
 	bash tests/services.sh
 
-# Every benchmark (about an hour on 2 cores; deletes and regenerates outputs/), then BENCHMARKS.md.
+# Every benchmark (about two hours on 2 cores; deletes and regenerates outputs/), then BENCHMARKS.md.
 bench: setup
 	$(PY) bench/study.py
 	$(PY) bench/notebook_overhead.py
