@@ -86,7 +86,7 @@ bench: setup
 	$(PY) bench/precision_policy.py
 	$(PY) bench/train_limit.py
 	$(PY) bench/long_cell.py --padding-free
-	$(PY) bench/long_cell.py --padding-free --compile --steps 30
+	$(PY) bench/long_cell.py --padding-free --compile --steps 12
 	$(PY) bench/report.py
 
 lab: setup

@@ -8,7 +8,7 @@ training, and keeps the progress lines `ftstudy run` printed while the cell ran.
 first run filled (warm), and is kept apart (`long_cell_compile`).
 
     FTSTUDY_DATA_DIR=../shared/data python bench/long_cell.py [--method lora] [--steps 200] [--padding-free]
-    FTSTUDY_DATA_DIR=../shared/data python bench/long_cell.py --padding-free --compile --steps 30
+    FTSTUDY_DATA_DIR=../shared/data python bench/long_cell.py --padding-free --compile --steps 12
 """
 import argparse
 import json

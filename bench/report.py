@@ -26,7 +26,7 @@ bash bench/gpu_run.sh                       # 6. on a GPU machine only (with the
 .venv/bin/python bench/eval_bf16.py         # 15. what a bf16 evaluation moves, and saves
 .venv/bin/python bench/train_limit.py       # 16. training: kit vs bare loop vs the matmul ceiling
 .venv/bin/python bench/long_cell.py --padding-free  # 16b. a 200-step cell, per step
-.venv/bin/python bench/long_cell.py --padding-free --compile --steps 30  # 16c. compiled, cold and warm
+.venv/bin/python bench/long_cell.py --padding-free --compile --steps 12  # 16c. compiled, cold and warm
 .venv/bin/python bench/report.py            # rewrite BENCHMARKS.md from bench/results/
 ```"""
 
@@ -469,7 +469,7 @@ def long_cell_section(r) -> list[str]:
     options = ", ".join(k.replace("_", "-") for k in ("padding_free", "compile") if r.get(k)) or "none"
     return [f"`{r['method']}`, {r['steps']} steps over {r['examples']} distinct GSM8K-train examples (batch 4, one "
             f"epoch), training in {r['dtype']}, fast-path options: {options}; from the run's `metrics.json` "
-            "(`steps`: each step's wall and the process's anonymous memory after it).", "",
+            "(`step_costs`: each step's wall and the process's anonymous memory after it).", "",
             "| | value |", "|---|---|",
             f"| training wall; `ftstudy run` wall (the base reference's cell and 8-item evaluations included) | "
             f"{fmt_s(r['train_wall_s'])}; {fmt_s(r['grid_wall_s'])} |",
