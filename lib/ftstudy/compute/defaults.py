@@ -43,8 +43,8 @@ TRAINING = dict(
 )
 
 # Training options a cell holds only when they are on (true): absent or false, a run trains as
-# every committed run did, so their run ids hold. Both change the arithmetic's order, never what a step learns from
-# (tests/test_methods.py; BENCHMARKS.md section 16 has what each saves).
+# every committed run did, so their run ids hold. Both change the arithmetic's order, never what
+# a step learns from (tests/test_methods.py; BENCHMARKS.md sections 16-16c: what each saves).
 # `padding_free`: a step's examples (the same ones, in the same order) packed into one sequence
 # that attends only within each example, instead of padded to the longest: no compute on
 # padding. Prompt tuning trains padded whatever this says (its virtual tokens prefix each

@@ -2,7 +2,8 @@
 
 On an AVX2-only CPU a bf16 matmul is emulated, ~7x slower than fp32 (BENCHMARKS.md), and on an
 AVX512 CPU without AVX512-BF16 (Intel Ice Lake) a bf16 training step took 2.6-2.7x an fp32 one
-(BENCHMARKS.md section 16), although oneDNN reports bf16 as supported there; a GPU or a CPU with AVX512-BF16/AMX computes bf16 natively. Never fp16 on a CPU.
+(BENCHMARKS.md section 16), although oneDNN reports bf16 as supported there; a GPU or a CPU
+with AVX512-BF16/AMX computes bf16 natively. Never fp16 on a CPU.
 """
 from __future__ import annotations
 
